@@ -1,0 +1,113 @@
+//! The `docket` binary: parses the command line, runs the command, reports errors for humans.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use docket::merge::files::{merge_files, Requested};
+
+#[derive(Parser)]
+#[command(
+    name = "docket",
+    version,
+    about = "Streaming pcap gateway for Stenographer and capture directories"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge capture files by timestamp (a drop-in for `mergecap -w`).
+    Merge {
+        /// Output file, or `-` for standard output.
+        #[arg(short = 'w', value_name = "OUT")]
+        output: PathBuf,
+        /// Output format; by default classic pcap when all packets share one link type,
+        /// pcapng otherwise.
+        #[arg(short = 'F', value_enum)]
+        format: Option<Format>,
+        /// Input capture files (pcap or pcapng, detected from their bytes).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Pcap,
+    Pcapng,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Merge {
+            output,
+            format,
+            inputs,
+        } => merge(&output, format, &inputs),
+    }
+}
+
+fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -> ExitCode {
+    let requested = match format {
+        None => Requested::Auto,
+        Some(Format::Pcap) => Requested::Pcap,
+        Some(Format::Pcapng) => Requested::Pcapng,
+    };
+    let result = if output.as_os_str() == "-" {
+        let stdout = io::stdout();
+        let mut lock = stdout.lock();
+        merge_files(inputs, requested, &mut lock)
+    } else {
+        // Write beside the target and rename at the end, so a failed merge never leaves a
+        // half-written file under the requested name.
+        let tmp = output.with_extension("docket-partial");
+        let result = std::fs::File::create(&tmp)
+            .map_err(docket::merge::files::Error::Output)
+            .and_then(|mut f| {
+                let r = merge_files(inputs, requested, &mut f)?;
+                f.flush().map_err(docket::merge::files::Error::Output)?;
+                Ok(r)
+            });
+        match &result {
+            Ok(_) => {
+                if let Err(e) = std::fs::rename(&tmp, output) {
+                    eprintln!(
+                        "docket merge: cannot rename {} to {}: {e}",
+                        tmp.display(),
+                        output.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        result
+    };
+    match result {
+        Ok(report) => {
+            for (path, e) in &report.failed {
+                eprintln!("docket merge: {}: {e}", path.display());
+            }
+            if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(docket::merge::files::Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            // A reader that stops early (`| head`) is not a failure.
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docket merge: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

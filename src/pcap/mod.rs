@@ -1,0 +1,13 @@
+//! Capture files and streams: the [`Packet`] type, the incremental [`Reader`] (pcap and pcapng
+//! from byte chunks, zero-copy where a record lies in one chunk), and the [`Writer`] (pcap or
+//! pcapng into a buffer). This module knows nothing of HTTP, jobs or files on disk.
+
+mod error;
+mod packet;
+mod reader;
+mod writer;
+
+pub use error::Error;
+pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
+pub use reader::{Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD};
+pub use writer::{OutputFormat, Writer};

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs the real tools the tests use
+# as oracles, checks formatting and lints, runs every test, and fuzzes each target briefly when
+# cargo-fuzz is available. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler).
+packages=(tshark wireshark-common tcpdump libpcap-dev)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -d "${DOCKET_PCAPS:-../shared/pcaps}" ]; then
+    echo "the team corpus is missing: expected ${DOCKET_PCAPS:-../shared/pcaps}" >&2
+    exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+# --all-targets also runs each criterion bench once in test mode, so a broken bench fails here.
+cargo test --all-targets
+
+if [ -x fuzz/run.sh ]; then
+    FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run.sh
+fi
