@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use super::KWay;
-use crate::pcap::{self, Next, OutputFormat, Reader, Writer};
+use crate::pcap::{self, LinkType, Next, OutputFormat, Reader, Writer};
 
 /// Output buffer size at which it is written out: large enough that the per-write cost
 /// vanishes, small enough to stay in L2/L3-ish territory and keep memory flat.
@@ -70,6 +70,8 @@ pub enum Error {
 struct Input {
     path: PathBuf,
     reader: Reader,
+    /// Interfaces a mapped pcapng declares anywhere in the file (see `choose`).
+    later_interfaces: Vec<(LinkType, pcap::Precision)>,
     /// Set for inputs read in chunks rather than mapped.
     stream: Option<File>,
 }
@@ -93,12 +95,14 @@ impl Input {
             };
             return Ok(Input {
                 path: path.to_owned(),
+                later_interfaces: pcap::scan_pcapng_interfaces(&data),
                 reader: Reader::from_bytes(data),
                 stream: None,
             });
         }
         Ok(Input {
             path: path.to_owned(),
+            later_interfaces: Vec::new(),
             reader: Reader::new(),
             stream: Some(file),
         })
@@ -174,6 +178,16 @@ pub fn merge_files(
     let mut writer = Writer::new(format);
     let mut buf = BytesMut::with_capacity(FLUSH_AT + pcap::MAX_BLOCK as usize);
     writer.write_header(&mut buf);
+    for input in inputs.iter().flatten() {
+        for &(link_type, _) in input
+            .reader
+            .declared()
+            .iter()
+            .chain(&input.later_interfaces)
+        {
+            writer.declare(&mut buf, link_type);
+        }
+    }
     let mut packets = 0u64;
     while let Some((i, p)) = kway.pop() {
         match writer.write(&mut buf, &p) {
@@ -202,8 +216,15 @@ pub fn merge_files(
     })
 }
 
+/// The output format: from what every input declared before its first packet and, for mapped
+/// pcapng files, every interface declared anywhere in them (a pcapng may add an interface of
+/// another link type after its first packet; a stream input cannot be scanned ahead, and such
+/// a late interface then fails that input instead of being mislabelled).
 fn choose(requested: Requested, inputs: &[Option<Input>]) -> OutputFormat {
-    let declared = inputs.iter().flatten().flat_map(|i| i.reader.declared());
+    let declared = inputs
+        .iter()
+        .flatten()
+        .flat_map(|i| i.reader.declared().iter().chain(&i.later_interfaces));
     match (requested, OutputFormat::choose(declared.clone())) {
         (Requested::Pcapng, _) => OutputFormat::Pcapng,
         (Requested::Auto, f) => f,
@@ -213,11 +234,7 @@ fn choose(requested: Requested, inputs: &[Option<Input>]) -> OutputFormat {
         (Requested::Pcap, OutputFormat::Pcapng) => {
             let mut d = declared;
             let first = d.next().map_or(1, |&(lt, _)| lt);
-            let nanos = inputs
-                .iter()
-                .flatten()
-                .flat_map(|i| i.reader.declared())
-                .any(|&(_, p)| p == pcap::Precision::Nano);
+            let nanos = d.any(|&(_, p)| p == pcap::Precision::Nano);
             OutputFormat::Pcap {
                 link_type: first,
                 nanos,

@@ -9,5 +9,7 @@ mod writer;
 
 pub use error::Error;
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
-pub use reader::{Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD};
+pub use reader::{
+    scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,
+};
 pub use writer::{OutputFormat, Writer};

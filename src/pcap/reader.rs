@@ -694,6 +694,59 @@ impl Reader {
     }
 }
 
+/// Every (link type, precision) a complete pcapng capture declares, found by walking block
+/// headers and parsing only section and interface blocks. For choosing an output format before
+/// merging whole files: a pcapng may declare an interface after its first packet. Stops
+/// quietly at the first damage (the reader reports it when it gets there); a classic pcap or
+/// anything else gives an empty list.
+pub fn scan_pcapng_interfaces(data: &[u8]) -> Vec<(LinkType, Precision)> {
+    let mut found: Vec<(LinkType, Precision)> = Vec::new();
+    let mut pos = 0usize;
+    let mut be = false;
+    while pos + 12 <= data.len() {
+        let b = &data[pos..];
+        let rd = |x: &[u8], be: bool| {
+            let a: [u8; 4] = x[..4].try_into().expect("4 bytes");
+            if be {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            }
+        };
+        let kind = rd(b, false);
+        if kind == SHB_TYPE {
+            match rd(&b[8..], false) {
+                BOM => be = false,
+                x if x == BOM.swap_bytes() => be = true,
+                _ => break,
+            }
+        } else if pos == 0 {
+            break;
+        }
+        let len = rd(&b[4..], be) as usize;
+        if len < 12 || len % 4 != 0 || len > b.len() {
+            break;
+        }
+        if rd(&b[..4], be) == 1 {
+            let parsed = if be {
+                pcap_parser::pcapng::parse_interfacedescriptionblock_be(&b[..len])
+            } else {
+                pcap_parser::pcapng::parse_interfacedescriptionblock_le(&b[..len])
+            };
+            let Ok((_, idb)) = parsed else { break };
+            let Ok(iface) = interface(&idb, be, pos as u64) else {
+                break;
+            };
+            let d = (iface.link_type, Precision::of_units(iface.units));
+            if !found.contains(&d) {
+                found.push(d);
+            }
+        }
+        pos += len;
+    }
+    found
+}
+
 /// Reads an IDB's link type, snaplen and timestamp options in the section's byte order.
 /// (pcap-parser's own `if_tsoffset` is read little-endian whatever the section.)
 fn interface(idb: &InterfaceDescriptionBlock, be: bool, offset: u64) -> Result<Interface, Error> {

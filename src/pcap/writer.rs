@@ -186,6 +186,16 @@ impl Writer {
         Ok(())
     }
 
+    /// Declares a link type up front (pcapng: writes its nanosecond IDB now; classic: nothing),
+    /// so that a capture with no packets still names its interfaces — libpcap refuses a pcapng
+    /// without any.
+    pub fn declare(&mut self, out: &mut BytesMut, link_type: LinkType) {
+        self.write_header(out);
+        if self.format == OutputFormat::Pcapng {
+            self.interface(out, link_type, RESOL_NS);
+        }
+    }
+
     /// The pcapng interface id for (link type, resolution), writing its IDB on first use.
     fn interface(&mut self, out: &mut BytesMut, link_type: LinkType, resol: u8) -> u32 {
         if let Some(i) = self
