@@ -11,5 +11,7 @@
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod merge;
 pub mod pcap;

@@ -59,9 +59,13 @@ fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -
         Some(Format::Pcapng) => Requested::Pcapng,
     };
     let result = if output.as_os_str() == "-" {
-        let stdout = io::stdout();
-        let mut lock = stdout.lock();
-        merge_files(inputs, requested, &mut lock)
+        // A File on a duplicate of fd 1, not `io::stdout()`: its line buffering would copy
+        // every vectored write.
+        use std::os::fd::AsFd;
+        match io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => merge_files(inputs, requested, &mut std::fs::File::from(fd)),
+            Err(e) => Err(docket::merge::files::Error::Output(e)),
+        }
     } else {
         // Write beside the target and rename at the end, so a failed merge never leaves a
         // half-written file under the requested name.

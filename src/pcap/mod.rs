@@ -12,4 +12,4 @@ pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,
 };
-pub use writer::{OutputFormat, Writer};
+pub use writer::{OutputFormat, Tail, Writer};

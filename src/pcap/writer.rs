@@ -124,6 +124,19 @@ impl Writer {
     /// [`Error::Unwritable`] when the packet cannot be written faithfully in this format;
     /// nothing is appended then.
     pub fn write(&mut self, out: &mut BytesMut, p: &Packet) -> Result<(), Error> {
+        let tail = self.write_head(out, p)?;
+        out.extend_from_slice(&p.data);
+        out.extend_from_slice(tail.as_slice());
+        Ok(())
+    }
+
+    /// Appends the packet's record up to its payload (and any IDB it needs first), and returns
+    /// what must follow the payload: for callers that hand the payload to the kernel by
+    /// reference (`writev` from a mapped file) instead of copying it into `out`.
+    ///
+    /// # Errors
+    /// As [`Writer::write`]; nothing is appended then.
+    pub fn write_head(&mut self, out: &mut BytesMut, p: &Packet) -> Result<Tail, Error> {
         self.write_header(out);
         let caplen = p.data.len() as u32;
         match self.format {
@@ -148,12 +161,13 @@ impl Writer {
                         p.ts
                     )));
                 };
-                out.reserve(16 + p.data.len());
-                out.put_u32_le(secs);
-                out.put_u32_le(frac);
-                out.put_u32_le(caplen);
-                out.put_u32_le(p.orig_len);
-                out.put_slice(&p.data);
+                let mut h = [0u8; 16];
+                h[..4].copy_from_slice(&secs.to_le_bytes());
+                h[4..8].copy_from_slice(&frac.to_le_bytes());
+                h[8..12].copy_from_slice(&caplen.to_le_bytes());
+                h[12..].copy_from_slice(&p.orig_len.to_le_bytes());
+                out.extend_from_slice(&h);
+                Ok(Tail::default())
             }
             OutputFormat::Pcapng => {
                 let ns = p.ts.as_nanos();
@@ -168,9 +182,8 @@ impl Writer {
                     )));
                 };
                 let if_id = self.interface(out, p.link_type, resol);
-                let padded = (p.data.len() + 3) & !3;
-                let block_len = 32 + padded as u32;
-                out.reserve(block_len as usize);
+                let pad = (4 - p.data.len() % 4) % 4;
+                let block_len = 32 + (p.data.len() + pad) as u32;
                 out.put_u32_le(6);
                 out.put_u32_le(block_len);
                 out.put_u32_le(if_id);
@@ -178,12 +191,12 @@ impl Writer {
                 out.put_u32_le(units as u32);
                 out.put_u32_le(caplen);
                 out.put_u32_le(p.orig_len);
-                out.put_slice(&p.data);
-                out.put_bytes(0, padded - p.data.len());
-                out.put_u32_le(block_len);
+                let mut tail = Tail::default();
+                tail.bytes[pad..pad + 4].copy_from_slice(&block_len.to_le_bytes());
+                tail.len = pad as u8 + 4;
+                Ok(tail)
             }
         }
-        Ok(())
     }
 
     /// Declares a link type up front (pcapng: writes its nanosecond IDB now; classic: nothing),
@@ -220,6 +233,20 @@ impl Writer {
         out.put_u32_le(32);
         self.interfaces.push((link_type, resol));
         (self.interfaces.len() - 1) as u32
+    }
+}
+
+/// The bytes of a record that follow its payload (pcapng: padding and the trailing length).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tail {
+    bytes: [u8; 8],
+    len: u8,
+}
+
+impl Tail {
+    /// The bytes to write after the payload (empty for classic pcap).
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
     }
 }
 
