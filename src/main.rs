@@ -20,6 +20,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", default_value = "conf/docket.toml")]
+        config: PathBuf,
+        /// Listen address, overriding the file's `listen` (e.g. 127.0.0.1:0 for any port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Spool directory, overriding the file's `spool_dir`.
+        #[arg(long)]
+        spool_dir: Option<PathBuf>,
+    },
     /// Merge capture files by timestamp (a drop-in for `mergecap -w`).
     Merge {
         /// Output file, or `-` for standard output.
@@ -44,6 +56,11 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            spool_dir,
+        } => serve(&config, listen, spool_dir),
         Command::Merge {
             output,
             format,
@@ -111,6 +128,52 @@ fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -
         }
         Err(e) => {
             eprintln!("docket merge: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(path: &std::path::Path, listen: Option<String>, spool_dir: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+    let mut config = match docket::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("docket serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(l) = listen {
+        match l.parse() {
+            Ok(a) => config.listen = a,
+            Err(e) => {
+                eprintln!("docket serve: --listen {l:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(d) = spool_dir {
+        config.spool_dir = d;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("docket serve: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(docket::server::run(config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("docket serve: {e}");
             ExitCode::from(2)
         }
     }

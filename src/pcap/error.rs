@@ -96,6 +96,14 @@ pub enum Error {
         /// The raw option value.
         tsresol: u8,
     },
+    /// A BPF filter expression does not compile.
+    #[error("bad filter {expr:?}: {reason}")]
+    BadFilter {
+        /// The expression.
+        expr: String,
+        /// libpcap's message.
+        reason: String,
+    },
     /// The writer was handed a packet it cannot write without lying about it.
     #[error("cannot write packet: {reason}")]
     Unwritable {

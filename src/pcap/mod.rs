@@ -3,11 +3,13 @@
 //! pcapng into a buffer). This module knows nothing of HTTP, jobs or files on disk.
 
 mod error;
+mod filter;
 mod packet;
 mod reader;
 mod writer;
 
 pub use error::Error;
+pub use filter::BpfFilter;
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,

@@ -1,0 +1,519 @@
+//! Routes, all under the configured prefix (default `/app/docket/`):
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET q/<clauses…>` | job JSON `{id, state, query, url, time}` (starts or joins the job) |
+//! | `GET q/<clauses…>/pcap` | the merged capture, streamed as it is merged |
+//! | `POST q` (JSON or form) | job JSON |
+//! | `GET api/uri/<clauses…>` | job JSON (Docket-py's click-to-pcap path; no redirect loop) |
+//! | `GET <id>/merged.pcap` | the capture: streamed while the job runs, `Range` when complete |
+//! | `GET status[/<ids>]`, `ids[/<ids>]`, `urls[/<ids>]`, `jobs`, `stats` | Docket-py's shapes, plus per-upstream progress |
+//! | `DELETE <id>` | cancels and removes the job |
+//! | `GET healthz` | `ok` |
+//!
+//! A capture response is `application/vnd.tcpdump.pcap`, chunked while the job runs. If the
+//! job fails mid-stream the body is aborted, so the client sees a truncated transfer rather
+//! than a clean end of a wrong file.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{error, full, json, AppState, Body};
+use crate::jobs::{self, Job, State};
+use crate::pcap::{Timestamp, NANOS_PER_SEC};
+use crate::query::{self, JobId, Query, QueryConfig};
+use crate::spool::{self, FollowEnd, Stage};
+
+/// Largest request body accepted (a query is tiny).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Chunks buffered between a capture's reader task and hyper: backpressure from a slow client
+/// stops the reader (not the job: the job writes the spool).
+const BODY_CHUNKS: usize = 4;
+
+/// Handles one request.
+pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let prefix = &state.config.prefix;
+    if path == prefix.trim_end_matches('/') {
+        return Response::builder()
+            .status(StatusCode::MOVED_PERMANENTLY)
+            .header(header::LOCATION, prefix.as_str())
+            .body(full(""))
+            .expect("valid response");
+    }
+    let Some(rest) = path.strip_prefix(prefix.as_str()) else {
+        return error(StatusCode::NOT_FOUND, "not found", None, None);
+    };
+    let rest = rest.to_owned();
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    match (method, segs.as_slice()) {
+        (Method::GET, []) => index(&state),
+        (Method::GET, ["healthz"]) => Response::new(full("ok\n")),
+        (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["api", "uri", clauses @ ..]) => {
+            let (clauses, want_pcap) = match clauses.split_last() {
+                Some((&"pcap", head)) => (head, true),
+                _ => (clauses, false),
+            };
+            let q = match query::parse_path(&clauses.join("/"), now(), &query_config(&state)) {
+                Ok(q) => q,
+                Err(e) => return query_error(&e),
+            };
+            start(&state, q, want_pcap, &req).await
+        }
+        (Method::POST, ["q"]) | (Method::POST, ["api"]) => post_query(req, &state).await,
+        (Method::GET, [id, "merged.pcap"]) => match id.parse::<JobId>() {
+            Ok(id) => match state.registry.get(&id) {
+                Some(job) => capture(&state, job, &req).await,
+                None => match state.registry.spool().lookup(&id.to_string()) {
+                    Some((path, len)) => complete_file(&path, len, &id, &req),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "no such job",
+                        Some("id"),
+                        Some(&id.to_string()),
+                    ),
+                },
+            },
+            Err(_) => error(StatusCode::NOT_FOUND, "not a job id", Some("id"), Some(id)),
+        },
+        (Method::DELETE, [id]) => match id.parse::<JobId>() {
+            Ok(id) if state.registry.remove(&id) => json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id.to_string(), "deleted": true}),
+            ),
+            Ok(id) => error(
+                StatusCode::NOT_FOUND,
+                "no such job",
+                Some("id"),
+                Some(&id.to_string()),
+            ),
+            Err(_) => error(StatusCode::NOT_FOUND, "not a job id", Some("id"), Some(id)),
+        },
+        (Method::GET, ["status", ids @ ..]) => json(StatusCode::OK, &status_map(&state, ids)),
+        (Method::GET, ["ids", ids @ ..]) => {
+            let v: Vec<String> = selected(&state, ids)
+                .iter()
+                .map(|j| j.id.to_string())
+                .collect();
+            json(StatusCode::OK, &serde_json::json!(v))
+        }
+        (Method::GET, ["urls", ids @ ..]) => {
+            let mut m = serde_json::Map::new();
+            for j in selected(&state, ids) {
+                if matches!(
+                    j.state(),
+                    State::Completed | State::Partial | State::Running | State::Queued
+                ) {
+                    m.insert(j.id.to_string(), url(&state, &j.id).into());
+                }
+            }
+            json(StatusCode::OK, &serde_json::Value::Object(m))
+        }
+        (Method::GET, ["jobs"]) => {
+            let v: Vec<serde_json::Value> = state
+                .registry
+                .all()
+                .iter()
+                .map(|j| job_json(&state, j))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!(v))
+        }
+        (Method::GET, ["stats", ..]) => json(StatusCode::OK, &stats(&state)),
+        (_, _) => error(
+            StatusCode::NOT_FOUND,
+            "unrecognised request: try q/…, status, stats, ids, urls or jobs",
+            None,
+            None,
+        ),
+    }
+}
+
+fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_nanos() as i128)
+}
+
+fn query_config(state: &AppState) -> QueryConfig {
+    QueryConfig {
+        time_window_secs: state.config.time_window,
+        long_ago_secs: state.config.long_ago,
+    }
+}
+
+fn query_error(e: &query::Error) -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        &e.message,
+        Some(&e.clause),
+        Some(&e.value),
+    )
+}
+
+fn url(state: &AppState, id: &JobId) -> String {
+    format!("{}{id}/merged.pcap", state.config.prefix)
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Docket-py's job JSON.
+fn job_json(state: &AppState, j: &Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id.to_string(),
+        "state": j.state(),
+        "query": j.query.stenographer(),
+        "url": url(state, &j.id),
+        "time": rfc3339(j.created),
+    })
+}
+
+async fn post_query(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body over {MAX_BODY} bytes"),
+                Some("body"),
+                None,
+            )
+        }
+    };
+    let parsed = if ctype.starts_with("application/json") {
+        query::parse_json(&body, now(), &query_config(state))
+    } else if ctype.starts_with("application/x-www-form-urlencoded") || ctype.is_empty() {
+        query::parse_form(&body, now(), &query_config(state))
+    } else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send application/json or application/x-www-form-urlencoded",
+            Some("content-type"),
+            Some(&ctype),
+        );
+    };
+    match parsed {
+        Ok(q) => match state.registry.get_or_start(q) {
+            Ok(job) => json(StatusCode::OK, &job_json(state, &job)),
+            Err(e) => registry_error(&e),
+        },
+        Err(e) => query_error(&e),
+    }
+}
+
+fn registry_error(e: &jobs::Error) -> Response<Body> {
+    match e {
+        jobs::Error::InsufficientStorage { .. } => {
+            error(StatusCode::INSUFFICIENT_STORAGE, &e.to_string(), None, None)
+        }
+        jobs::Error::Busy(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None, None),
+        jobs::Error::UnknownSensor(s) => error(
+            StatusCode::BAD_REQUEST,
+            &e.to_string(),
+            Some("sensor"),
+            Some(s),
+        ),
+        jobs::Error::Spool(err) => {
+            tracing::error!(error = %err, "spool failure");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (see the server log)",
+                None,
+                None,
+            )
+        }
+    }
+}
+
+async fn start(
+    state: &AppState,
+    q: Query,
+    want_pcap: bool,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    match state.registry.get_or_start(q) {
+        Ok(job) if want_pcap => capture(state, job, req).await,
+        Ok(job) => json(StatusCode::OK, &job_json(state, &job)),
+        Err(e) => registry_error(&e),
+    }
+}
+
+fn pcap_headers(id: &JobId) -> http::response::Builder {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{id}.pcap\""),
+        )
+        .header(header::ACCEPT_RANGES, "bytes")
+}
+
+/// A job's capture: the complete file if there is one, else a stream that follows the spool.
+async fn capture(state: &AppState, job: Arc<Job>, req: &Request<Incoming>) -> Response<Body> {
+    let mut progress = job.progress();
+    loop {
+        let p = progress.borrow_and_update().clone();
+        match p.stage {
+            Stage::Complete => {
+                return match state.registry.spool().lookup(&job.id.to_string()) {
+                    Some((path, len)) => complete_file(&path, len, &job.id, req),
+                    None => error(
+                        StatusCode::GONE,
+                        "the capture was removed from the spool",
+                        Some("id"),
+                        Some(&job.id.to_string()),
+                    ),
+                };
+            }
+            Stage::Failed(why) => {
+                return error(
+                    StatusCode::GONE,
+                    &format!("the job ended without a capture: {why}"),
+                    Some("id"),
+                    Some(&job.id.to_string()),
+                );
+            }
+            Stage::Writing => {
+                if let Some(part) = job.part_path() {
+                    // Open the part file now: the descriptor survives the rename at the end.
+                    if let Ok(f) = std::fs::File::open(&part) {
+                        return follow(job, f);
+                    }
+                }
+            }
+        }
+        if progress.changed().await.is_err() {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the job vanished",
+                None,
+                None,
+            );
+        }
+    }
+}
+
+/// A chunked response that reads the growing spool file from byte 0.
+fn follow(job: Arc<Job>, file: std::fs::File) -> Response<Body> {
+    let (mut tx, body) = http_body_util::channel::Channel::<
+        Bytes,
+        Box<dyn std::error::Error + Send + Sync>,
+    >::new(BODY_CHUNKS);
+    let mut follower = spool::Follower::new(file, job.progress());
+    let id = job.id;
+    tokio::spawn(async move {
+        loop {
+            match follower.next().await {
+                Ok(chunk) => {
+                    if tx.send_data(chunk).await.is_err() {
+                        // The client went away; the job goes on filling the spool.
+                        return;
+                    }
+                }
+                Err(FollowEnd::Complete) => return,
+                Err(FollowEnd::Failed(why)) => {
+                    tracing::info!(job = %id, %why, "capture stream aborted");
+                    // No final chunk: the client sees a truncated transfer.
+                    tx.abort(why.into());
+                    return;
+                }
+            }
+        }
+    });
+    pcap_headers(&id)
+        .status(StatusCode::OK)
+        .body(body.boxed())
+        .expect("valid response")
+}
+
+/// A complete spool file: mapped, with `Content-Length`, and one `Range` if asked.
+fn complete_file(
+    path: &std::path::Path,
+    len: u64,
+    id: &JobId,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let data = match std::fs::File::open(path).and_then(|f| {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        // SAFETY: spool files are complete and never truncated, only unlinked (see spool).
+        unsafe { memmap2::Mmap::map(&f) }.map(Bytes::from_owner)
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "cannot map a spool file");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error (see the server log)",
+                None,
+                None,
+            );
+        }
+    };
+    let total = data.len() as u64;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|r| parse_range(r, total));
+    let (status, slice, content_range) = match range {
+        None => (StatusCode::OK, data, None),
+        Some(Some((a, b))) => (
+            StatusCode::PARTIAL_CONTENT,
+            data.slice(a as usize..=b as usize),
+            Some(format!("bytes {a}-{b}/{total}")),
+        ),
+        Some(None) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
+                .body(full(""))
+                .expect("valid response")
+        }
+    };
+    let mut b = pcap_headers(id)
+        .status(status)
+        .header(header::CONTENT_LENGTH, slice.len());
+    if let Some(cr) = content_range {
+        b = b.header(header::CONTENT_RANGE, cr);
+    }
+    // Served in pieces so that a slow client holds only the map, not copies.
+    let (mut tx, body) = http_body_util::channel::Channel::<
+        Bytes,
+        Box<dyn std::error::Error + Send + Sync>,
+    >::new(BODY_CHUNKS);
+    tokio::spawn(async move {
+        let mut rest = slice;
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(spool::READ_CHUNK));
+            if tx.send_data(piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    b.body(body.boxed()).expect("valid response")
+}
+
+/// One `bytes=a-b` / `bytes=a-` / `bytes=-n` range within `total`; None if unsatisfiable.
+fn parse_range(h: &str, total: u64) -> Option<(u64, u64)> {
+    let spec = h.strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        (total.saturating_sub(n), total - 1)
+    } else {
+        let s: u64 = a.parse().ok()?;
+        let e: u64 = if b.is_empty() {
+            total - 1
+        } else {
+            b.parse::<u64>().ok()?.min(total - 1)
+        };
+        (s, e)
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// Jobs named in `ids` (separated by `,`, `;`, `+` or spaces), or all.
+fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
+    let wanted: Vec<JobId> = ids
+        .iter()
+        .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if ids.is_empty() {
+        state.registry.all()
+    } else {
+        wanted
+            .iter()
+            .filter_map(|id| state.registry.get(id))
+            .collect()
+    }
+}
+
+/// `{id: {state, requests, events, successes, upstreams, packets, bytes, truncated_by_limit}}`.
+fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for j in selected(state, ids) {
+        let s = j.status();
+        let requests: serde_json::Map<String, serde_json::Value> = s
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), serde_json::to_value(u).unwrap_or_default()))
+            .collect();
+        let successes: Vec<&jobs::UpstreamProgress> =
+            s.upstreams.iter().filter(|u| u.state == "done").collect();
+        m.insert(
+            j.id.to_string(),
+            serde_json::json!({
+                "state": s.state,
+                "query": j.query.stenographer(),
+                "requests": requests,
+                "events": s.events,
+                "successes": successes,
+                "upstreams": s.upstreams,
+                "packets": s.packets,
+                "bytes": s.bytes,
+                "truncated_by_limit": s.truncated_by_limit,
+                "no_packets": s.state.is_final() && s.packets == 0,
+            }),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+fn stats(state: &AppState) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for u in state.registry.upstreams() {
+        let oldest = u.oldest().map(|t| {
+            let secs = t.0.div_euclid(NANOS_PER_SEC) as i64;
+            time::OffsetDateTime::from_unix_timestamp(secs)
+                .ok()
+                .and_then(|d| {
+                    d.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default()
+        });
+        m.insert(
+            u.name().to_owned(),
+            serde_json::json!({ "kind": "local", "up": true, "oldest_timestamp": oldest }),
+        );
+    }
+    m.insert(
+        "docket".into(),
+        serde_json::json!({ "Free space": [state.registry.spool().free_bytes(), 0], "jobs": state.registry.all().len() }),
+    );
+    serde_json::Value::Object(m)
+}
+
+fn index(state: &AppState) -> Response<Body> {
+    let body = format!(
+        "<!doctype html><title>Docket</title><h1>Docket</h1><p>Query: <code>{p}q/host/10.0.0.1/after/20m/pcap</code>. \
+         API: <a href=\"jobs\">jobs</a>, <a href=\"status\">status</a>, <a href=\"stats\">stats</a>.</p>\n",
+        p = state.config.prefix
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(full(body))
+        .expect("valid response")
+}

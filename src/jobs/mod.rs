@@ -1,0 +1,648 @@
+//! Jobs: one per distinct query ([`JobId`]), each merging its upstreams into its spool file.
+//!
+//! **Registry.** [`Registry::get_or_start`] deduplicates: a request whose job is queued, running
+//! or complete joins it (and reads the capture from byte 0 via the spool); a failed or cancelled
+//! job never poisons its id — the next identical request starts afresh; a complete file left in
+//! the spool by an earlier run is served as a completed job. At most `max_jobs` jobs merge at
+//! once (a semaphore); up to `max_queued` more wait; beyond that, requests are refused.
+//!
+//! **A job's life.** Queued → Running → Completed | Partial (some upstream failed; each says
+//! why) | Failed (nothing usable: every upstream failed, or the spool failed) | Cancelled.
+//! Every change is an [`Event`] with a timestamp; each upstream has its own progress (state,
+//! packets, bytes, error).
+//!
+//! **The merge loop.** Each upstream answers on a bounded channel ([`crate::upstream`]). The
+//! loop waits until every upstream has declared its link types (that fixes the output format,
+//! by the writer's rule), then merges with [`KWay`], encodes records into a buffer and hands it
+//! to the spool every [`FLUSH_BYTES`] — and also whenever an upstream would make it wait, so a
+//! client piping into Wireshark sees packets as soon as they exist. Limits (the request's and
+//! the global caps) end the merge cleanly at a record boundary and mark the job
+//! truncated-by-limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::merge::KWay;
+use crate::pcap::{OutputFormat, Packet, Writer};
+use crate::query::{JobId, OutputKind, Query};
+use crate::spool::{self, Progress, Spool, Stage};
+use crate::upstream::{self, local::LocalUpstream, Message, CHANNEL_BATCHES};
+
+/// Encoded bytes at which a job hands its buffer to the spool.
+pub const FLUSH_BYTES: usize = 256 * 1024;
+
+/// Why a job cannot be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spool's disk is below `free_bytes`.
+    #[error("low on spool space: {free} bytes free, {needed} required to start a job")]
+    InsufficientStorage {
+        /// Free bytes.
+        free: u64,
+        /// The configured minimum.
+        needed: u64,
+    },
+    /// Too many jobs are waiting.
+    #[error("too many jobs queued ({0}); try again later")]
+    Busy(usize),
+    /// The request names sensors that do not exist.
+    #[error("unknown sensor {0:?}")]
+    UnknownSensor(String),
+    /// The spool file cannot be created.
+    #[error(transparent)]
+    Spool(#[from] spool::Error),
+}
+
+/// A job's overall state (Docket-py's strings where it had one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum State {
+    /// Waiting for a merge slot.
+    Queued,
+    /// Merging.
+    Running,
+    /// Every upstream answered; the capture is complete.
+    Completed,
+    /// Some upstreams failed; the capture holds the others' packets.
+    Partial,
+    /// No usable capture.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl State {
+    /// Final states never change.
+    pub fn is_final(self) -> bool {
+        !matches!(self, State::Queued | State::Running)
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// When (RFC 3339, UTC).
+    pub datetime: String,
+    /// Who: "job" or an upstream's name.
+    pub name: String,
+    /// What happened.
+    pub msg: String,
+    /// The job's state after it.
+    pub state: State,
+}
+
+/// One upstream's part in a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamProgress {
+    /// Sensor name.
+    pub name: String,
+    /// "requesting", "done", "failed".
+    pub state: &'static str,
+    /// Packets delivered into the merge.
+    pub packets: u64,
+    /// Captured bytes of those packets.
+    pub bytes: u64,
+    /// Why it failed, or warnings.
+    pub error: Option<String>,
+}
+
+/// Everything `/status` shows of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Overall state.
+    pub state: State,
+    /// History.
+    pub events: Vec<Event>,
+    /// Per upstream.
+    pub upstreams: Vec<UpstreamProgress>,
+    /// Packets written.
+    pub packets: u64,
+    /// Bytes of capture written (file size).
+    pub bytes: u64,
+    /// A limit ended the merge early.
+    pub truncated_by_limit: bool,
+}
+
+/// One job.
+#[derive(Debug)]
+pub struct Job {
+    /// Its id.
+    pub id: JobId,
+    /// Its query.
+    pub query: Query,
+    /// When it was requested.
+    pub created: SystemTime,
+    status: Mutex<Status>,
+    /// The spool file's progress; the job owns it so that it outlives the spool writer.
+    progress: Arc<watch::Sender<Progress>>,
+    /// The part file path while running.
+    part: Mutex<Option<std::path::PathBuf>>,
+    cancel: CancellationToken,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Job {
+    /// A snapshot of its status.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Its state.
+    pub fn state(&self) -> State {
+        self.status.lock().expect("status lock").state
+    }
+
+    /// Progress of its spool file.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The part file being written, while the job runs.
+    pub fn part_path(&self) -> Option<std::path::PathBuf> {
+        self.part.lock().expect("part lock").clone()
+    }
+
+    /// Asks the job to stop; it ends `Cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    fn event(&self, name: &str, msg: impl Into<String>, state: Option<State>) {
+        let mut s = self.status.lock().expect("status lock");
+        if let Some(st) = state {
+            if !s.state.is_final() {
+                s.state = st;
+            }
+        }
+        let msg = msg.into();
+        tracing::info!(job = %self.id, who = name, state = ?s.state, "{msg}");
+        let state = s.state;
+        s.events.push(Event {
+            datetime: now_rfc3339(),
+            name: name.into(),
+            msg,
+            state,
+        });
+    }
+
+    fn upstream<R>(&self, i: usize, f: impl FnOnce(&mut UpstreamProgress) -> R) -> R {
+        f(&mut self.status.lock().expect("status lock").upstreams[i])
+    }
+}
+
+/// The job registry. See the module documentation.
+#[derive(Debug)]
+pub struct Registry {
+    config: Config,
+    spool: Spool,
+    upstreams: Vec<Arc<LocalUpstream>>,
+    jobs: Mutex<HashMap<JobId, Arc<Job>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Registry {
+    /// A registry over the configured upstreams and spool.
+    pub fn new(config: Config, spool: Spool) -> Registry {
+        let upstreams = config
+            .local
+            .iter()
+            .map(|d| Arc::new(LocalUpstream::new(d.name.clone(), d.path.clone())))
+            .collect();
+        Registry {
+            permits: Arc::new(Semaphore::new(config.max_jobs)),
+            config,
+            spool,
+            upstreams,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The upstreams, in configuration order.
+    pub fn upstreams(&self) -> &[Arc<LocalUpstream>] {
+        &self.upstreams
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The job of an id, if known (in memory, or a complete file in the spool).
+    pub fn get(&self, id: &JobId) -> Option<Arc<Job>> {
+        self.jobs.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// All jobs in memory, oldest first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        let mut v: Vec<_> = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|j| j.created);
+        v
+    }
+
+    /// Removes a job: cancels it if running, deletes its complete file.
+    pub fn remove(&self, id: &JobId) -> bool {
+        let job = self.jobs.lock().expect("jobs lock").remove(id);
+        let file = std::fs::remove_file(self.spool.final_path(&id.to_string())).is_ok();
+        if let Some(j) = &job {
+            j.cancel();
+        }
+        job.is_some() || file
+    }
+
+    /// Forgets jobs whose files cleanup deleted.
+    pub fn forget(&self, ids: &[String]) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        jobs.retain(|id, j| !(j.state().is_final() && ids.contains(&id.to_string())));
+    }
+
+    /// The job for `query`: joins an existing one or starts a new one.
+    ///
+    /// # Errors
+    /// Admission control (spool space, queue length) or an unknown sensor.
+    pub fn get_or_start(self: &Arc<Self>, query: Query) -> Result<Arc<Job>, Error> {
+        let id = query.id();
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        if let Some(j) = jobs.get(&id) {
+            if !matches!(j.state(), State::Failed | State::Cancelled) {
+                if j.state().is_final() {
+                    // A hit: refresh the file's age for cleanup.
+                    let _ = self.spool.lookup(&id.to_string());
+                }
+                return Ok(Arc::clone(j));
+            }
+        }
+        let selected = self.select(&query)?;
+        // A complete file from an earlier run of this process (or before a restart).
+        if let Some((_, len)) = self.spool.lookup(&id.to_string()) {
+            let job = Arc::new(self.new_job(id, query, &selected));
+            {
+                let mut s = job.status.lock().expect("status lock");
+                s.bytes = len;
+                s.state = State::Completed;
+            }
+            job.event("job", "served from the spool", None);
+            job.progress.send_replace(Progress {
+                len,
+                stage: Stage::Complete,
+            });
+            jobs.insert(id, Arc::clone(&job));
+            return Ok(job);
+        }
+        let free = self.spool.free_bytes();
+        if free < self.config.free_bytes {
+            return Err(Error::InsufficientStorage {
+                free,
+                needed: self.config.free_bytes,
+            });
+        }
+        let waiting = jobs.values().filter(|j| j.state() == State::Queued).count();
+        if waiting >= self.config.max_queued {
+            return Err(Error::Busy(waiting));
+        }
+        let job = Arc::new(self.new_job(id, query, &selected));
+        job.event("job", "created", Some(State::Queued));
+        jobs.insert(id, Arc::clone(&job));
+        drop(jobs);
+        let me = Arc::clone(self);
+        let j = Arc::clone(&job);
+        tokio::spawn(async move { me.run(j, selected).await });
+        Ok(job)
+    }
+
+    fn select(&self, query: &Query) -> Result<Vec<usize>, Error> {
+        for s in &query.sensors {
+            if !self.upstreams.iter().any(|u| u.name() == s) {
+                return Err(Error::UnknownSensor(s.clone()));
+            }
+        }
+        Ok((0..self.upstreams.len())
+            .filter(|&i| {
+                query.sensors.is_empty()
+                    || query.sensors.iter().any(|s| s == self.upstreams[i].name())
+            })
+            .collect())
+    }
+
+    fn new_job(&self, id: JobId, query: Query, selected: &[usize]) -> Job {
+        let (tx, _) = watch::channel(Progress {
+            len: 0,
+            stage: Stage::Writing,
+        });
+        Job {
+            id,
+            query,
+            created: SystemTime::now(),
+            status: Mutex::new(Status {
+                state: State::Queued,
+                events: Vec::new(),
+                upstreams: selected
+                    .iter()
+                    .map(|&i| UpstreamProgress {
+                        name: self.upstreams[i].name().to_owned(),
+                        state: "queued",
+                        packets: 0,
+                        bytes: 0,
+                        error: None,
+                    })
+                    .collect(),
+                packets: 0,
+                bytes: 0,
+                truncated_by_limit: false,
+            }),
+            progress: Arc::new(tx),
+            part: Mutex::new(None),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn run(self: Arc<Self>, job: Arc<Job>, selected: Vec<usize>) {
+        let permit = tokio::select! {
+            p = Arc::clone(&self.permits).acquire_owned() => p.expect("semaphore open"),
+            _ = job.cancel.cancelled() => {
+                self.end(&job, State::Cancelled, "cancelled while queued", Progress { len: 0, stage: Stage::Failed("cancelled".into()) });
+                return;
+            }
+        };
+        job.event("job", "starting requests", Some(State::Running));
+        let outcome = self.merge(&job, &selected).await;
+        drop(permit);
+        match outcome {
+            Ok((final_progress, failed)) => {
+                let s = job.status();
+                let (state, msg) = if job.cancel.is_cancelled() && !s.truncated_by_limit {
+                    (State::Cancelled, "cancelled".to_string())
+                } else if final_progress.stage != Stage::Complete {
+                    (
+                        State::Failed,
+                        "the capture could not be completed".to_string(),
+                    )
+                } else if failed == selected.len() && failed > 0 {
+                    (State::Failed, "every upstream failed".to_string())
+                } else if failed > 0 {
+                    (
+                        State::Partial,
+                        format!("{failed} of {} upstreams failed", selected.len()),
+                    )
+                } else if s.packets == 0 {
+                    (
+                        State::Completed,
+                        "Completed. no packets returned".to_string(),
+                    )
+                } else {
+                    (State::Completed, "finished".to_string())
+                };
+                self.end(&job, state, &msg, final_progress);
+            }
+            Err(why) => self.end(
+                &job,
+                State::Failed,
+                &why,
+                Progress {
+                    len: 0,
+                    stage: Stage::Failed(why.clone()),
+                },
+            ),
+        }
+    }
+
+    fn end(&self, job: &Job, state: State, msg: &str, progress: Progress) {
+        job.event("job", msg, Some(state));
+        *job.part.lock().expect("part lock") = None;
+        // Only a job that never got as far as its spool writer publishes here; otherwise the
+        // writer has published the file's real end.
+        job.progress.send_if_modified(|p| {
+            let unset = p.stage == Stage::Writing;
+            if unset {
+                *p = progress;
+            }
+            unset
+        });
+    }
+
+    /// The merge loop. Returns the spool's final progress and the number of failed upstreams.
+    async fn merge(&self, job: &Arc<Job>, selected: &[usize]) -> Result<(Progress, usize), String> {
+        let q = &job.query;
+        let bpf = q.bpf_filter();
+        let writer_file = self
+            .spool
+            .create(&job.id.to_string(), Arc::clone(&job.progress))
+            .map_err(|e| e.to_string())?;
+        *job.part.lock().expect("part lock") = Some(writer_file.part_path().to_owned());
+
+        struct Input {
+            rx: mpsc::Receiver<Message>,
+            pending: VecDeque<Packet>,
+            failed: bool,
+        }
+        let mut inputs = Vec::with_capacity(selected.len());
+        for (k, &i) in selected.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            self.upstreams[i].query(q.after, q.before, bpf.clone(), tx, job.cancel.child_token());
+            job.upstream(k, |u| u.state = "requesting");
+            job.event(self.upstreams[i].name(), "requesting", None);
+            inputs.push(Input {
+                rx,
+                pending: VecDeque::new(),
+                failed: false,
+            });
+        }
+        // Declarations first: they decide the output format.
+        let mut declared = Vec::new();
+        let mut ended = vec![false; inputs.len()];
+        for (k, input) in inputs.iter_mut().enumerate() {
+            loop {
+                match input.rx.recv().await {
+                    Some(Message::Declared(d)) => {
+                        declared.extend(d);
+                        break;
+                    }
+                    Some(Message::Warning(w)) => {
+                        job.event(&job.status().upstreams[k].name.clone(), w, None)
+                    }
+                    Some(Message::Failed(e)) => {
+                        fail_upstream(job, k, &e);
+                        input.failed = true;
+                        ended[k] = true;
+                        break;
+                    }
+                    Some(Message::Batch(b)) => input.pending.extend(b),
+                    None => {
+                        ended[k] = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let format = match q.output {
+            OutputKind::Pcapng => OutputFormat::Pcapng,
+            OutputKind::Auto => OutputFormat::choose(&declared),
+        };
+        let mut writer = Writer::new(format);
+        let mut buf = BytesMut::with_capacity(FLUSH_BYTES * 2);
+        writer.write_header(&mut buf);
+        for &(lt, _) in &declared {
+            writer.declare(&mut buf, lt);
+        }
+        let limit_packets = min_limit(q.limit_packets, self.config.limit_packets);
+        let limit_bytes = min_limit(q.limit_bytes, self.config.limit_bytes);
+        let mut kway = KWay::new(inputs.len());
+        for (k, e) in ended.iter().enumerate() {
+            if *e && inputs[k].pending.is_empty() {
+                kway.end(k);
+            }
+        }
+        let (mut packets, mut written) = (0u64, buf.len() as u64);
+        let mut spool_ok = true;
+        'merge: loop {
+            for k in 0..inputs.len() {
+                while kway.needs(k) {
+                    if let Some(p) = inputs[k].pending.pop_front() {
+                        job.upstream(k, |u| {
+                            u.packets += 1;
+                            u.bytes += p.data.len() as u64;
+                        });
+                        kway.push(k, p);
+                        continue;
+                    }
+                    if ended[k] {
+                        kway.end(k);
+                        continue;
+                    }
+                    // About to wait: hand what is encoded to the spool first, so clients see
+                    // packets while a slow upstream thinks.
+                    let msg = match inputs[k].rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            if !buf.is_empty() {
+                                spool_ok &= writer_file.write(buf.split().freeze()).await;
+                            }
+                            tokio::select! {
+                                m = inputs[k].rx.recv() => m,
+                                _ = job.cancel.cancelled() => break 'merge,
+                            }
+                        }
+                    };
+                    match msg {
+                        Some(Message::Batch(b)) => inputs[k].pending.extend(b),
+                        Some(Message::Warning(w)) => {
+                            let name = job.status().upstreams[k].name.clone();
+                            job.upstream(k, |u| u.error = Some(w.clone()));
+                            job.event(&name, w, None);
+                        }
+                        Some(Message::Failed(e)) => {
+                            fail_upstream(job, k, &e);
+                            inputs[k].failed = true;
+                            ended[k] = true;
+                        }
+                        Some(Message::Declared(_)) => {}
+                        None => {
+                            ended[k] = true;
+                            job.upstream(k, |u| u.state = "done");
+                        }
+                    }
+                }
+            }
+            let Some((k, p)) = kway.pop() else { break };
+            if limit_packets.is_some_and(|l| packets >= l)
+                || limit_bytes.is_some_and(|l| written + 16 + p.data.len() as u64 > l)
+            {
+                job.status.lock().expect("status lock").truncated_by_limit = true;
+                job.event(
+                    "job",
+                    "a result limit was reached; the capture ends here",
+                    None,
+                );
+                job.cancel.cancel();
+                break;
+            }
+            let before = buf.len();
+            if let Err(e) = writer.write(&mut buf, &p) {
+                fail_upstream(job, k, &upstream::Error::Bpf(e.to_string()));
+                inputs[k].failed = true;
+                ended[k] = true;
+                kway.end(k);
+                continue;
+            }
+            packets += 1;
+            written += (buf.len() - before) as u64;
+            if buf.len() >= FLUSH_BYTES {
+                spool_ok &= writer_file.write(buf.split().freeze()).await;
+            }
+            if !spool_ok {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            spool_ok &= writer_file.write(buf.split().freeze()).await;
+        }
+        {
+            let mut s = job.status.lock().expect("status lock");
+            s.packets = packets;
+            s.bytes = written;
+            for u in s.upstreams.iter_mut().filter(|u| u.state == "requesting") {
+                u.state = "done";
+            }
+        }
+        let failed = inputs.iter().filter(|i| i.failed).count();
+        let cancelled_by_user = job.cancel.is_cancelled() && !job.status().truncated_by_limit;
+        let stage = if spool_ok && !cancelled_by_user {
+            writer_file.finish().await
+        } else {
+            drop(writer_file);
+            // The writer thread publishes `Failed` when it sees its channel close; wait for it
+            // so that the job's end and the file's end agree.
+            let mut rx = job.progress.subscribe();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                rx.wait_for(|p| p.stage != Stage::Writing),
+            )
+            .await;
+            Stage::Failed(
+                if cancelled_by_user {
+                    "cancelled"
+                } else {
+                    "spool write failed"
+                }
+                .into(),
+            )
+        };
+        let len = job.progress.borrow().len;
+        Ok((Progress { len, stage }, failed))
+    }
+}
+
+fn fail_upstream(job: &Job, k: usize, e: &upstream::Error) {
+    let name = job.upstream(k, |u| {
+        u.state = "failed";
+        u.error = Some(e.to_string());
+        u.name.clone()
+    });
+    job.event(&name, format!("failed: {e}"), None);
+}
+
+fn min_limit(request: Option<u64>, global: u64) -> Option<u64> {
+    match (request, global) {
+        (Some(r), 0) => Some(r),
+        (Some(r), g) => Some(r.min(g)),
+        (None, 0) => None,
+        (None, g) => Some(g),
+    }
+}

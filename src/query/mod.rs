@@ -1,0 +1,369 @@
+//! Queries: what an analyst asks for, parsed from a URL path, a JSON body or a form body,
+//! normalised, and rendered for Stenographer, for libpcap, as a canonical string and job id,
+//! and back into the URL grammar.
+//!
+//! The module does no I/O. It owns these invariants of every [`Query`] it returns:
+//! - the time window is quantised to `QueryConfig::time_window_secs` (after rounded down,
+//!   before rounded up), half-open `[after, before)`, non-empty, within years 1970..=9999;
+//! - hosts, nets, ports and sensors are sorted and free of duplicates; nets hold their network
+//!   address (host bits cleared); IPv6 addresses are values, so every spelling is equal;
+//! - so the same request in any order, spelling or input type (URL, JSON, form) has the same
+//!   [`Query::canonical`] string and the same [`JobId`], and requests that differ in anything
+//!   that changes the result (limits, sensors, bpf, format included) have different ones.
+//!
+//! Compatibility with Docket-py's grammar (`/work/shared/DOCKET-PY.md` §1.3–1.5), with its
+//! faults fixed: RFC 3339 offsets are converted (not dropped), time clauses go first in the
+//! Stenographer query, no ±120 s padding is baked into the query (callers widen with
+//! [`Query::stenographer_widened`] and gate exactly), `proto/N` works, conflicting protocols
+//! are an error rather than "last one wins", and an IPv6 `/128` net is accepted. One deliberate
+//! difference: a bare number as a time is an absolute epoch time, not a duration.
+
+mod body;
+mod builder;
+mod grammar;
+mod time;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
+pub use body::{parse_form, parse_json};
+pub use grammar::parse_path;
+pub use values::{MAX_BPF_LEN, MAX_SENSOR_LEN};
+
+use crate::pcap::Timestamp;
+
+/// Settings that decide how times are resolved and quantised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryConfig {
+    /// Quantum of the time window in seconds (Docket-py `TIME_WINDOW`, default 60). Requests
+    /// within the same window share a job. 0 is treated as 1.
+    pub time_window_secs: u64,
+    /// How far back a query without `after` reaches, in seconds (Docket-py `LONG_AGO`,
+    /// default 86400 = 24 h).
+    pub long_ago_secs: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            time_window_secs: 60,
+            long_ago_secs: 86_400,
+        }
+    }
+}
+
+/// The output container the client asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutputKind {
+    /// pcap when every input allows it, pcapng otherwise (`format/pcap` or nothing).
+    #[default]
+    Auto,
+    /// Always pcapng (`format/pcapng`).
+    Pcapng,
+}
+
+/// An IP network: `addr` is the network address (host bits zero), `prefix` its length
+/// (0..=32 for IPv4, 0..=128 for IPv6). Build it with [`Net::new`] or parse it, which keep
+/// that invariant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Net {
+    /// Network address, host bits cleared.
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Net {
+    /// The net of `addr` with `prefix` bits (capped at the address width), host bits cleared.
+    pub fn new(addr: IpAddr, prefix: u8) -> Net {
+        let prefix = prefix.min(if addr.is_ipv4() { 32 } else { 128 });
+        Net {
+            addr: values::network(addr, prefix),
+            prefix,
+        }
+    }
+}
+
+impl fmt::Display for Net {
+    /// `addr/prefix`, as Stenographer and libpcap read it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Net {
+    type Err = Error;
+
+    /// `addr/prefix` or (IPv4) `addr/dotted-mask`; host bits are cleared.
+    fn from_str(s: &str) -> Result<Net, Error> {
+        values::net_text("net", s)
+    }
+}
+
+/// A parsed, normalised request. See the module docs for the invariants the parsers keep;
+/// code that builds a `Query` by hand should keep them too (lists sorted and de-duplicated),
+/// or the canonical string will not match the parsed equivalent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    /// Start of the window (inclusive), quantised.
+    pub after: Timestamp,
+    /// End of the window (exclusive), quantised.
+    pub before: Timestamp,
+    /// Hosts; a packet must involve every one (`host A and host B`).
+    pub hosts: Vec<IpAddr>,
+    /// Nets; a packet must involve every one.
+    pub nets: Vec<Net>,
+    /// TCP/UDP ports; a packet must involve every one.
+    pub ports: Vec<u16>,
+    /// IP protocol number, from `proto/N` or `tcp` (6), `udp` (17), `icmp` (1).
+    pub proto: Option<u8>,
+    /// Sensors to ask; empty = all.
+    pub sensors: Vec<String>,
+    /// Stop after this many bytes of output.
+    pub limit_bytes: Option<u64>,
+    /// Stop after this many packets.
+    pub limit_packets: Option<u64>,
+    /// A raw tcpdump expression AND-ed to the rest, verbatim (compiled elsewhere).
+    pub bpf: Option<String>,
+    /// Requested output container.
+    pub output: OutputKind,
+}
+
+/// The bytes of a BPF expression that stay literal in [`Query::to_path`]; everything else,
+/// `/` and `%` above all, is percent-encoded.
+const PATH_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl Query {
+    /// The filter clauses Stenographer and the canonical form share, time first.
+    fn steno_clauses(&self, after: i128, before: i128) -> Vec<String> {
+        let mut c = vec![
+            format!("after {}", time::rfc3339(after)),
+            format!("before {}", time::rfc3339(before)),
+        ];
+        c.extend(self.hosts.iter().map(|h| format!("host {h}")));
+        c.extend(self.nets.iter().map(|n| format!("net {n}")));
+        c.extend(self.ports.iter().map(|p| format!("port {p}")));
+        c.extend(self.proto.map(|p| format!("ip proto {p}")));
+        c
+    }
+
+    /// The canonical form: everything that changes the result, in a fixed order and spelling.
+    /// The Stenographer query (time first, then sorted hosts, nets, ports, proto) followed by
+    /// `| sensors=… | limit-bytes=… | limit-packets=… | bpf=… | format=…`, with `-` for
+    /// absent values and the BPF expression as a JSON string (so no text inside it can
+    /// imitate a separator). Example:
+    ///
+    /// `after 2024-01-02T03:04:00Z and before 2024-01-02T03:10:00Z and host 10.0.0.1 and
+    /// port 80 and ip proto 6 | sensors=a,b | limit-bytes=1048576 | limit-packets=- |
+    /// bpf="tcp[13] & 2 != 0" | format=auto` (on one line).
+    pub fn canonical(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let sensors = if self.sensors.is_empty() {
+            "-".to_owned()
+        } else {
+            self.sensors.join(",")
+        };
+        let bpf = self.bpf.as_ref().map_or_else(
+            || "-".to_owned(),
+            |b| serde_json::to_string(b).expect("a string serialises"),
+        );
+        let format = match self.output {
+            OutputKind::Auto => "auto",
+            OutputKind::Pcapng => "pcapng",
+        };
+        format!(
+            "{} | sensors={sensors} | limit-bytes={} | limit-packets={} | bpf={bpf} | format={format}",
+            self.stenographer(),
+            opt(self.limit_bytes),
+            opt(self.limit_packets),
+        )
+    }
+
+    /// The job id: the first 16 bytes of SHA-256 of [`Query::canonical`].
+    pub fn id(&self) -> JobId {
+        let digest = Sha256::digest(self.canonical().as_bytes());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        JobId(id)
+    }
+
+    /// The query in Stenographer's language, time clauses first (cheapest for Stenographer),
+    /// absolute RFC 3339 UTC times, clauses joined by ` and `, e.g.
+    /// `after 2024-01-02T03:04:00Z and before 2024-01-02T03:10:00Z and host 10.0.0.1 and
+    /// net 10.0.0.0/8 and port 80 and ip proto 6`. Sensors, limits, bpf and format are not
+    /// part of it: Docket applies them itself.
+    pub fn stenographer(&self) -> String {
+        self.steno_clauses(self.after.0, self.before.0)
+            .join(" and ")
+    }
+
+    /// [`Query::stenographer`] with the window widened by `slack_secs` on both sides
+    /// (clamped to years 1970..=9999): Stenographer selects files by time with some slack of
+    /// its own, and Docket gates the packets to the exact window afterwards.
+    pub fn stenographer_widened(&self, slack_secs: u64) -> String {
+        let slack = i128::from(slack_secs) * crate::pcap::NANOS_PER_SEC;
+        self.steno_clauses(self.after.0 - slack, self.before.0 + slack)
+            .join(" and ")
+    }
+
+    /// A libpcap (tcpdump) expression for every clause except time and sensors, for the local
+    /// backend, e.g. `host 10.0.0.1 and net 10.0.0.0/8 and port 80 and (ip proto 6 or ip6
+    /// proto 6) and (tcp[13] & 2 != 0)`; `None` when nothing filters (every packet matches).
+    pub fn bpf_filter(&self) -> Option<String> {
+        let mut c: Vec<String> = Vec::new();
+        c.extend(self.hosts.iter().map(|h| format!("host {h}")));
+        c.extend(self.nets.iter().map(|n| format!("net {n}")));
+        c.extend(self.ports.iter().map(|p| format!("port {p}")));
+        c.extend(
+            self.proto
+                .map(|p| format!("(ip proto {p} or ip6 proto {p})")),
+        );
+        c.extend(self.bpf.as_ref().map(|b| format!("({b})")));
+        (!c.is_empty()).then(|| c.join(" and "))
+    }
+
+    /// The query in the URL grammar, absolute epoch times, values percent-encoded where needed,
+    /// without a leading slash: `after/1704164640/before/1704165000/host/10.0.0.1/…`.
+    /// [`parse_path`] of it gives back an equal query (with the same time window config),
+    /// whatever "now" is.
+    pub fn to_path(&self) -> String {
+        let mut p: Vec<String> = vec![
+            "after".into(),
+            time::epoch_text(self.after.0),
+            "before".into(),
+            time::epoch_text(self.before.0),
+        ];
+        for h in &self.hosts {
+            p.extend(["host".into(), h.to_string()]);
+        }
+        for n in &self.nets {
+            p.extend(["net".into(), n.addr.to_string(), n.prefix.to_string()]);
+        }
+        for port in &self.ports {
+            p.extend(["port".into(), port.to_string()]);
+        }
+        if let Some(proto) = self.proto {
+            p.extend(["proto".into(), proto.to_string()]);
+        }
+        for s in &self.sensors {
+            p.extend([
+                "sensor".into(),
+                utf8_percent_encode(s, PATH_VALUE).to_string(),
+            ]);
+        }
+        if let Some(n) = self.limit_bytes {
+            p.extend(["limit-bytes".into(), n.to_string()]);
+        }
+        if let Some(n) = self.limit_packets {
+            p.extend(["limit-packets".into(), n.to_string()]);
+        }
+        if let Some(b) = &self.bpf {
+            p.extend(["bpf".into(), utf8_percent_encode(b, PATH_VALUE).to_string()]);
+        }
+        if self.output == OutputKind::Pcapng {
+            p.extend(["format".into(), "pcapng".into()]);
+        }
+        p.join("/")
+    }
+}
+
+/// A job's id: 16 bytes, written as 32 lower-case hex digits. Parsing accepts exactly that
+/// form and nothing else, so a parsed id is always safe as a file name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub [u8; 16]);
+
+impl JobId {
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+impl FromStr for JobId {
+    type Err = Error;
+
+    /// Exactly 32 characters of `0-9a-f`; upper case, separators and any other length are
+    /// rejected (the id names directories later).
+    fn from_str(s: &str) -> Result<JobId, Error> {
+        let bad = || {
+            let shown: String = s.chars().take(64).collect();
+            Error::new(
+                "id",
+                &shown,
+                "a job id is 32 lower-case hex digits".to_owned(),
+            )
+        };
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return Err(bad());
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut id = [0u8; 16];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            id[i] = (nibble(pair[0]).ok_or_else(bad)? << 4) | nibble(pair[1]).ok_or_else(bad)?;
+        }
+        Ok(JobId(id))
+    }
+}
+
+/// A request the query grammar rejects. Rendered for HTTP as
+/// `{"error": message, "clause": clause, "value": value}` (see [`Error::to_json`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{message}")]
+pub struct Error {
+    /// Human-readable explanation, e.g. `port 66000 out of range 1-65535`.
+    pub message: String,
+    /// The clause or field at fault: `port`, `host`, `after`…, the unknown keyword itself,
+    /// `body` for a body that is not a JSON object, `path` for undecodable percent-encoding.
+    pub clause: String,
+    /// The offending text (possibly shortened), empty when a value is missing.
+    pub value: String,
+}
+
+impl Error {
+    /// An error about `clause` with the offending `value`.
+    pub fn new(clause: &str, value: &str, message: String) -> Error {
+        Error {
+            message,
+            clause: clause.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    /// The HTTP error body: `{"error": message, "clause": clause, "value": value}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.message,
+            "clause": self.clause,
+            "value": self.value,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Wiring of the gateway: opens the spool (removing crash leftovers), builds the registry,
+//! indexes the local directories in the background, runs periodic cleanup, binds and serves.
+//! The one line `docket listening on http://ADDR/PREFIX` on standard output says it is ready
+//! (tests wait for it; nothing sleeps).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::jobs::Registry;
+use crate::spool::Spool;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spool directory is unusable.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::Error),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` completes.
+///
+/// # Errors
+/// The spool cannot be opened, the address cannot be bound.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let spool = Spool::open(&config.spool_dir)?;
+    let registry = Arc::new(Registry::new(config.clone(), spool));
+    for u in registry.upstreams() {
+        let u = Arc::clone(u);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = u.refresh() {
+                tracing::warn!(sensor = u.name(), error = %e, "cannot index directory");
+            }
+        });
+    }
+    let cleanup_registry = Arc::clone(&registry);
+    let (expire_time, expire_space, period) = (
+        Duration::from_secs(config.expire_time),
+        config.expire_space,
+        Duration::from_secs(config.cleanup_period.max(1)),
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let r = Arc::clone(&cleanup_registry);
+            let deleted = tokio::task::spawn_blocking(move || {
+                let d = r.spool().cleanup(expire_time, expire_space);
+                r.forget(&d);
+                d
+            })
+            .await
+            .unwrap_or_default();
+            if !deleted.is_empty() {
+                tracing::info!(count = deleted.len(), "spool cleanup deleted captures");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    println!("docket listening on http://{addr}{}", config.prefix);
+    let state = Arc::new(AppState { config, registry });
+    http::serve(listener, state, shutdown)
+        .await
+        .map_err(Error::Serve)
+}

@@ -1,0 +1,373 @@
+//! The spool: one file per job, written once, read by every client of the job.
+//!
+//! **Layout.** `<dir>/<id>.pcap` is a complete capture; `<dir>/<id>.pcap.part` is a capture
+//! being written. Only complete files are ever served as complete.
+//!
+//! **Writing.** [`Spool::create`] starts a writer thread owning the part file, fed through a
+//! bounded channel ([`WRITE_QUEUE`] chunks). After each chunk is written, the writer publishes
+//! the new length on a `watch` channel: the job only sends whole records, so the published
+//! length always ends on a record boundary. [`SpoolWriter::finish`] fsyncs and renames the
+//! part file to its final name, then publishes `Complete`. A writer dropped without
+//! `finish`, or a write error (a full disk), removes the part file and publishes `Failed`: a
+//! crash, a cancel or a full disk can never look like success.
+//!
+//! **Reading.** A client of a running job opens the part file (its descriptor stays valid across
+//! the rename) and reads up to the published length, waiting for the next publication; see
+//! [`Follower`]. A complete file is mapped and served with its length (and ranges).
+//!
+//! **Recovery and cleanup.** [`Spool::open`] deletes part files left by a crash. Cleanup deletes
+//! complete files unused for `expire_time` (use = mtime, touched on every hit), then the least
+//! recently used until `expire_space` bytes are free. Files are unlinked, never truncated, so a
+//! client still reading a mapped file is unaffected.
+//!
+//! Writes use plain `write(2)` on the dedicated thread; io_uring (the team map's choice) is not
+//! wired in yet, see the README.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+/// Chunks queued to a spool writer before the job waits: with chunks of up to
+/// [`crate::jobs::FLUSH_BYTES`], the most a job runs ahead of its disk.
+pub const WRITE_QUEUE: usize = 8;
+
+/// Largest read a follower makes at once.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// A spool failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed.
+    #[error("spool {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where a job's file stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Being written; more may come.
+    Writing,
+    /// Complete under its final name.
+    Complete,
+    /// Abandoned: the file is gone; readers must not present what they read as complete.
+    Failed(String),
+}
+
+/// What readers watch: bytes durably written so far, and the stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes written; always a record boundary.
+    pub len: u64,
+    /// Writing, complete or failed.
+    pub stage: Stage,
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory and removes leftovers of a crash: part files.
+    ///
+    /// # Errors
+    /// The directory cannot be created or listed.
+    pub fn open(dir: &Path) -> Result<Spool, Error> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "part") {
+                tracing::info!(path = %p.display(), "removing an incomplete spool file left by a crash");
+                let _ = fs::remove_file(&p);
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The final path of a job's file. `name` is a job id (32 hex chars: no path separators).
+    pub fn final_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pcap"))
+    }
+
+    fn part_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.pcap.part"))
+    }
+
+    /// The complete file of a job, if there is one; a hit refreshes its age for cleanup.
+    pub fn lookup(&self, name: &str) -> Option<(PathBuf, u64)> {
+        let p = self.final_path(name);
+        let f = File::options().append(true).open(&p).ok()?;
+        let len = f.metadata().ok()?.len();
+        let _ = f.set_modified(SystemTime::now());
+        Some((p, len))
+    }
+
+    /// Starts writing a job's file, publishing on `progress` (owned by the job, so that it
+    /// outlives the writer and late readers see the final state).
+    ///
+    /// # Errors
+    /// The part file cannot be created.
+    pub fn create(
+        &self,
+        name: &str,
+        progress: Arc<watch::Sender<Progress>>,
+    ) -> Result<SpoolWriter, Error> {
+        let part = self.part_path(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .map_err(io(&part))?;
+        progress.send_replace(Progress {
+            len: 0,
+            stage: Stage::Writing,
+        });
+        let (tx, rx) = mpsc::channel::<Command>(WRITE_QUEUE);
+        let thread_progress = Arc::clone(&progress);
+        let final_path = self.final_path(name);
+        let thread_part = part.clone();
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || write_loop(file, thread_part, final_path, rx, &thread_progress))
+            .map_err(io(&part))?;
+        Ok(SpoolWriter {
+            tx: Some(tx),
+            progress,
+            part,
+        })
+    }
+
+    /// Free bytes on the spool's file system (for unprivileged users).
+    pub fn free_bytes(&self) -> u64 {
+        free_bytes(&self.dir).unwrap_or(0)
+    }
+
+    /// Deletes complete files unused for `expire_time` (0: never), then the least recently
+    /// used until `expire_space` bytes are free (0: no target). Returns the ids deleted.
+    pub fn cleanup(&self, expire_time: Duration, expire_space: u64) -> Vec<String> {
+        let mut files: Vec<(SystemTime, PathBuf)> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pcap"))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        let now = SystemTime::now();
+        let mut deleted = Vec::new();
+        for (mtime, path) in files {
+            let old = !expire_time.is_zero()
+                && now.duration_since(mtime).unwrap_or_default() > expire_time;
+            let short = expire_space > 0 && self.free_bytes() < expire_space;
+            if !(old || short) {
+                continue;
+            }
+            if fs::remove_file(&path).is_ok() {
+                if let Some(stem) = path.file_stem() {
+                    deleted.push(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+        deleted
+    }
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return None;
+        }
+        Some(s.f_bavail as u64 * s.f_frsize as u64)
+    }
+}
+
+enum Command {
+    Write(Bytes),
+    Finish,
+}
+
+fn write_loop(
+    mut file: File,
+    part: PathBuf,
+    final_path: PathBuf,
+    mut rx: mpsc::Receiver<Command>,
+    progress: &watch::Sender<Progress>,
+) {
+    let fail = |reason: String| {
+        let _ = fs::remove_file(&part);
+        progress.send_modify(|p| p.stage = Stage::Failed(reason));
+    };
+    let mut len = 0u64;
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Command::Write(bytes) => {
+                if let Err(e) = file.write_all(&bytes) {
+                    return fail(format!("spool write failed: {e}"));
+                }
+                len += bytes.len() as u64;
+                progress.send_modify(|p| p.len = len);
+            }
+            Command::Finish => {
+                if let Err(e) = file.sync_all() {
+                    return fail(format!("spool fsync failed: {e}"));
+                }
+                if let Err(e) = fs::rename(&part, &final_path) {
+                    return fail(format!("spool rename failed: {e}"));
+                }
+                progress.send_modify(|p| p.stage = Stage::Complete);
+                return;
+            }
+        }
+    }
+    // The job dropped its writer without finishing: cancelled, failed or panicked.
+    fail("the job ended before its capture was complete".into());
+}
+
+/// The writing end of a job's file. Dropping it without [`finish`](Self::finish) abandons the
+/// file.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    tx: Option<mpsc::Sender<Command>>,
+    progress: Arc<watch::Sender<Progress>>,
+    part: PathBuf,
+}
+
+impl SpoolWriter {
+    /// Appends whole records. Waits while the writer thread is [`WRITE_QUEUE`] chunks behind.
+    /// Returns false if the file has already failed (see [`Progress`]).
+    pub async fn write(&self, bytes: Bytes) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(Command::Write(bytes)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Completes the file: fsync, rename, publish `Complete` (or `Failed`). Returns the final
+    /// stage.
+    pub async fn finish(mut self) -> Stage {
+        let mut rx = self.progress.subscribe();
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Command::Finish).await;
+        }
+        loop {
+            let stage = rx.borrow_and_update().stage.clone();
+            if stage != Stage::Writing {
+                return stage;
+            }
+            if rx.changed().await.is_err() {
+                return Stage::Failed("spool writer vanished".into());
+            }
+        }
+    }
+
+    /// The part file's path (readers open it while the job runs).
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+}
+
+/// How a follower's stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// Everything was read and the file is complete.
+    Complete,
+    /// The file failed: what was read is not a complete capture.
+    Failed(String),
+}
+
+/// Reads a job's file from byte 0 while it grows: each [`next`](Follower::next) returns the
+/// bytes up to the published length, waiting for more; the stream ends when the file is
+/// complete (or failed). The file must be opened before the job can rename it (the part file),
+/// or be the complete file.
+#[derive(Debug)]
+pub struct Follower {
+    file: Arc<File>,
+    progress: watch::Receiver<Progress>,
+    offset: u64,
+}
+
+impl Follower {
+    /// Follows `file` as `progress` publishes it.
+    pub fn new(file: File, progress: watch::Receiver<Progress>) -> Follower {
+        Follower {
+            file: Arc::new(file),
+            progress,
+            offset: 0,
+        }
+    }
+
+    /// The next chunk (at most [`READ_CHUNK`] bytes), or how the stream ended.
+    ///
+    /// # Errors
+    /// The end of the stream: [`FollowEnd::Complete`] or [`FollowEnd::Failed`].
+    pub async fn next(&mut self) -> Result<Bytes, FollowEnd> {
+        loop {
+            let Progress { len, stage } = self.progress.borrow_and_update().clone();
+            if let Stage::Failed(why) = stage {
+                return Err(FollowEnd::Failed(why));
+            }
+            if self.offset < len {
+                let n = ((len - self.offset) as usize).min(READ_CHUNK);
+                let (f, at) = (Arc::clone(&self.file), self.offset);
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    f.read_exact_at(&mut buf, at).map(|_| buf)
+                })
+                .await;
+                return match read {
+                    Ok(Ok(buf)) => {
+                        self.offset += n as u64;
+                        Ok(Bytes::from(buf))
+                    }
+                    Ok(Err(e)) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
+                    Err(e) => Err(FollowEnd::Failed(format!("spool read task failed: {e}"))),
+                };
+            }
+            if stage == Stage::Complete {
+                return Err(FollowEnd::Complete);
+            }
+            if self.progress.changed().await.is_err() {
+                // The job (which owns the sender) is gone: trust only its last word.
+                let last = self.progress.borrow().clone();
+                if last.stage == Stage::Complete && self.offset < last.len {
+                    continue;
+                }
+                return Err(match last.stage {
+                    Stage::Complete => FollowEnd::Complete,
+                    _ => FollowEnd::Failed("the job ended without completing its capture".into()),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,661 @@
+//! The gateway end to end on the embedded backend: the real `docket serve` process, real HTTP
+//! over loopback with curl, real files. Oracle for results: `tcpdump -r FILE -w - FILTER` per
+//! file, time-gated by `editcap -A/-B`, merged by `mergecap`, compared packet by packet as
+//! tshark reads both.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{corpus, run_ok, tshark_packets};
+use tempfile::TempDir;
+
+/// A running `docket serve`, killed (by PID) when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server over `locals` (name, directory) with extra config lines.
+    fn start(locals: &[(&str, PathBuf)], extra: &str) -> Server {
+        let dir = TempDir::new().unwrap();
+        Server::start_in(dir, locals, extra)
+    }
+
+    fn start_in(dir: TempDir, locals: &[(&str, PathBuf)], extra: &str) -> Server {
+        let spool = dir.path().join("spool");
+        let mut conf = format!(
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{extra}\n",
+            spool.display()
+        );
+        for (name, path) in locals {
+            conf.push_str(&format!(
+                "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
+                path.display()
+            ));
+        }
+        let conf_path = dir.path().join("docket.toml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .args(["serve", "-c"])
+            .arg(&conf_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Readiness is the server's own line, not a sleep.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("docket listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base, dir }
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}{rest}", self.base)
+    }
+
+    /// GET with curl into a file; returns (HTTP status, body).
+    fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        let out = self.dir.path().join(format!("body-{}", rand_suffix()));
+        let o = Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"])
+            .args(extra)
+            .arg(self.url(rest))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&o.stdout).parse().unwrap_or(0);
+        (code, std::fs::read(&out).unwrap_or_default())
+    }
+
+    fn json(&self, rest: &str) -> serde_json::Value {
+        let (code, body) = self.get(rest, &[]);
+        assert_eq!(code, 200, "{rest}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Waits (bounded) until the job's state is final; returns its status.
+    fn wait_final(&self, id: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.json(&format!("status/{id}"));
+            let st = s[id]["state"].as_str().unwrap_or("").to_owned();
+            if !["Queued", "Running", ""].contains(&st.as_str()) {
+                return s[id].clone();
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn sensors() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("merge", corpus().join("merge")),
+        ("protocols", corpus().join("protocols")),
+    ]
+}
+
+/// The oracle: per file (dirs in order, files by name), tcpdump with `filter`, editcap to
+/// `[after, before)` (epoch seconds), then mergecap of everything.
+fn oracle(dirs: &[PathBuf], filter: &str, after: i64, before: i64, work: &Path) -> Option<PathBuf> {
+    let mut parts = Vec::new();
+    for d in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let filtered = work.join(format!("f-{}", rand_suffix()));
+            let mut cmd = Command::new("tcpdump");
+            cmd.args(["--time-stamp-precision=nano", "-r"])
+                .arg(&f)
+                .arg("-w")
+                .arg(&filtered);
+            if !filter.is_empty() {
+                cmd.arg(filter);
+            }
+            // A filter that cannot apply to a file's link type matches nothing (as in Docket).
+            if !cmd.output().unwrap().status.success() {
+                continue;
+            }
+            let gated = work.join(format!("g-{}", rand_suffix()));
+            run_ok(
+                Command::new("editcap")
+                    .args(["-A", &after.to_string(), "-B", &before.to_string()])
+                    .arg(&filtered)
+                    .arg(&gated),
+            );
+            // editcap labels an empty result "unknown encapsulation", which mergecap refuses.
+            let count = run_ok(
+                Command::new("capinfos")
+                    .args(["-c", "-M", "-T", "-r"])
+                    .arg(&gated),
+            );
+            if String::from_utf8_lossy(&count).trim().ends_with("\t0") {
+                continue;
+            }
+            parts.push(gated);
+        }
+    }
+    let merged = work.join(format!("oracle-{}", rand_suffix()));
+    if parts.is_empty() {
+        return None;
+    }
+    // pcapng: the selected files may mix link types; the comparison is through tshark.
+    run_ok(
+        Command::new("mergecap")
+            .args(["-F", "pcapng", "-w"])
+            .arg(&merged)
+            .args(&parts),
+    );
+    Some(merged)
+}
+
+fn epoch(rfc3339: &str) -> i64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp()
+}
+
+fn assert_same_packets(ours: &Path, oracle: &Path, what: &str) {
+    let (a, b) = (tshark_packets(ours), tshark_packets(oracle));
+    assert_eq!(a.len(), b.len(), "{what}: packet count (docket vs oracle)");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "{what}: packet {} differs: {x:?} vs {y:?}", i + 1);
+    }
+}
+
+#[test]
+fn results_equal_tcpdump_editcap_mergecap_for_a_set_of_queries() {
+    let server = Server::start(&sensors(), "");
+    let work = TempDir::new().unwrap();
+    let both: Vec<PathBuf> = sensors().into_iter().map(|s| s.1).collect();
+    let merge_only = vec![corpus().join("merge")];
+    let cases: Vec<(&str, &str, &str, &str, &[PathBuf])> = vec![
+        (
+            "host/2620:1ec:c11::200/port/443",
+            "host 2620:1ec:c11::200 and port 443",
+            "2021-01-05T06:55:00Z",
+            "2021-01-05T07:00:00Z",
+            &both,
+        ),
+        // A tight window inside the captures, an IPv6 net.
+        (
+            "net/2601:647:4b02::/48",
+            "net 2601:647:4b02::/48",
+            "2021-01-05T06:56:00Z",
+            "2021-01-05T06:57:00Z",
+            &both,
+        ),
+        // Dotted mask, protocol keyword, the natural pair.
+        (
+            "net/10.0.0.0/255.0.0.0/tcp/port/80",
+            "net 10.0.0.0/8 and (ip proto 6 or ip6 proto 6) and port 80",
+            "2014-10-19T19:15:00Z",
+            "2014-10-19T19:20:00Z",
+            &both,
+        ),
+        // Everything UDP over a wide window, through VLAN/MPLS/tunnel files.
+        (
+            "udp",
+            "(ip proto 17 or ip6 proto 17)",
+            "2000-01-01T00:00:00Z",
+            "2030-01-01T00:00:00Z",
+            &both,
+        ),
+        // A sensor restriction and a raw BPF clause, URL-encoded.
+        (
+            "sensor/merge/bpf/ip6%20and%20greater%201000",
+            "(ip6 and greater 1000)",
+            "2021-01-05T06:55:00Z",
+            "2021-01-05T07:00:00Z",
+            &merge_only,
+        ),
+        // No filter at all: the whole window.
+        (
+            "",
+            "",
+            "2021-01-05T06:56:00Z",
+            "2021-01-05T06:57:00Z",
+            &both,
+        ),
+    ];
+    for (clauses, filter, after, before, dirs) in cases {
+        let path = format!("q/{clauses}/after/{after}/before/{before}/pcap").replace("q//", "q/");
+        let (code, body) = server.get(&path, &[]);
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        let ours = work.path().join(format!("ours-{}", rand_suffix()));
+        std::fs::write(&ours, &body).unwrap();
+        match oracle(dirs, filter, epoch(after), epoch(before), work.path()) {
+            Some(want) => assert_same_packets(&ours, &want, &path),
+            None => panic!("{path}: the oracle finds no packets; choose a query that has some"),
+        }
+    }
+}
+
+/// Windows are widened to whole minutes (the dedup quantum), and packets are gated exactly
+/// to the widened window: 06:56:10–06:56:30 is answered as 06:56:00–06:57:00.
+#[test]
+fn windows_are_quantised_to_the_time_window() {
+    let server = Server::start(&sensors(), "");
+    let j = server.json("q/after/2021-01-05T06:56:10Z/before/2021-01-05T06:56:30Z");
+    assert!(
+        j["query"]
+            .as_str()
+            .unwrap()
+            .starts_with("after 2021-01-05T06:56:00Z and before 2021-01-05T06:57:00Z"),
+        "{j}"
+    );
+    let k = server.json("q/after/2021-01-05T06:56:00Z/before/2021-01-05T06:57:00Z");
+    assert_eq!(j["id"], k["id"]);
+}
+
+#[test]
+fn twenty_identical_requests_share_one_job_and_get_identical_bytes() {
+    let server = Server::start(&[("bulk", corpus().join("bulk"))], "");
+    let path = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z/pcap";
+    let dir = TempDir::new().unwrap();
+    let children: Vec<(Child, PathBuf)> = (0..20)
+        .map(|i| {
+            let out = dir.path().join(format!("c{i}"));
+            let c = Command::new("curl")
+                .args(["-sS", "-o"])
+                .arg(&out)
+                .arg(server.url(path))
+                .spawn()
+                .unwrap();
+            (c, out)
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for (mut c, out) in children {
+        assert!(c.wait().unwrap().success());
+        bodies.push(std::fs::read(out).unwrap());
+    }
+    assert!(bodies[0].len() > 12_000_000, "the whole bulk trace");
+    assert!(
+        bodies.iter().all(|b| *b == bodies[0]),
+        "identical byte streams"
+    );
+    let jobs = server.json("jobs");
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "one job: {jobs}");
+    // The result equals the bulk trace itself (the window covers it all).
+    let ours = dir.path().join("ours");
+    std::fs::write(&ours, &bodies[0]).unwrap();
+    assert_same_packets(
+        &ours,
+        &corpus().join("bulk/mix-19-real-captures-10min.pcap"),
+        "bulk",
+    );
+    // A repeat is served from the spool: a complete file with its length, and ranges.
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    let st = server.wait_final(&id);
+    assert_eq!(st["state"], "Completed");
+    let (code, again) = server.get(path, &[]);
+    assert_eq!(code, 200);
+    assert!(again == bodies[0]);
+    let (code, head) = server.get(&format!("{id}/merged.pcap"), &["-r", "0-99"]);
+    assert_eq!(code, 206);
+    assert!(head[..] == bodies[0][..100]);
+    let (code, tail) = server.get(&format!("{id}/merged.pcap"), &["-r", "1000-"]);
+    assert_eq!(code, 206);
+    assert!(tail[..] == bodies[0][1000..]);
+}
+
+#[test]
+fn bad_requests_get_400_naming_the_clause() {
+    let server = Server::start(&sensors(), "");
+    for (path, clause) in [
+        ("q/bogus/1", "bogus"),
+        ("q/host", "host"),
+        ("q/host/10.0.0.300", "host"),
+        ("q/port/0", "port"),
+        ("q/port/65536", "port"),
+        ("q/port/abc", "port"),
+        ("q/after/yesterday-ish", "after"),
+        ("q/net/10.0.0.0/33", "net"),
+        ("q/net/2001:db8::/129", "net"),
+        ("q/net/10.0.0.0/255.0.255.0", "net"),
+        ("q/sensor/nosuch", "sensor"),
+    ] {
+        let (code, body) = server.get(path, &[]);
+        assert_eq!(code, 400, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["clause"], clause, "{path}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // JSON: unknown key, bad JSON; an oversized body is refused before parsing.
+    for (body, clause) in [
+        (r#"{"bogus": 1}"#, "bogus"),
+        ("{not json", "body"),
+        (r#"{"port": 66000}"#, "port"),
+    ] {
+        let (code, resp) = server.get(
+            "q",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ],
+        );
+        assert_eq!(code, 400, "{body}");
+        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+        assert_eq!(v["clause"], clause, "{body}: {v}");
+    }
+    let big = "x".repeat(100_000);
+    let (code, _) = server.get(
+        "q",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &big,
+        ],
+    );
+    assert_eq!(code, 413);
+}
+
+#[test]
+fn url_json_and_form_of_one_query_are_one_job() {
+    let server = Server::start(&sensors(), "");
+    let a = server.json(
+        "q/port/443/host/2620:1ec:c11::200/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z",
+    );
+    let (code, b) = server.get(
+        "q",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"host": ["2620:1EC:C11:0::200"], "port": "443", "after": "2021-01-05T07:55:00+01:00", "before": "1609830000"}"#,
+        ],
+    );
+    assert_eq!(code, 200);
+    let b: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    let (code, c) = server.get(
+        "q",
+        &["--data", "port=443&host=2620:1ec:c11::200&after=2021-01-05T06:55:00Z&before=2021-01-05T07:00:00Z"],
+    );
+    assert_eq!(code, 200);
+    let c: serde_json::Value = serde_json::from_slice(&c).unwrap();
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(a["id"], c["id"]);
+    assert!(a["query"]
+        .as_str()
+        .unwrap()
+        .starts_with("after 2021-01-05T06:55:00Z and before"));
+}
+
+#[test]
+fn an_empty_result_is_a_valid_capture_and_the_job_says_no_packets() {
+    let server = Server::start(&sensors(), "");
+    let path = "q/host/192.0.2.77/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/pcap";
+    let (code, body) = server.get(path, &[]);
+    assert_eq!(code, 200);
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("empty.pcap");
+    std::fs::write(&f, &body).unwrap();
+    let info = String::from_utf8(run_ok(Command::new("capinfos").arg("-c").arg(&f))).unwrap();
+    assert!(info.contains("Number of packets:   0"), "{info}");
+    let jobs = server.json("jobs");
+    let id = jobs[0]["id"].as_str().unwrap();
+    let st = server.wait_final(id);
+    assert_eq!(st["state"], "Completed");
+    assert_eq!(st["no_packets"], true);
+    assert!(st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["msg"] == "Completed. no packets returned"));
+}
+
+#[test]
+fn the_prefix_redirects_and_unknown_ids_are_refused() {
+    let server = Server::start(&sensors(), "");
+    let bare = server.base.trim_end_matches('/').to_owned();
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("301 ") && out.ends_with("/app/docket/"),
+        "{out}"
+    );
+    for bad in [
+        "..%2f..%2fetc%2fpasswd/merged.pcap",
+        "0123/merged.pcap",
+        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ/merged.pcap",
+    ] {
+        let (code, _) = server.get(bad, &[]);
+        assert_eq!(code, 404, "{bad}");
+    }
+}
+
+/// A real full disk: the spool is a 1 MiB tmpfs this test mounts. The job fails, the client's
+/// transfer is visibly truncated (curl exit 18), no file is left as complete, the server still
+/// answers.
+#[test]
+fn a_full_disk_mid_job_never_leaves_a_complete_looking_file() {
+    let dir = TempDir::new().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    assert!(m.success(), "mounting a tmpfs (the test runs as root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(spool.clone());
+    let server = Server::start_in(dir, &[("bulk", corpus().join("bulk"))], "");
+    let o = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null"])
+        .arg(server.url("q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z/pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(18),
+        "truncated transfer: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let jobs = server.json("jobs");
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_final(&id)["state"], "Failed");
+    let leftovers: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "nothing left in the spool: {leftovers:?}"
+    );
+    let (code, _) = server.get(&format!("{id}/merged.pcap"), &[]);
+    assert_ne!(code, 200);
+    assert_eq!(server.get("healthz", &[]).0, 200);
+}
+
+/// `kill -9` mid-job, restart: the job is not served as complete; the same request starts
+/// afresh and gives the full result.
+#[test]
+fn kill_9_mid_job_then_restart_starts_afresh() {
+    // A directory large enough that the job takes a while: the bulk trace repeated (time-
+    // shifted copies appended by mergecap).
+    let data = TempDir::new().unwrap();
+    let bulk = corpus().join("bulk/mix-19-real-captures-10min.pcap");
+    let mut reps = Vec::new();
+    for r in 0..12 {
+        let p = data.path().join(format!("rep{r}"));
+        run_ok(
+            Command::new("editcap")
+                .args(["-t", &(r * 700).to_string()])
+                .arg(&bulk)
+                .arg(&p),
+        );
+        reps.push(p);
+    }
+    let big = data.path().join("dir");
+    std::fs::create_dir(&big).unwrap();
+    run_ok(
+        Command::new("mergecap")
+            .args(["-a", "-w"])
+            .arg(big.join("big.pcap"))
+            .args(&reps),
+    );
+    for r in reps {
+        std::fs::remove_file(r).unwrap();
+    }
+    let state = TempDir::new().unwrap();
+    let keep = state.path().to_owned();
+    let path = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T15:00:00Z/pcap";
+    let mut server = Server::start_in(state, &[("big", big.clone())], "");
+    // Read the first bytes of the stream, then kill the server hard.
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N"])
+        .arg(server.url(path))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 4096];
+    std::io::Read::read_exact(curl.stdout.as_mut().unwrap(), &mut first).unwrap();
+    // SAFETY: signals the server process this test started, by its PID.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
+    let _ = server.child.wait();
+    let _ = curl.kill();
+    let _ = curl.wait();
+    // Restart on the same spool: nothing complete-looking, the request runs again in full.
+    let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
+    drop(server);
+    let spool = keep.join("spool");
+    for e in std::fs::read_dir(&spool).unwrap() {
+        let p = e.unwrap().path();
+        assert!(
+            p.extension().is_some_and(|x| x == "part"),
+            "only a part file may remain: {p:?}"
+        );
+    }
+    let server = Server::start_in(dir, &[("big", big.clone())], "");
+    assert!(
+        std::fs::read_dir(&spool).unwrap().next().is_none(),
+        "leftovers removed at start"
+    );
+    let (code, body) = server.get(path, &[]);
+    assert_eq!(code, 200);
+    let ours = keep.join("after-restart.pcap");
+    std::fs::write(&ours, &body).unwrap();
+    let info = String::from_utf8(run_ok(Command::new("capinfos").arg("-c").arg(&ours))).unwrap();
+    let want = String::from_utf8(run_ok(
+        Command::new("capinfos").arg("-c").arg(big.join("big.pcap")),
+    ))
+    .unwrap();
+    assert_eq!(
+        info.lines().last(),
+        want.lines().last(),
+        "the full result after restart"
+    );
+}
+
+#[test]
+fn cleanup_deletes_by_age_and_by_space() {
+    // By age: expire after 1 s, cleanup every second.
+    let server = Server::start(
+        &sensors(),
+        "expire_time = 1\ncleanup_period = 1\nexpire_space = 0",
+    );
+    let q = "q/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z";
+    let id = server.json(q)["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_final(&id)["state"], "Completed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .json("ids")
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v == id.as_str())
+    {
+        assert!(Instant::now() < deadline, "not expired by age");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(server.get(&format!("{id}/merged.pcap"), &[]).0, 200);
+}
+
+/// By space: a 40 MiB tmpfs spool with a 35 MiB free-space target. One 12.6 MB result leaves
+/// less than that free, so cleanup deletes it.
+#[test]
+fn cleanup_deletes_least_recently_used_until_the_space_target_is_free() {
+    let dir = TempDir::new().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let m = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    assert!(m.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(spool.clone());
+    let server = Server::start_in(
+        dir,
+        &[("bulk", corpus().join("bulk"))],
+        "expire_time = 0\ncleanup_period = 1\nexpire_space = 36700160",
+    );
+    let q = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z";
+    let id = server.json(q)["id"].as_str().unwrap().to_owned();
+    // The whole capture arrives: the job completed (cleanup may then remove it at any time).
+    let (code, body) = server.get(&format!("{q}/pcap"), &[]);
+    assert_eq!(code, 200);
+    assert!(body.len() > 12_000_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spool.join(format!("{id}.pcap")).exists() {
+        assert!(Instant::now() < deadline, "not deleted for space");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
