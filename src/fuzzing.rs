@@ -107,3 +107,22 @@ pub fn merge_against_sort(mut inputs: Vec<Vec<u8>>) {
     want.sort_by_key(|&(i, s, t)| (t, Reverse(i), s));
     assert_eq!(out, want);
 }
+
+/// The query grammar on arbitrary paths: parsing never panics; whatever parses renders back
+/// (`Query::to_path`) into a path that parses to the same canonical form and job id.
+pub fn query_roundtrip(input: &[u8]) {
+    use crate::query::{parse_path, QueryConfig};
+    let Ok(path) = std::str::from_utf8(input) else {
+        return;
+    };
+    let now = Timestamp(1_700_000_000 * crate::pcap::NANOS_PER_SEC);
+    let cfg = QueryConfig::default();
+    let Ok(q) = parse_path(path, now, &cfg) else {
+        return;
+    };
+    let again = parse_path(&q.to_path(), now, &cfg)
+        .unwrap_or_else(|e| panic!("{path:?} rendered as {:?} does not parse: {e}", q.to_path()));
+    assert_eq!(q.canonical(), again.canonical(), "{path:?}");
+    assert_eq!(q.id(), again.id());
+    let _ = (q.stenographer(), q.bpf_filter());
+}

@@ -59,7 +59,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let r = Arc::clone(&cleanup_registry);
             let deleted = tokio::task::spawn_blocking(move || {
                 let d = r.spool().cleanup(expire_time, expire_space);
-                r.forget(&d);
+                // Failed jobs' histories are kept as long as captures are (an hour if captures
+                // never expire by age).
+                let keep_failed = if expire_time.is_zero() {
+                    Duration::from_secs(3600)
+                } else {
+                    expire_time
+                };
+                r.forget(&d, keep_failed);
                 d
             })
             .await

