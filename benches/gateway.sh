@@ -22,6 +22,8 @@ cargo build --release -q
 docket="$PWD/target/release/docket"
 dir="${BENCH_DIR:-$(mktemp -d /tmp/docket-gw.XXXXXX)}"
 mkdir -p "$dir/data" "$dir/spool" "$dir/nginx"
+# nginx's workers run unprivileged: let them read the spool.
+chmod 755 "$dir" "$dir/spool"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -33,7 +35,8 @@ trap cleanup EXIT
 reps=$(( 1073741824 / $(stat -c %s "$bulk") ))
 if [ ! -e "$dir/data/rep-$((reps - 1)).pcap" ]; then
     for ((r = 0; r < reps; r++)); do
-        editcap -t $((r * 700)) "$bulk" "$dir/data/rep-$(printf %03d $r).pcap"
+        # pcap, as tcpdump -G writes its rotated files (editcap's default would be pcapng).
+        editcap -F pcap -t $((r * 700)) "$bulk" "$dir/data/rep-$(printf %03d $r).pcap"
     done
 fi
 echo "data: $reps files, $(du -sm "$dir/data" | cut -f1) MiB"
