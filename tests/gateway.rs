@@ -458,9 +458,26 @@ fn an_empty_result_is_a_valid_capture_and_the_job_says_no_packets() {
     std::fs::write(&f, &body).unwrap();
     let info = String::from_utf8(run_ok(Command::new("capinfos").arg("-c").arg(&f))).unwrap();
     assert!(info.contains("Number of packets:   0"), "{info}");
+    // A window where no file has data declares nothing: still a capture tcpdump reads.
+    let (code, body) = server.get(
+        "q/after/2001-01-01T00:00:00Z/before/2001-01-01T00:01:00Z/pcap",
+        &[],
+    );
+    assert_eq!(code, 200);
+    let f = dir.path().join("nothing.pcap");
+    std::fs::write(&f, &body).unwrap();
+    run_ok(Command::new("tcpdump").arg("-r").arg(&f));
     let jobs = server.json("jobs");
-    let id = jobs[0]["id"].as_str().unwrap();
-    let st = server.wait_final(id);
+    let id = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["query"].as_str().unwrap().contains("host 192.0.2.77"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let st = server.wait_final(&id);
     assert_eq!(st["state"], "Completed");
     assert_eq!(st["no_packets"], true);
     assert!(st["events"]

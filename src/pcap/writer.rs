@@ -35,8 +35,9 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// The output rule: classic pcap when every declared (link type, precision) shares one link
-    /// type, nanosecond magic if any precision is finer than µs; pcapng otherwise (or when
-    /// nothing was declared, since pcapng can add interfaces later).
+    /// type, nanosecond magic if any precision is finer than µs; pcapng otherwise. When nothing
+    /// is declared (no input has an interface), there can be no packet to mislabel: a classic
+    /// Ethernet pcap, which every tool reads (libpcap refuses a pcapng without interfaces).
     pub fn choose<'a>(
         declared: impl IntoIterator<Item = &'a (LinkType, Precision)>,
     ) -> OutputFormat {
@@ -50,9 +51,9 @@ impl OutputFormat {
             }
             nanos |= prec == Precision::Nano;
         }
-        match link {
-            Some(link_type) => OutputFormat::Pcap { link_type, nanos },
-            None => OutputFormat::Pcapng,
+        OutputFormat::Pcap {
+            link_type: link.unwrap_or(1),
+            nanos,
         }
     }
 }
