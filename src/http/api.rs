@@ -28,12 +28,16 @@ use crate::pcap::{Timestamp, NANOS_PER_SEC};
 use crate::query::{self, JobId, Query, QueryConfig};
 use crate::spool::{self, FollowEnd, Stage};
 
+/// Piece size when serving a complete (mapped) spool file.
+const HIT_CHUNK: usize = 1024 * 1024;
+
 /// Largest request body accepted (a query is tiny).
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Chunks buffered between a capture's reader task and hyper: backpressure from a slow client
-/// stops the reader (not the job: the job writes the spool).
-const BODY_CHUNKS: usize = 4;
+/// stops the reader (not the job: the job writes the spool). With `spool::READ_CHUNK`, what
+/// one client can hold in memory.
+const BODY_CHUNKS: usize = 2;
 
 /// Handles one request.
 pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
@@ -394,7 +398,8 @@ fn complete_file(
     if let Some(cr) = content_range {
         b = b.header(header::CONTENT_RANGE, cr);
     }
-    // Served in pieces so that a slow client holds only the map, not copies.
+    // Served in pieces of the map (file-backed memory, not copies): large pieces, since they
+    // cost no anonymous memory.
     let (mut tx, body) = http_body_util::channel::Channel::<
         Bytes,
         Box<dyn std::error::Error + Send + Sync>,
@@ -402,7 +407,7 @@ fn complete_file(
     tokio::spawn(async move {
         let mut rest = slice;
         while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(spool::READ_CHUNK));
+            let piece = rest.split_to(rest.len().min(HIT_CHUNK));
             if tx.send_data(piece).await.is_err() {
                 return;
             }

@@ -12,8 +12,8 @@
 //! crash, a cancel or a full disk can never look like success.
 //!
 //! **Reading.** A client of a running job opens the part file (its descriptor stays valid across
-//! the rename) and reads up to the published length, waiting for the next publication; see
-//! [`Follower`]. A complete file is mapped and served with its length (and ranges).
+//! the rename) and maps it up to the published length piece by piece, waiting for the next
+//! publication; see [`Follower`]. Pieces are file-backed views, so a client costs no heap. A complete file is mapped and served with its length (and ranges).
 //!
 //! **Recovery and cleanup.** [`Spool::open`] deletes part files left by a crash. Cleanup deletes
 //! complete files unused for `expire_time` (use = mtime, touched on every hit), then the least
@@ -29,7 +29,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -38,14 +37,37 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 /// Chunks queued to a spool writer before the job waits: with chunks of up to
-/// [`crate::jobs::FLUSH_BYTES`], the most a job runs ahead of its disk.
-pub const WRITE_QUEUE: usize = 8;
+/// [`crate::jobs::FLUSH_BYTES`] and [`URING_IN_FLIGHT`] more being written, the most a job
+/// runs ahead of its disk (each is anonymous memory until written).
+pub const WRITE_QUEUE: usize = 2;
 
 /// Writes in flight per spool file under io_uring.
 pub const URING_IN_FLIGHT: usize = 4;
 
-/// Largest read a follower makes at once (one spool chunk).
+/// Largest piece a follower hands out at once. Pieces are views of the mapped file, not heap
+/// copies, so a client costs file-backed pages only (measured: heap copies of 256 KiB-1 MiB put
+/// 20 clients of one job at 72-128 MiB of anonymous memory).
 pub const READ_CHUNK: usize = 1024 * 1024;
+
+/// Maps `len` bytes of `file` from `offset` (page-aligned underneath) as `Bytes`.
+///
+/// Sound because spool files only grow while followed and are never truncated (a failed file
+/// is unlinked, which leaves the pages of an open file in place), and only bytes below the
+/// published length, already written, are mapped.
+fn map_range(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let aligned = offset - offset % page;
+    let skip = (offset - aligned) as usize;
+    // SAFETY: see above; the map is read-only and private.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(aligned)
+            .len(skip + len)
+            .map(file)?
+    };
+    Ok(Bytes::from_owner(map).slice(skip..))
+}
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
@@ -429,7 +451,7 @@ pub enum FollowEnd {
 /// or be the complete file.
 #[derive(Debug)]
 pub struct Follower {
-    file: Arc<File>,
+    file: File,
     progress: watch::Receiver<Progress>,
     offset: u64,
 }
@@ -438,7 +460,7 @@ impl Follower {
     /// Follows `file` as `progress` publishes it.
     pub fn new(file: File, progress: watch::Receiver<Progress>) -> Follower {
         Follower {
-            file: Arc::new(file),
+            file,
             progress,
             offset: 0,
         }
@@ -456,19 +478,12 @@ impl Follower {
             }
             if self.offset < len {
                 let n = ((len - self.offset) as usize).min(READ_CHUNK);
-                let (f, at) = (Arc::clone(&self.file), self.offset);
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    f.read_exact_at(&mut buf, at).map(|_| buf)
-                })
-                .await;
-                return match read {
-                    Ok(Ok(buf)) => {
+                return match map_range(&self.file, self.offset, n) {
+                    Ok(chunk) => {
                         self.offset += n as u64;
-                        Ok(Bytes::from(buf))
+                        Ok(chunk)
                     }
-                    Ok(Err(e)) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
-                    Err(e) => Err(FollowEnd::Failed(format!("spool read task failed: {e}"))),
+                    Err(e) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
                 };
             }
             if stage == Stage::Complete {
