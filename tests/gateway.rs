@@ -684,3 +684,31 @@ fn cleanup_deletes_least_recently_used_until_the_space_target_is_free() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Regression (found while benchmarking): deleting a job whose writer was still syncing, then
+/// asking again, made the new job truncate the same part file, and a request failed. Every
+/// answer of a delete/ask cycle must be the whole capture.
+#[test]
+fn deleting_and_asking_again_always_gives_the_whole_capture() {
+    let server = Server::start(&[("bulk", corpus().join("bulk"))], "");
+    let q = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z";
+    let (code, first) = server.get(&format!("{q}/pcap"), &[]);
+    assert_eq!(code, 200);
+    for round in 0..5 {
+        let id = server.json(q)["id"].as_str().unwrap().to_owned();
+        let o = Command::new("curl")
+            .args(["-sS", "-X", "DELETE", "-o", "/dev/null"])
+            .arg(server.url(&id))
+            .status()
+            .unwrap();
+        assert!(o.success());
+        let (code, body) = server.get(&format!("{q}/pcap"), &[]);
+        assert_eq!(
+            code,
+            200,
+            "round {round}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        assert!(body == first, "round {round}: a different capture");
+    }
+}

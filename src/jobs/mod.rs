@@ -314,6 +314,7 @@ impl Registry {
             job.event("job", "served from the spool", None);
             job.progress.send_replace(Progress {
                 len,
+                sealed: true,
                 stage: Stage::Complete,
             });
             jobs.insert(id, Arc::clone(&job));
@@ -357,6 +358,7 @@ impl Registry {
     fn new_job(&self, id: JobId, query: Query, selected: &[usize]) -> Job {
         let (tx, _) = watch::channel(Progress {
             len: 0,
+            sealed: false,
             stage: Stage::Writing,
         });
         Job {
@@ -390,7 +392,7 @@ impl Registry {
         let permit = tokio::select! {
             p = Arc::clone(&self.permits).acquire_owned() => p.expect("semaphore open"),
             _ = job.cancel.cancelled() => {
-                self.end(&job, State::Cancelled, "cancelled while queued", Progress { len: 0, stage: Stage::Failed("cancelled".into()) });
+                self.end(&job, State::Cancelled, "cancelled while queued", Progress { len: 0, sealed: false, stage: Stage::Failed("cancelled".into()) });
                 return;
             }
         };
@@ -430,6 +432,7 @@ impl Registry {
                 &why,
                 Progress {
                     len: 0,
+                    sealed: false,
                     stage: Stage::Failed(why.clone()),
                 },
             ),
@@ -653,8 +656,8 @@ impl Registry {
                 .into(),
             )
         };
-        let len = job.progress.borrow().len;
-        Ok((Progress { len, stage }, failed))
+        let Progress { len, sealed, .. } = job.progress.borrow().clone();
+        Ok((Progress { len, sealed, stage }, failed))
     }
 }
 

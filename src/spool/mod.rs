@@ -1,7 +1,8 @@
 //! The spool: one file per job, written once, read by every client of the job.
 //!
-//! **Layout.** `<dir>/<id>.pcap` is a complete capture; `<dir>/<id>.pcap.part` is a capture
-//! being written. Only complete files are ever served as complete.
+//! **Layout.** `<dir>/<id>.pcap` is a complete capture; `<dir>/<id>.<pid>-<n>.pcap.part` is a
+//! capture being written (unique per writer, so that a successor job never truncates a file
+//! its predecessor is still syncing). Only complete files are ever served as complete.
 //!
 //! **Writing.** [`Spool::create`] starts a writer thread owning the part file, fed through a
 //! bounded channel ([`WRITE_QUEUE`] chunks). After each chunk is written, the writer publishes
@@ -105,6 +106,10 @@ pub enum Stage {
 pub struct Progress {
     /// Bytes written; always a record boundary.
     pub len: u64,
+    /// Every byte of the capture is written (fsync and rename may still be pending). A stream
+    /// reader may end here: its copy is complete, and durability only matters to later hits,
+    /// which are served from the final name alone.
+    pub sealed: bool,
     /// Writing, complete or failed.
     pub stage: Stage,
 }
@@ -144,8 +149,14 @@ impl Spool {
         self.dir.join(format!("{name}.pcap"))
     }
 
+    /// A part file name unique to one writer: a job id can have two writers at once (a
+    /// cancelled or failed job still syncing while its successor starts), and they must never
+    /// share an inode. The last to finish renames its complete file over the final name.
     fn part_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.pcap.part"))
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir
+            .join(format!("{name}.{}-{n}.pcap.part", std::process::id()))
     }
 
     /// The complete file of a job, if there is one; a hit refreshes its age for cleanup.
@@ -170,12 +181,13 @@ impl Spool {
         let part = self.part_path(name);
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            // Never reuse an existing inode (see `part_path`).
+            .create_new(true)
             .open(&part)
             .map_err(io(&part))?;
         progress.send_replace(Progress {
             len: 0,
+            sealed: false,
             stage: Stage::Writing,
         });
         let (tx, rx) = mpsc::channel::<Command>(WRITE_QUEUE);
@@ -335,6 +347,7 @@ async fn uring_loop(
                         return fail(why);
                     }
                 }
+                progress.send_modify(|p| p.sealed = true);
                 if let Err(e) = file.sync_all().await {
                     return fail(format!("spool fsync failed: {e}"));
                 }
@@ -378,6 +391,7 @@ fn write_loop(
                 progress.send_modify(|p| p.len = len);
             }
             Command::Finish => {
+                progress.send_modify(|p| p.sealed = true);
                 if let Err(e) = file.sync_all() {
                     return fail(format!("spool fsync failed: {e}"));
                 }
@@ -472,7 +486,7 @@ impl Follower {
     /// The end of the stream: [`FollowEnd::Complete`] or [`FollowEnd::Failed`].
     pub async fn next(&mut self) -> Result<Bytes, FollowEnd> {
         loop {
-            let Progress { len, stage } = self.progress.borrow_and_update().clone();
+            let Progress { len, sealed, stage } = self.progress.borrow_and_update().clone();
             if let Stage::Failed(why) = stage {
                 return Err(FollowEnd::Failed(why));
             }
@@ -486,7 +500,7 @@ impl Follower {
                     Err(e) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
                 };
             }
-            if stage == Stage::Complete {
+            if stage == Stage::Complete || sealed {
                 return Err(FollowEnd::Complete);
             }
             if self.progress.changed().await.is_err() {
