@@ -490,9 +490,7 @@ impl Registry {
                         declared.extend(d);
                         break;
                     }
-                    Some(Message::Warning(w)) => {
-                        job.event(&job.status().upstreams[k].name.clone(), w, None)
-                    }
+                    Some(Message::Warning(w)) => warn_upstream(job, k, w),
                     Some(Message::Failed(e)) => {
                         fail_upstream(job, k, &e);
                         input.failed = true;
@@ -500,11 +498,7 @@ impl Registry {
                         break;
                     }
                     Some(Message::Batch(b)) => {
-                        let bytes: u64 = b.iter().map(|p| p.data.len() as u64).sum();
-                        job.upstream(k, |u| {
-                            u.packets += b.len() as u64;
-                            u.bytes += bytes;
-                        });
+                        count_batch(job, k, &b);
                         input.pending.extend(b);
                     }
                     None => {
@@ -562,20 +556,10 @@ impl Registry {
                     };
                     match msg {
                         Some(Message::Batch(b)) => {
-                            // Progress is counted per batch: a lock per packet would cost more
-                            // than the merge itself.
-                            let bytes: u64 = b.iter().map(|p| p.data.len() as u64).sum();
-                            job.upstream(k, |u| {
-                                u.packets += b.len() as u64;
-                                u.bytes += bytes;
-                            });
+                            count_batch(job, k, &b);
                             inputs[k].pending.extend(b);
                         }
-                        Some(Message::Warning(w)) => {
-                            let name = job.status().upstreams[k].name.clone();
-                            job.upstream(k, |u| u.error = Some(w.clone()));
-                            job.event(&name, w, None);
-                        }
+                        Some(Message::Warning(w)) => warn_upstream(job, k, w),
                         Some(Message::Failed(e)) => {
                             fail_upstream(job, k, &e);
                             inputs[k].failed = true;
@@ -607,7 +591,7 @@ impl Registry {
             }
             let before = buf.len();
             if let Err(e) = writer.write(&mut buf, &p) {
-                fail_upstream(job, k, &upstream::Error::Bpf(e.to_string()));
+                fail_upstream(job, k, &upstream::Error::Unwritable(e));
                 inputs[k].failed = true;
                 ended[k] = true;
                 kway.end(k);
@@ -659,6 +643,25 @@ impl Registry {
         let Progress { len, sealed, .. } = job.progress.borrow().clone();
         Ok((Progress { len, sealed, stage }, failed))
     }
+}
+
+/// Counts a batch into its upstream's progress: per batch, since a lock per packet would cost
+/// more than the merge itself.
+fn count_batch(job: &Job, k: usize, batch: &[Packet]) {
+    let bytes: u64 = batch.iter().map(|p| p.data.len() as u64).sum();
+    job.upstream(k, |u| {
+        u.packets += batch.len() as u64;
+        u.bytes += bytes;
+    });
+}
+
+/// Records an upstream's warning (it goes on).
+fn warn_upstream(job: &Job, k: usize, warning: String) {
+    let name = job.upstream(k, |u| {
+        u.error = Some(warning.clone());
+        u.name.clone()
+    });
+    job.event(&name, warning, None);
 }
 
 fn fail_upstream(job: &Job, k: usize, e: &upstream::Error) {

@@ -42,7 +42,8 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// The request's BPF expression does not compile.
-    #[error("bad BPF expression: {0}")]
-    Bpf(String),
+    /// It delivered a packet the job's output format cannot describe (a link type the
+    /// classic header does not declare, a time out of range).
+    #[error("{0}")]
+    Unwritable(#[source] crate::pcap::Error),
 }
