@@ -377,6 +377,9 @@ fn bad_requests_get_400_naming_the_clause() {
         ("q/net/2001:db8::/129", "net"),
         ("q/net/10.0.0.0/255.0.255.0", "net"),
         ("q/sensor/nosuch", "sensor"),
+        // A typo in raw BPF, and text that would escape the parentheses it is wrapped in.
+        ("q/bpf/hots%2010.0.0.1", "bpf"),
+        ("q/host/10.0.0.1/bpf/tcp)%20or%20(udp", "bpf"),
     ] {
         let (code, body) = server.get(path, &[]);
         assert_eq!(code, 400, "{path}");
@@ -711,4 +714,35 @@ fn deleting_and_asking_again_always_gives_the_whole_capture() {
         );
         assert!(body == first, "round {round}: a different capture");
     }
+}
+
+/// Limits end the capture cleanly at a record boundary and never exceed the bytes asked for,
+/// whatever the format (a pcapng record is larger than a pcap one). With `max_queued = 0`, a
+/// job that finds a free slot is still admitted.
+#[test]
+fn byte_limits_hold_in_pcapng_and_a_zero_queue_still_admits() {
+    let server = Server::start(&[("bulk", corpus().join("bulk"))], "max_queued = 0");
+    let q =
+        "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z/format/pcapng/limit-bytes/100000";
+    let (code, body) = server.get(&format!("{q}/pcap"), &[]);
+    assert_eq!(
+        code,
+        200,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    assert!(
+        body.len() <= 100_000 && body.len() > 90_000,
+        "{} bytes",
+        body.len()
+    );
+    let dir = TempDir::new().unwrap();
+    let f = dir.path().join("limited.pcapng");
+    std::fs::write(&f, &body).unwrap();
+    // Whole records only: capinfos reads it without error.
+    run_ok(Command::new("capinfos").arg(&f));
+    let id = server.json(q)["id"].as_str().unwrap().to_owned();
+    let st = server.wait_final(&id);
+    assert_eq!(st["state"], "Completed");
+    assert_eq!(st["truncated_by_limit"], true);
 }

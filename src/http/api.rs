@@ -233,15 +233,6 @@ fn registry_error(e: &jobs::Error) -> Response<Body> {
             Some("sensor"),
             Some(s),
         ),
-        jobs::Error::Spool(err) => {
-            tracing::error!(error = %err, "spool failure");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error (see the server log)",
-                None,
-                None,
-            )
-        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::merge::KWay;
 use crate::pcap::{OutputFormat, Packet, Writer};
 use crate::query::{JobId, OutputKind, Query};
-use crate::spool::{self, Progress, Spool, Stage};
+use crate::spool::{Progress, Spool, Stage};
 use crate::upstream::{self, local::LocalUpstream, Message, CHANNEL_BATCHES};
 
 /// Encoded bytes at which a job hands its buffer to the spool: large enough that the writer
@@ -57,9 +57,6 @@ pub enum Error {
     /// The request names sensors that do not exist.
     #[error("unknown sensor {0:?}")]
     UnknownSensor(String),
-    /// The spool file cannot be created.
-    #[error(transparent)]
-    Spool(#[from] spool::Error),
 }
 
 /// A job's overall state (Docket-py's strings where it had one).
@@ -327,8 +324,10 @@ impl Registry {
                 needed: self.config.free_bytes,
             });
         }
+        // Jobs still `Queued` may be about to take a free permit: only those beyond the free
+        // permits really wait.
         let waiting = jobs.values().filter(|j| j.state() == State::Queued).count();
-        if waiting >= self.config.max_queued {
+        if waiting >= self.config.max_queued + self.permits.available_permits() {
             return Err(Error::Busy(waiting));
         }
         let job = Arc::new(self.new_job(id, query, &selected));
@@ -402,7 +401,7 @@ impl Registry {
         match outcome {
             Ok((final_progress, failed)) => {
                 let s = job.status();
-                let (state, msg) = if job.cancel.is_cancelled() && !s.truncated_by_limit {
+                let (state, msg) = if job.cancel.is_cancelled() {
                     (State::Cancelled, "cancelled".to_string())
                 } else if final_progress.stage != Stage::Complete {
                     (
@@ -468,10 +467,13 @@ impl Registry {
             pending: VecDeque<Packet>,
             failed: bool,
         }
+        // Upstreams stop on `stop`: when the user cancels (a child of `job.cancel`) or when a
+        // limit ends the merge (only `stop`), so `job.cancel` alone means "cancelled by a user".
+        let stop = job.cancel.child_token();
         let mut inputs = Vec::with_capacity(selected.len());
         for (k, &i) in selected.iter().enumerate() {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            self.upstreams[i].query(q.after, q.before, bpf.clone(), tx, job.cancel.child_token());
+            self.upstreams[i].query(q.after, q.before, bpf.clone(), tx, stop.child_token());
             job.upstream(k, |u| u.state = "requesting");
             job.event(self.upstreams[i].name(), "requesting", None);
             inputs.push(Input {
@@ -485,7 +487,11 @@ impl Registry {
         let mut ended = vec![false; inputs.len()];
         for (k, input) in inputs.iter_mut().enumerate() {
             loop {
-                match input.rx.recv().await {
+                let msg = tokio::select! {
+                    m = input.rx.recv() => m,
+                    _ = job.cancel.cancelled() => None,
+                };
+                match msg {
                     Some(Message::Declared(d)) => {
                         declared.extend(d);
                         break;
@@ -577,28 +583,33 @@ impl Registry {
             if job.cancel.is_cancelled() {
                 break;
             }
+            let before = buf.len();
+            if let Err(e) = writer.write(&mut buf, &p) {
+                fail_upstream(job, k, &upstream::Error::Unwritable(e));
+                inputs[k].failed = true;
+                ended[k] = true;
+                // Closing its channel stops the upstream's thread at its next send.
+                inputs[k].rx.close();
+                kway.end(k);
+                continue;
+            }
+            // Limits count what was really encoded (a pcapng record is larger than a pcap one).
+            let size = (buf.len() - before) as u64;
             if limit_packets.is_some_and(|l| packets >= l)
-                || limit_bytes.is_some_and(|l| written + 16 + p.data.len() as u64 > l)
+                || limit_bytes.is_some_and(|l| written + size > l)
             {
+                buf.truncate(before);
                 job.status.lock().expect("status lock").truncated_by_limit = true;
                 job.event(
                     "job",
                     "a result limit was reached; the capture ends here",
                     None,
                 );
-                job.cancel.cancel();
+                stop.cancel();
                 break;
             }
-            let before = buf.len();
-            if let Err(e) = writer.write(&mut buf, &p) {
-                fail_upstream(job, k, &upstream::Error::Unwritable(e));
-                inputs[k].failed = true;
-                ended[k] = true;
-                kway.end(k);
-                continue;
-            }
             packets += 1;
-            written += (buf.len() - before) as u64;
+            written += size;
             if buf.len() >= FLUSH_BYTES {
                 spool_ok &= writer_file.write(buf.split().freeze()).await;
             }
@@ -617,8 +628,10 @@ impl Registry {
                 u.state = "done";
             }
         }
+        // Whatever ended the merge, the upstreams are no longer wanted.
+        stop.cancel();
         let failed = inputs.iter().filter(|i| i.failed).count();
-        let cancelled_by_user = job.cancel.is_cancelled() && !job.status().truncated_by_limit;
+        let cancelled_by_user = job.cancel.is_cancelled();
         let stage = if spool_ok && !cancelled_by_user {
             writer_file.finish().await
         } else {

@@ -196,8 +196,10 @@ pub(crate) fn count(clause: &str, text: &str) -> Result<u64, Error> {
     }
 }
 
-/// A raw tcpdump expression: not blank, at most [`MAX_BPF_LEN`] bytes, no NUL. Kept verbatim;
-/// it is compiled (and so fully validated) by the backend that uses it.
+/// A raw tcpdump expression: not blank, at most [`MAX_BPF_LEN`] bytes, no NUL, and compiled by
+/// libpcap (for Ethernet) on its own. Compiling here is what makes a typo a 400 rather than a
+/// job that silently matches nothing, and what refuses text such as `tcp) or (udp`, which
+/// would otherwise escape the parentheses it is wrapped in and void the other clauses.
 pub(crate) fn bpf(clause: &str, text: &str) -> Result<String, Error> {
     let why = if text.trim().is_empty() {
         "must not be empty".to_owned()
@@ -206,7 +208,13 @@ pub(crate) fn bpf(clause: &str, text: &str) -> Result<String, Error> {
     } else if text.contains('\0') {
         "must not contain NUL".to_owned()
     } else {
-        return Ok(text.to_owned());
+        match crate::pcap::BpfFilter::compile(text, 1) {
+            Ok(_) => return Ok(text.to_owned()),
+            Err(crate::pcap::Error::BadFilter { reason, .. }) => {
+                format!("does not compile: {reason}")
+            }
+            Err(e) => format!("does not compile: {e}"),
+        }
     };
     // Do not echo a huge expression back in the error.
     let shown: String = text.chars().take(64).collect();

@@ -55,6 +55,8 @@ pub struct LocalUpstream {
     name: String,
     dir: PathBuf,
     index: Mutex<HashMap<PathBuf, FileEntry>>,
+    /// Held for a whole refresh, so concurrent queries do not scan the same new files twice.
+    refreshing: Mutex<()>,
 }
 
 /// Maps a file read-only; empty files give empty bytes.
@@ -107,6 +109,7 @@ impl LocalUpstream {
             name: name.into(),
             dir: dir.into(),
             index: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(()),
         }
     }
 
@@ -121,11 +124,12 @@ impl LocalUpstream {
     /// # Errors
     /// The directory cannot be listed.
     pub fn refresh(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.refreshing.lock().expect("refresh lock");
         let listing = std::fs::read_dir(&self.dir).map_err(|source| Error::Directory {
             path: self.dir.clone(),
             source,
         })?;
-        let mut present = Vec::new();
+        let mut present = std::collections::HashSet::new();
         for entry in listing.flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             if !meta.is_file() {
@@ -145,7 +149,7 @@ impl LocalUpstream {
                     .expect("index lock")
                     .insert(path.clone(), e);
             }
-            present.push(path);
+            present.insert(path);
         }
         self.index
             .lock()
@@ -217,9 +221,13 @@ impl LocalUpstream {
         }
         let mut readers: Vec<(PathBuf, Option<Reader>)> = files
             .into_iter()
-            .map(|(p, _)| {
-                let r = map(&p).ok().map(Reader::from_bytes);
-                (p, r)
+            .map(|(p, _)| match map(&p) {
+                Ok(data) => (p, Some(Reader::from_bytes(data))),
+                Err(e) => {
+                    let warning = format!("{}: {e}; skipped", p.display());
+                    let _ = tx.blocking_send(Message::Warning(warning));
+                    (p, None)
+                }
             })
             .collect();
         let mut filters = Filters::new(bpf);
@@ -246,7 +254,14 @@ impl LocalUpstream {
         for i in 0..readers.len() {
             fill(i, &mut kway, &mut readers);
         }
+        let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
+            popped = popped.wrapping_add(1);
+            // A selective filter may send nothing for a long while: notice a stop or a
+            // departed job between sends too.
+            if popped % 4096 == 0 && (cancel.is_cancelled() || tx.is_closed()) {
+                return;
+            }
             fill(i, &mut kway, &mut readers);
             if p.ts < after || p.ts >= before || !filters.matches(&p) {
                 continue;
