@@ -24,9 +24,11 @@ if [ ! -d "${DOCKET_PCAPS:-../shared/pcaps}" ]; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
 # --all-targets also runs each criterion bench once in test mode, so a broken bench fails here.
 cargo test --all-targets
+# Clippy after the build, not before: on a fresh target directory, running clippy first left a
+# target-information cache (`target/.rustc_info.json`) that broke the next plain cargo call.
+cargo clippy --all-targets -- -D warnings
 
 if [ -x fuzz/run.sh ]; then
     FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run.sh
