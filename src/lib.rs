@@ -9,6 +9,7 @@
 //! - [`upstream`]: where packets come from (local capture directories);
 //! - [`jobs`]: the registry (dedup, join in flight) and each job's merge loop and state;
 //! - [`spool`]: each job's file, written once and followed by every reader;
+//! - [`mapped`]: whole files mapped as `Bytes` (one place, one safety contract);
 //! - [`http`]: routes under the prefix; [`server`]: wiring; [`config`]: the TOML file.
 //!
 //! A request's path: query → job → upstreams → `pcap::Reader` per upstream → `merge::KWay` →
@@ -21,6 +22,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod http;
 pub mod jobs;
+pub mod mapped;
 pub mod merge;
 pub mod pcap;
 pub mod query;

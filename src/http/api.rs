@@ -75,7 +75,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
             Ok(id) => match state.registry.get(&id) {
                 Some(job) => capture(&state, job, &req).await,
                 None => match state.registry.spool().lookup(&id.to_string()) {
-                    Some((path, len)) => complete_file(&path, len, &id, &req),
+                    Some((path, _)) => complete_file(&path, &id, &req),
                     None => error(
                         StatusCode::NOT_FOUND,
                         "no such job",
@@ -267,7 +267,7 @@ async fn capture(state: &AppState, job: Arc<Job>, req: &Request<Incoming>) -> Re
         match p.stage {
             Stage::Complete => {
                 return match state.registry.spool().lookup(&job.id.to_string()) {
-                    Some((path, len)) => complete_file(&path, len, &job.id, req),
+                    Some((path, _)) => complete_file(&path, &job.id, req),
                     None => error(
                         StatusCode::GONE,
                         "the capture was removed from the spool",
@@ -338,19 +338,10 @@ fn follow(job: Arc<Job>, file: std::fs::File) -> Response<Body> {
 }
 
 /// A complete spool file: mapped, with `Content-Length`, and one `Range` if asked.
-fn complete_file(
-    path: &std::path::Path,
-    len: u64,
-    id: &JobId,
-    req: &Request<Incoming>,
-) -> Response<Body> {
-    let data = match std::fs::File::open(path).and_then(|f| {
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        // SAFETY: spool files are complete and never truncated, only unlinked (see spool).
-        unsafe { memmap2::Mmap::map(&f) }.map(Bytes::from_owner)
-    }) {
+fn complete_file(path: &std::path::Path, id: &JobId, req: &Request<Incoming>) -> Response<Body> {
+    // SAFETY: complete spool files are never truncated, only unlinked (see `spool`).
+    let data = match std::fs::File::open(path).and_then(|f| unsafe { crate::mapped::map_file(&f) })
+    {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, path = %path.display(), "cannot map a spool file");

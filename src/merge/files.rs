@@ -91,18 +91,10 @@ impl Input {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         if meta.is_file() {
-            let data = if meta.len() == 0 {
-                Bytes::new()
-            } else {
-                // SAFETY: the map is read-only and private to this process. If another process
-                // truncates the file while it is mapped, reads past the new end raise SIGBUS;
-                // `docket merge` accepts that risk for capture files at rest, as mergecap's
-                // readers accept a file changing under them.
-                let map = unsafe { memmap2::Mmap::map(&file)? };
-                #[cfg(unix)]
-                let _ = map.advise(memmap2::Advice::Sequential);
-                Bytes::from_owner(map)
-            };
+            // SAFETY: `docket merge` reads capture files at rest; a file truncated by another
+            // process during the merge would raise SIGBUS, a risk accepted as mergecap's readers
+            // accept a file changing under them.
+            let data = unsafe { crate::mapped::map_file(&file)? };
             return Ok(Input {
                 path: path.to_owned(),
                 later_interfaces: pcap::scan_pcapng_interfaces(&data),

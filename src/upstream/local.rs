@@ -61,13 +61,8 @@ pub struct LocalUpstream {
 
 /// Maps a file read-only; empty files give empty bytes.
 fn map(path: &Path) -> std::io::Result<Bytes> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Ok(Bytes::new());
-    }
-    // SAFETY: read-only private map of a capture file; see the module doc on truncation.
-    let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Bytes::from_owner(map))
+    // SAFETY: capture directories are appended to, not truncated (see the module doc).
+    unsafe { crate::mapped::map_file(&File::open(path)?) }
 }
 
 fn scan(path: &Path, size: u64, mtime: SystemTime) -> FileEntry {
