@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -76,6 +77,78 @@ pub struct RawConfig {
     pub limit_packets: u64,
     /// Local capture directories, each one upstream ("sensor").
     pub local: Vec<RawLocal>,
+    /// Stenographer sensors, each one upstream.
+    pub stenographer: Vec<RawStenographer>,
+}
+
+/// One `[[stenographer]]` table: Docket-py's `STENOGRAPHER_INSTANCES` entry (`host`, `sensor`,
+/// `port`, `key`, `cert`, `ca`), plus timeouts in seconds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStenographer {
+    /// Sensor name, as used by `sensor/<name>` (Docket-py: `sensor`).
+    #[serde(alias = "sensor")]
+    pub name: String,
+    /// Address or DNS name of the sensor; its certificate must name it (SAN, or CN for the
+    /// extension-less certificates of `stenokeys.sh`).
+    pub host: String,
+    /// HTTPS port. Default 1234.
+    #[serde(default = "default_steno_port")]
+    pub port: u16,
+    /// Client certificate (PEM) presented to the sensor.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA (PEM) that signed the sensor's certificate; nothing else is trusted.
+    pub ca: PathBuf,
+    /// Seconds to connect and finish the TLS handshake. Default 10.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+    /// Seconds from request to response headers. Default 300 (a sensor reads its indexes first).
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout: u64,
+    /// Seconds of silence within a response before the sensor is given up. Default 120.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: u64,
+    /// Seconds for the whole answer (0: none). Default 1200.
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout: u64,
+    /// Seconds after which the sensor itself ends a query with a clean 200 (Stenographer: 15
+    /// minutes); an answer ending near it is flagged "possibly truncated". Default 900.
+    #[serde(default = "default_server_limit")]
+    pub server_limit: u64,
+    /// Seconds by which the window asked of the sensor is widened on both sides (Stenographer
+    /// selects whole files by time); Docket gates packets to the exact window. Default 60.
+    #[serde(default = "default_slack")]
+    pub slack: u64,
+    /// Seconds to wait for `/debug/stats`. Default 3.
+    #[serde(default = "default_stats_timeout")]
+    pub stats_timeout: u64,
+}
+
+fn default_steno_port() -> u16 {
+    1234
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_first_byte_timeout() -> u64 {
+    300
+}
+fn default_idle_timeout() -> u64 {
+    120
+}
+fn default_total_timeout() -> u64 {
+    1200
+}
+fn default_server_limit() -> u64 {
+    900
+}
+fn default_slack() -> u64 {
+    60
+}
+fn default_stats_timeout() -> u64 {
+    3
 }
 
 /// One `[[local]]` table.
@@ -106,6 +179,7 @@ impl Default for RawConfig {
             limit_bytes: 0,
             limit_packets: 0,
             local: Vec::new(),
+            stenographer: Vec::new(),
         }
     }
 }
@@ -141,8 +215,41 @@ pub struct Config {
     pub limit_bytes: u64,
     /// Global result caps (0 = none).
     pub limit_packets: u64,
-    /// Local directories, in configuration order (the merge's input order).
+    /// Local directories, in configuration order (the merge's input order: before sensors).
     pub local: Vec<LocalDir>,
+    /// Stenographer sensors, in configuration order (after the local directories).
+    pub stenographer: Vec<Stenographer>,
+}
+
+/// A Stenographer sensor upstream: where it is, the TLS material, and its time budget.
+#[derive(Debug, Clone)]
+pub struct Stenographer {
+    /// Sensor name.
+    pub name: String,
+    /// Address or DNS name.
+    pub host: String,
+    /// HTTPS port.
+    pub port: u16,
+    /// Client certificate (PEM), resolved.
+    pub cert: PathBuf,
+    /// Client key (PEM), resolved.
+    pub key: PathBuf,
+    /// The sensor's CA (PEM), resolved.
+    pub ca: PathBuf,
+    /// Connect + TLS handshake.
+    pub connect_timeout: Duration,
+    /// Request → response headers.
+    pub first_byte_timeout: Duration,
+    /// Silence within a response.
+    pub idle_timeout: Duration,
+    /// The whole answer (`None`: unbounded).
+    pub total_timeout: Option<Duration>,
+    /// The sensor's own cut-off.
+    pub server_limit: Duration,
+    /// Window widening, seconds.
+    pub slack: u64,
+    /// `/debug/stats` budget.
+    pub stats_timeout: Duration,
 }
 
 /// A local capture directory upstream.
@@ -216,26 +323,28 @@ impl Config {
         if raw.max_jobs == 0 {
             return Err(invalid("max_jobs", "must be at least 1".into()));
         }
-        let mut local = Vec::new();
-        for (i, l) in raw.local.iter().enumerate() {
-            let key = format!("local[{i}]");
-            if l.name.is_empty()
-                || !l
-                    .name
+        let mut names: Vec<&str> = Vec::new();
+        let check_name = |key: &str, name: &str, names: &[&str]| -> Result<(), Error> {
+            if name.is_empty()
+                || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
             {
                 return Err(invalid(
-                    &key,
-                    format!("sensor name {:?} must be [A-Za-z0-9_.-]+", l.name),
+                    key,
+                    format!("sensor name {name:?} must be [A-Za-z0-9_.-]+"),
                 ));
             }
-            if local.iter().any(|d: &LocalDir| d.name == l.name) {
-                return Err(invalid(
-                    &key,
-                    format!("sensor name {:?} is used twice", l.name),
-                ));
+            if names.contains(&name) {
+                return Err(invalid(key, format!("sensor name {name:?} is used twice")));
             }
+            Ok(())
+        };
+        let mut local = Vec::new();
+        for (i, l) in raw.local.iter().enumerate() {
+            let key = format!("local[{i}]");
+            check_name(&key, &l.name, &names)?;
+            names.push(&l.name);
             let p = resolve(&l.path);
             if !p.is_dir() {
                 return Err(invalid(&key, format!("{} is not a directory", p.display())));
@@ -243,6 +352,41 @@ impl Config {
             local.push(LocalDir {
                 name: l.name.clone(),
                 path: p,
+            });
+        }
+        let mut stenographer = Vec::new();
+        for (i, s) in raw.stenographer.iter().enumerate() {
+            let key = format!("stenographer[{i}]");
+            check_name(&key, &s.name, &names)?;
+            names.push(&s.name);
+            if s.host.is_empty() {
+                return Err(invalid(&key, "`host` is empty".into()));
+            }
+            for (what, p) in [("cert", &s.cert), ("key", &s.key), ("ca", &s.ca)] {
+                if !resolve(p).is_file() {
+                    return Err(invalid(
+                        &format!("{key}.{what}"),
+                        format!("{} is not a readable file", resolve(p).display()),
+                    ));
+                }
+            }
+            if s.connect_timeout == 0 || s.first_byte_timeout == 0 || s.idle_timeout == 0 {
+                return Err(invalid(&key, "timeouts must be at least 1 second".into()));
+            }
+            stenographer.push(Stenographer {
+                name: s.name.clone(),
+                host: s.host.clone(),
+                port: s.port,
+                cert: resolve(&s.cert),
+                key: resolve(&s.key),
+                ca: resolve(&s.ca),
+                connect_timeout: Duration::from_secs(s.connect_timeout),
+                first_byte_timeout: Duration::from_secs(s.first_byte_timeout),
+                idle_timeout: Duration::from_secs(s.idle_timeout),
+                total_timeout: (s.total_timeout > 0).then(|| Duration::from_secs(s.total_timeout)),
+                server_limit: Duration::from_secs(s.server_limit),
+                slack: s.slack,
+                stats_timeout: Duration::from_secs(s.stats_timeout.max(1)),
             });
         }
         Ok(Config {
@@ -261,6 +405,7 @@ impl Config {
             limit_bytes: raw.limit_bytes,
             limit_packets: raw.limit_packets,
             local,
+            stenographer,
         })
     }
 }

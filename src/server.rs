@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::jobs::Registry;
 use crate::spool::Spool;
+use crate::upstream::Upstream;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,9 @@ pub enum Error {
     /// The spool directory is unusable.
     #[error(transparent)]
     Spool(#[from] crate::spool::Error),
+    /// A sensor's certificates or key cannot be used.
+    #[error("sensor TLS material: {0}")]
+    SensorTls(#[from] crate::upstream::sensor_tls::Error),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -37,8 +41,9 @@ pub enum Error {
 /// The spool cannot be opened, the address cannot be bound.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let spool = Spool::open(&config.spool_dir)?;
-    let registry = Arc::new(Registry::new(config.clone(), spool));
+    let registry = Arc::new(Registry::new(config.clone(), spool)?);
     for u in registry.upstreams() {
+        let Upstream::Local(u) = u else { continue };
         let u = Arc::clone(u);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = u.refresh() {

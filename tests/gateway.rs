@@ -5,109 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{corpus, run_ok, tshark_packets};
+use common::server::{assert_same_packets, epoch, oracle, rand_suffix, Server};
+use common::{corpus, run_ok};
 use tempfile::TempDir;
-
-/// A running `docket serve`, killed (by PID) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    dir: TempDir,
-}
-
-impl Server {
-    /// Starts a server over `locals` (name, directory) with extra config lines.
-    fn start(locals: &[(&str, PathBuf)], extra: &str) -> Server {
-        let dir = TempDir::new().unwrap();
-        Server::start_in(dir, locals, extra)
-    }
-
-    fn start_in(dir: TempDir, locals: &[(&str, PathBuf)], extra: &str) -> Server {
-        let spool = dir.path().join("spool");
-        let mut conf = format!(
-            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{extra}\n",
-            spool.display()
-        );
-        for (name, path) in locals {
-            conf.push_str(&format!(
-                "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
-                path.display()
-            ));
-        }
-        let conf_path = dir.path().join("docket.toml");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_docket"))
-            .args(["serve", "-c"])
-            .arg(&conf_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // Readiness is the server's own line, not a sleep.
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("docket listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, base, dir }
-    }
-
-    fn url(&self, rest: &str) -> String {
-        format!("{}{rest}", self.base)
-    }
-
-    /// GET with curl into a file; returns (HTTP status, body).
-    fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        let out = self.dir.path().join(format!("body-{}", rand_suffix()));
-        let o = Command::new("curl")
-            .args(["-sS", "-o"])
-            .arg(&out)
-            .args(["-w", "%{http_code}"])
-            .args(extra)
-            .arg(self.url(rest))
-            .output()
-            .unwrap();
-        let code = String::from_utf8_lossy(&o.stdout).parse().unwrap_or(0);
-        (code, std::fs::read(&out).unwrap_or_default())
-    }
-
-    fn json(&self, rest: &str) -> serde_json::Value {
-        let (code, body) = self.get(rest, &[]);
-        assert_eq!(code, 200, "{rest}: {}", String::from_utf8_lossy(&body));
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    /// Waits (bounded) until the job's state is final; returns its status.
-    fn wait_final(&self, id: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.json(&format!("status/{id}"));
-            let st = s[id]["state"].as_str().unwrap_or("").to_owned();
-            if !["Queued", "Running", ""].contains(&st.as_str()) {
-                return s[id].clone();
-            }
-            assert!(Instant::now() < deadline, "job {id} did not finish: {s}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A small tmpfs this test mounts (a real file system that really fills up), unmounted on
 /// drop. The suite runs as root; where mounting is forbidden the test says so and skips.
@@ -137,92 +41,11 @@ impl Drop for Tmpfs {
     }
 }
 
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn sensors() -> Vec<(&'static str, PathBuf)> {
     vec![
         ("merge", corpus().join("merge")),
         ("protocols", corpus().join("protocols")),
     ]
-}
-
-/// The oracle: per file (dirs in order, files by name), tcpdump with `filter`, editcap to
-/// `[after, before)` (epoch seconds), then mergecap of everything.
-fn oracle(dirs: &[PathBuf], filter: &str, after: i64, before: i64, work: &Path) -> Option<PathBuf> {
-    let mut parts = Vec::new();
-    for d in dirs {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for f in files {
-            let filtered = work.join(format!("f-{}", rand_suffix()));
-            let mut cmd = Command::new("tcpdump");
-            cmd.args(["--time-stamp-precision=nano", "-r"])
-                .arg(&f)
-                .arg("-w")
-                .arg(&filtered);
-            if !filter.is_empty() {
-                cmd.arg(filter);
-            }
-            // A filter that cannot apply to a file's link type matches nothing (as in Docket).
-            if !cmd.output().unwrap().status.success() {
-                continue;
-            }
-            let gated = work.join(format!("g-{}", rand_suffix()));
-            run_ok(
-                Command::new("editcap")
-                    .args(["-A", &after.to_string(), "-B", &before.to_string()])
-                    .arg(&filtered)
-                    .arg(&gated),
-            );
-            // editcap labels an empty result "unknown encapsulation", which mergecap refuses.
-            let count = run_ok(
-                Command::new("capinfos")
-                    .args(["-c", "-M", "-T", "-r"])
-                    .arg(&gated),
-            );
-            if String::from_utf8_lossy(&count).trim().ends_with("\t0") {
-                continue;
-            }
-            parts.push(gated);
-        }
-    }
-    let merged = work.join(format!("oracle-{}", rand_suffix()));
-    if parts.is_empty() {
-        return None;
-    }
-    // pcapng: the selected files may mix link types; the comparison is through tshark.
-    run_ok(
-        Command::new("mergecap")
-            .args(["-F", "pcapng", "-w"])
-            .arg(&merged)
-            .args(&parts),
-    );
-    Some(merged)
-}
-
-fn epoch(rfc3339: &str) -> i64 {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .unix_timestamp()
-}
-
-fn assert_same_packets(ours: &Path, oracle: &Path, what: &str) {
-    let (a, b) = (tshark_packets(ours), tshark_packets(oracle));
-    assert_eq!(a.len(), b.len(), "{what}: packet count (docket vs oracle)");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(x == y, "{what}: packet {} differs: {x:?} vs {y:?}", i + 1);
-    }
 }
 
 #[test]

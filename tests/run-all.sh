@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler).
-packages=(tshark wireshark-common tcpdump libpcap-dev)
+# Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler);
+# curl, openssl and python3 (clients, test certificates, the fault-sensor server); real
+# Stenographer sensors with tcpreplay and jq (../shared/steno/up.sh would install them too, but
+# two sensor sets starting at once would then race for the dpkg lock).
+packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
+    stenographer stenographer-client tcpreplay jq)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

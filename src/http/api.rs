@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 
 use super::{error, full, json, AppState, Body};
 use crate::jobs::{self, Job, State};
-use crate::pcap::{Timestamp, NANOS_PER_SEC};
+use crate::pcap::Timestamp;
 use crate::query::{self, JobId, Query, QueryConfig};
 use crate::spool::{self, FollowEnd, Stage};
 
@@ -128,7 +128,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
                 .collect();
             json(StatusCode::OK, &serde_json::json!(v))
         }
-        (Method::GET, ["stats", ..]) => json(StatusCode::OK, &stats(&state)),
+        (Method::GET, ["stats", names @ ..]) => json(StatusCode::OK, &stats(&state, names).await),
         (_, _) => error(
             StatusCode::NOT_FOUND,
             "unrecognised request: try q/…, status, stats, ids, urls or jobs",
@@ -468,23 +468,24 @@ fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-fn stats(state: &AppState) -> serde_json::Value {
+/// Docket-py's `/stats` shape: `{sensor: {...}, "docket": {"Free space": [bytes, inodes]}}`,
+/// each upstream with its health (`up`, `oldest_timestamp`, a sensor's own counters under
+/// `stats`). Sensors are asked concurrently, each within its `stats_timeout`; a dead one shows
+/// as down, never as an error of this route. `names` restricts the upstreams shown.
+async fn stats(state: &AppState, names: &[&str]) -> serde_json::Value {
+    let names: Vec<&str> = names.iter().flat_map(|n| n.split(',')).collect();
+    let mut checks = tokio::task::JoinSet::new();
+    for (i, u) in state.registry.upstreams().iter().enumerate() {
+        if names.is_empty() || names.contains(&u.name()) {
+            let u = u.clone();
+            checks.spawn(async move { (i, u.name().to_owned(), u.health().await) });
+        }
+    }
+    let mut healths = checks.join_all().await;
+    healths.sort_by_key(|(i, _, _)| *i);
     let mut m = serde_json::Map::new();
-    for u in state.registry.upstreams() {
-        let oldest = u.oldest().map(|t| {
-            let secs = t.0.div_euclid(NANOS_PER_SEC) as i64;
-            time::OffsetDateTime::from_unix_timestamp(secs)
-                .ok()
-                .and_then(|d| {
-                    d.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default()
-        });
-        m.insert(
-            u.name().to_owned(),
-            serde_json::json!({ "kind": "local", "up": true, "oldest_timestamp": oldest }),
-        );
+    for (_, name, h) in healths {
+        m.insert(name, serde_json::to_value(h).unwrap_or_default());
     }
     m.insert(
         "docket".into(),

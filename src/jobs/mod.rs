@@ -33,7 +33,9 @@ use crate::merge::KWay;
 use crate::pcap::{OutputFormat, Packet, Writer};
 use crate::query::{JobId, OutputKind, Query};
 use crate::spool::{Progress, Spool, Stage};
-use crate::upstream::{self, local::LocalUpstream, Message, CHANNEL_BATCHES};
+use crate::upstream::{
+    self, local::LocalUpstream, stenographer::Sensor, Limits, Message, Upstream, CHANNEL_BATCHES,
+};
 
 /// Encoded bytes at which a job hands its buffer to the spool: large enough that the writer
 /// thread and the followers wake rarely (measured: 256 KiB cost a fifth of live throughput in
@@ -205,30 +207,36 @@ impl Job {
 pub struct Registry {
     config: Config,
     spool: Spool,
-    upstreams: Vec<Arc<LocalUpstream>>,
+    upstreams: Vec<Upstream>,
     jobs: Mutex<HashMap<JobId, Arc<Job>>>,
     permits: Arc<Semaphore>,
 }
 
 impl Registry {
-    /// A registry over the configured upstreams and spool.
-    pub fn new(config: Config, spool: Spool) -> Registry {
-        let upstreams = config
+    /// A registry over the configured upstreams (local directories, then sensors) and spool.
+    ///
+    /// # Errors
+    /// A sensor's TLS material cannot be used.
+    pub fn new(config: Config, spool: Spool) -> Result<Registry, upstream::sensor_tls::Error> {
+        let mut upstreams: Vec<Upstream> = config
             .local
             .iter()
-            .map(|d| Arc::new(LocalUpstream::new(d.name.clone(), d.path.clone())))
+            .map(|d| Upstream::Local(Arc::new(LocalUpstream::new(d.name.clone(), d.path.clone()))))
             .collect();
-        Registry {
+        for s in &config.stenographer {
+            upstreams.push(Upstream::Stenographer(Arc::new(Sensor::new(s)?)));
+        }
+        Ok(Registry {
             permits: Arc::new(Semaphore::new(config.max_jobs)),
             config,
             spool,
             upstreams,
             jobs: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The upstreams, in configuration order.
-    pub fn upstreams(&self) -> &[Arc<LocalUpstream>] {
+    pub fn upstreams(&self) -> &[Upstream] {
         &self.upstreams
     }
 
@@ -455,7 +463,13 @@ impl Registry {
     /// The merge loop. Returns the spool's final progress and the number of failed upstreams.
     async fn merge(&self, job: &Arc<Job>, selected: &[usize]) -> Result<(Progress, usize), String> {
         let q = &job.query;
-        let bpf = q.bpf_filter();
+        let shared_query = Arc::new(q.clone());
+        let limit_packets = min_limit(q.limit_packets, self.config.limit_packets);
+        let limit_bytes = min_limit(q.limit_bytes, self.config.limit_bytes);
+        let limits = Limits {
+            packets: limit_packets,
+            bytes: limit_bytes,
+        };
         let writer_file = self
             .spool
             .create(&job.id.to_string(), Arc::clone(&job.progress))
@@ -473,7 +487,7 @@ impl Registry {
         let mut inputs = Vec::with_capacity(selected.len());
         for (k, &i) in selected.iter().enumerate() {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-            self.upstreams[i].query(q.after, q.before, bpf.clone(), tx, stop.child_token());
+            self.upstreams[i].query(&shared_query, limits, tx, stop.child_token());
             job.upstream(k, |u| u.state = "requesting");
             job.event(self.upstreams[i].name(), "requesting", None);
             inputs.push(Input {
@@ -524,8 +538,6 @@ impl Registry {
         for &(lt, _) in &declared {
             writer.declare(&mut buf, lt);
         }
-        let limit_packets = min_limit(q.limit_packets, self.config.limit_packets);
-        let limit_bytes = min_limit(q.limit_bytes, self.config.limit_bytes);
         let mut kway = KWay::new(inputs.len());
         for (k, e) in ended.iter().enumerate() {
             if *e && inputs[k].pending.is_empty() {

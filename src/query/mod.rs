@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 pub use body::{parse_form, parse_json};
 pub use grammar::parse_path;
+pub use time::rfc3339;
 pub use values::{MAX_BPF_LEN, MAX_SENSOR_LEN};
 
 use crate::pcap::Timestamp;

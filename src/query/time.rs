@@ -197,7 +197,7 @@ pub(crate) fn ceil_to(t: i128, w: i128) -> i128 {
 
 /// RFC 3339 in UTC with `Z`: whole seconds, plus a fraction (trailing zeros trimmed) only when
 /// there is one. Times outside [`MIN_NANOS`, `MAX_NANOS`] are clamped into it.
-pub(crate) fn rfc3339(t: i128) -> String {
+pub fn rfc3339(t: i128) -> String {
     let t = t.clamp(MIN_NANOS, MAX_NANOS);
     let dt =
         OffsetDateTime::from_unix_timestamp_nanos(t).expect("years 1970..=9999 are representable");

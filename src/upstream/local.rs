@@ -126,7 +126,11 @@ impl LocalUpstream {
         })?;
         let mut present = std::collections::HashSet::new();
         for entry in listing.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
+            // Follows symlinks (a directory of links to capture files is a fine upstream);
+            // `DirEntry::metadata` would not.
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }

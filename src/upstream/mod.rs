@@ -3,12 +3,22 @@
 //! packets in time order, warnings along the way, and possibly a final failure. The channel
 //! closing ends the stream; a `Failed` message before it means the stream is incomplete.
 //!
-//! Kinds: [`local`] (a directory of capture files, the embedded default). Stenographer sensors
-//! come next (issue 5).
+//! Kinds ([`Upstream`]): [`local`] (a directory of capture files, the embedded default) and
+//! [`stenographer`] (a sensor over HTTPS with a client certificate, TLS in [`sensor_tls`]).
+//! Both answer the same messages, so a job mixes them freely.
 
 pub mod local;
+pub mod sensor_tls;
+pub mod stenographer;
 
-use crate::pcap::{LinkType, Packet, Precision};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::pcap::{LinkType, Packet, Precision, Timestamp};
+use crate::query::Query;
 
 /// Packets per batch on an upstream's channel: large enough to amortise channel costs, small
 /// enough that a batch leaves promptly.
@@ -46,4 +56,143 @@ pub enum Error {
     /// classic header does not declare, a time out of range).
     #[error("{0}")]
     Unwritable(#[source] crate::pcap::Error),
+    /// The sensor cannot be reached.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (wrong CA, refused client certificate, name mismatch...).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The HTTP exchange failed (connection closed, malformed response...).
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The sensor answered with an error status; its body says why.
+    #[error("the sensor answered {status}: {body}")]
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// A phase took longer than its budget.
+    #[error("timed out: {phase} after {} s", after.as_secs())]
+    Timeout {
+        /// Which phase: connect, TLS handshake, response headers, idle, whole answer, stats.
+        phase: &'static str,
+        /// Its budget.
+        after: Duration,
+    },
+    /// The answer is not a capture, or a damaged or truncated one.
+    #[error("the answer is not a valid capture: {0}")]
+    Capture(#[source] crate::pcap::Error),
+    /// The job no longer wants the answer (internal: never reported).
+    #[error("the job has gone")]
+    Gone,
+}
+
+/// Result limits to push down to an upstream that can apply them (`None`: no limit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// At most this many packets.
+    pub packets: Option<u64>,
+    /// At most this many bytes.
+    pub bytes: Option<u64>,
+}
+
+/// One upstream of the registry, in configuration order (local directories first).
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// A local directory of capture files.
+    Local(Arc<local::LocalUpstream>),
+    /// A Stenographer sensor.
+    Stenographer(Arc<stenographer::Sensor>),
+}
+
+/// What `/stats` shows of an upstream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// "local" or "stenographer".
+    pub kind: &'static str,
+    /// Answering (a local directory that can be read; a sensor whose stats came back).
+    pub up: bool,
+    /// Oldest packet held (RFC 3339), when known: data availability.
+    pub oldest_timestamp: Option<String>,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The sensor's own counters (`/debug/stats`), for sensors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Upstream {
+    /// Its name (`sensor/<name>`).
+    pub fn name(&self) -> &str {
+        match self {
+            Upstream::Local(u) => u.name(),
+            Upstream::Stenographer(s) => s.name(),
+        }
+    }
+
+    /// Starts answering `query` on `tx` (on a task or thread of its own) until done, `tx`
+    /// closes, or `cancel` fires.
+    pub fn query(
+        &self,
+        query: &Arc<Query>,
+        limits: Limits,
+        tx: mpsc::Sender<Message>,
+        cancel: CancellationToken,
+    ) {
+        match self {
+            Upstream::Local(u) => {
+                if let Some(oldest) = u.oldest().filter(|&o| query.after < o) {
+                    let _ = tx.try_send(Message::Warning(format!(
+                        "the window starts before the directory's oldest data ({})",
+                        crate::query::rfc3339(oldest.0)
+                    )));
+                }
+                u.query(query.after, query.before, query.bpf_filter(), tx, cancel);
+            }
+            Upstream::Stenographer(s) => s.query(Arc::clone(query), limits, tx, cancel),
+        }
+    }
+
+    /// Health and data availability; a sensor is asked concurrently-safe and briefly, and a
+    /// dead one shows as down.
+    pub async fn health(&self) -> Health {
+        match self {
+            Upstream::Local(u) => Health {
+                kind: "local",
+                up: true,
+                oldest_timestamp: u.oldest().map(|t| crate::query::rfc3339(t.0)),
+                error: None,
+                stats: None,
+            },
+            Upstream::Stenographer(s) => match s.stats().await {
+                Ok(st) => Health {
+                    kind: "stenographer",
+                    up: true,
+                    oldest_timestamp: st.oldest().map(|t: Timestamp| crate::query::rfc3339(t.0)),
+                    error: None,
+                    stats: Some(
+                        st.values
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::from(v)))
+                            .collect(),
+                    ),
+                },
+                Err(e) => Health {
+                    kind: "stenographer",
+                    up: false,
+                    oldest_timestamp: None,
+                    error: Some(e.to_string()),
+                    stats: None,
+                },
+            },
+        }
+    }
 }

@@ -3,6 +3,9 @@
 //! parses captures with Docket's own code.
 #![allow(dead_code)]
 
+pub mod pki;
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -174,6 +177,16 @@ pub fn wtap_encap(dlt: u16) -> u32 {
         276 => 210,
         other => panic!("no WTAP mapping for DLT {other} in the test table"),
     }
+}
+
+/// The first line a child prints on its piped stdout (its readiness line: no sleeps).
+pub fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .expect("readable stdout");
+    line.trim().to_owned()
 }
 
 /// Runs the built `docket` binary.

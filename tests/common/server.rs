@@ -1,0 +1,212 @@
+//! A real `docket serve` process for end-to-end tests, and the tcpdump → editcap → mergecap
+//! oracle its results are compared with (through tshark).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::{first_line, run_ok, tshark_packets};
+
+/// A running `docket serve`, killed (by PID) when dropped.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://ADDR/PREFIX`.
+    pub base: String,
+    /// The server's working directory (config, spool).
+    pub dir: TempDir,
+}
+
+impl Server {
+    /// Starts a server over `locals` (name, directory) with extra config lines.
+    pub fn start(locals: &[(&str, PathBuf)], extra: &str) -> Server {
+        let dir = TempDir::new().unwrap();
+        Server::start_in(dir, locals, extra)
+    }
+
+    pub fn start_in(dir: TempDir, locals: &[(&str, PathBuf)], extra: &str) -> Server {
+        Server::start_with(dir, locals, extra, "")
+    }
+
+    /// Starts a server with top-level `extra` keys, local directories, then `tables` (more
+    /// TOML tables, e.g. `[[stenographer]]`).
+    pub fn start_with(
+        dir: TempDir,
+        locals: &[(&str, PathBuf)],
+        extra: &str,
+        tables: &str,
+    ) -> Server {
+        let spool = dir.path().join("spool");
+        let mut conf = format!(
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{extra}\n",
+            spool.display()
+        );
+        for (name, path) in locals {
+            conf.push_str(&format!(
+                "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
+                path.display()
+            ));
+        }
+        conf.push_str(tables);
+        let conf_path = dir.path().join("docket.toml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .args(["serve", "-c"])
+            .arg(&conf_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // Readiness is the server's own line, not a sleep.
+        let line = first_line(&mut child);
+        let base = line
+            .strip_prefix("docket listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base, dir }
+    }
+
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}{rest}", self.base)
+    }
+
+    /// GET with curl into a file; returns (HTTP status, body).
+    pub fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        let out = self.dir.path().join(format!("body-{}", rand_suffix()));
+        let o = Command::new("curl")
+            .args(["-sS", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"])
+            .args(extra)
+            .arg(self.url(rest))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&o.stdout).parse().unwrap_or(0);
+        (code, std::fs::read(&out).unwrap_or_default())
+    }
+
+    pub fn json(&self, rest: &str) -> serde_json::Value {
+        let (code, body) = self.get(rest, &[]);
+        assert_eq!(code, 200, "{rest}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The job id of a query path (`q/…` without `/pcap`).
+    pub fn job_id(&self, path: &str) -> String {
+        self.json(path)["id"]
+            .as_str()
+            .expect("job JSON has an id")
+            .to_owned()
+    }
+
+    /// Waits (bounded) until the job's state is final; returns its status.
+    pub fn wait_final(&self, id: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.json(&format!("status/{id}"));
+            let st = s[id]["state"].as_str().unwrap_or("").to_owned();
+            if !["Queued", "Running", ""].contains(&st.as_str()) {
+                return s[id].clone();
+            }
+            assert!(Instant::now() < deadline, "job {id} did not finish: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The oracle: per file (dirs in order, files by name), tcpdump with `filter`, editcap to
+/// `[after, before)` (epoch seconds), then mergecap of everything.
+pub fn oracle(
+    dirs: &[PathBuf],
+    filter: &str,
+    after: i64,
+    before: i64,
+    work: &Path,
+) -> Option<PathBuf> {
+    let mut parts = Vec::new();
+    for d in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let filtered = work.join(format!("f-{}", rand_suffix()));
+            let mut cmd = Command::new("tcpdump");
+            cmd.args(["--time-stamp-precision=nano", "-r"])
+                .arg(&f)
+                .arg("-w")
+                .arg(&filtered);
+            if !filter.is_empty() {
+                cmd.arg(filter);
+            }
+            // A filter that cannot apply to a file's link type matches nothing (as in Docket).
+            if !cmd.output().unwrap().status.success() {
+                continue;
+            }
+            let gated = work.join(format!("g-{}", rand_suffix()));
+            run_ok(
+                Command::new("editcap")
+                    .args(["-A", &after.to_string(), "-B", &before.to_string()])
+                    .arg(&filtered)
+                    .arg(&gated),
+            );
+            // editcap labels an empty result "unknown encapsulation", which mergecap refuses.
+            let count = run_ok(
+                Command::new("capinfos")
+                    .args(["-c", "-M", "-T", "-r"])
+                    .arg(&gated),
+            );
+            if String::from_utf8_lossy(&count).trim().ends_with("\t0") {
+                continue;
+            }
+            parts.push(gated);
+        }
+    }
+    let merged = work.join(format!("oracle-{}", rand_suffix()));
+    if parts.is_empty() {
+        return None;
+    }
+    // pcapng: the selected files may mix link types; the comparison is through tshark.
+    run_ok(
+        Command::new("mergecap")
+            .args(["-F", "pcapng", "-w"])
+            .arg(&merged)
+            .args(&parts),
+    );
+    Some(merged)
+}
+
+pub fn epoch(rfc3339: &str) -> i64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp()
+}
+
+pub fn assert_same_packets(ours: &Path, oracle: &Path, what: &str) {
+    let (a, b) = (tshark_packets(ours), tshark_packets(oracle));
+    assert_eq!(a.len(), b.len(), "{what}: packet count (docket vs oracle)");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x == y, "{what}: packet {} differs: {x:?} vs {y:?}", i + 1);
+    }
+}
