@@ -91,13 +91,28 @@ pub fn client_config(
         return Err(err(cert, "no certificate in the file"));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, e.to_string()))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| err(key, e.to_string()))?;
+    // rustls's own `with_client_auth_cert` parses the certificate with webpki, which refuses
+    // stenokeys' v1 client certificates; the key/certificate match is checked here instead.
+    let (_, leaf) = X509Certificate::from_der(&chain[0])
+        .map_err(|e| err(cert, format!("cannot parse: {e}")))?;
+    if signer.public_key().as_deref() != Some(leaf.public_key().raw) {
+        return Err(err(
+            key,
+            format!("is not the key of the certificate {}", cert.display()),
+        ));
+    }
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(cert, e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(chain, key_der)
-        .map_err(|e| err(key, format!("unusable with {}: {e}", cert.display())))?;
+        .with_client_cert_resolver(Arc::new(ClientIdentity(Arc::new(
+            rustls::sign::CertifiedKey::new(chain, signer),
+        ))));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -108,6 +123,24 @@ pub fn client_config(
 /// `host` is neither.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?}: {e}"))
+}
+
+/// Docket's one identity towards a sensor, whatever the sensor hints.
+#[derive(Debug)]
+struct ClientIdentity(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
