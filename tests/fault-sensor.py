@@ -125,6 +125,7 @@ def main():
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--ca", required=True)
+    p.add_argument("--port", type=int, default=0)
     ARGS = p.parse_args()
     with open(ARGS.pcap, "rb") as f:
         DATA = f.read()
@@ -133,7 +134,8 @@ def main():
     ctx.load_cert_chain(ARGS.cert, ARGS.key)
     ctx.load_verify_locations(ARGS.ca)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("PORT %d" % server.server_address[1], flush=True)

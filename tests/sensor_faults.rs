@@ -34,6 +34,11 @@ struct Fault {
 
 impl Fault {
     fn start(mode: &str, records: usize, server: &Pair, ca: &Path) -> Fault {
+        Fault::start_on(0, mode, records, server, ca)
+    }
+
+    /// On a given port (0: any).
+    fn start_on(port: u16, mode: &str, records: usize, server: &Pair, ca: &Path) -> Fault {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault-sensor.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -45,6 +50,7 @@ impl Fault {
             .arg(&server.key)
             .arg("--ca")
             .arg(ca)
+            .args(["--port", &port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -271,4 +277,51 @@ fn a_healthy_sensor_mixes_with_a_local_directory_and_raw_bpf_is_applied_by_docke
     assert_eq!(status["state"], "Completed", "{status:#}");
     let events = status["events"].to_string();
     assert!(events.contains("possibly truncated"), "{events}");
+}
+
+#[test]
+fn a_partial_result_is_never_a_hit_asking_again_asks_the_failed_sensor_again() {
+    let work = TempDir::new().unwrap();
+    let p = pki(work.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tables = sensor("steno", port, &p.client, &p.ca.cert, "");
+    let local = local_dir(work.path());
+    let spool_home = TempDir::new().unwrap();
+    let home = spool_home.path().to_owned();
+    let server = Server::start_with(spool_home, &[("local", local.clone())], "", &tables);
+    let path = format!("q/after/{AFTER}/before/{BEFORE}");
+    let id = server.job_id(&path);
+    assert_eq!(server.wait_final(&id)["state"], "Partial");
+
+    // Docket restarts over the same spool: the partial file must not be served as a hit.
+    let mut server = server;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let keep = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
+    drop(server);
+    let server = Server::start_with(keep, &[("local", local.clone())], "", &tables);
+    assert_eq!(server.dir.path(), home.as_path());
+    assert_eq!(server.job_id(&path), id);
+    assert_eq!(
+        server.wait_final(&id)["state"],
+        "Partial",
+        "asked again, still down"
+    );
+
+    // The sensor comes back: the same request now gets everything.
+    let _sensor = Fault::start_on(port, "ok", 0, &p.server, &p.ca.cert);
+    let (code, body) = server.get(&format!("{path}/pcap"), &[]);
+    assert_eq!(code, 200);
+    assert_eq!(server.wait_final(&id)["state"], "Completed");
+    let ours = work.path().join("ours.pcap");
+    std::fs::write(&ours, &body).unwrap();
+    let sensor_dir = work.path().join("sensor");
+    std::fs::create_dir_all(&sensor_dir).unwrap();
+    std::os::unix::fs::symlink(streamed(), sensor_dir.join("c.pcap")).unwrap();
+    let expected = oracle(&[local, sensor_dir], "", AFTER_S, BEFORE_S, work.path()).unwrap();
+    assert_same_packets(&ours, &expected, "after the sensor came back");
 }

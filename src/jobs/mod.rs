@@ -298,10 +298,9 @@ impl Registry {
             match j.state() {
                 State::Queued | State::Running => return Ok(Arc::clone(j)),
                 // A hit refreshes the file's age for cleanup; a file cleanup has just deleted
-                // (the job not yet forgotten) means the job must run again.
-                State::Completed | State::Partial
-                    if self.spool.lookup(&id.to_string()).is_some() =>
-                {
+                // (the job not yet forgotten) means the job must run again. A partial result
+                // is never a hit: asking again asks the failed upstreams again.
+                State::Completed if self.spool.lookup(&id.to_string()).is_some() => {
                     return Ok(Arc::clone(j))
                 }
                 _ => {}
@@ -309,7 +308,11 @@ impl Registry {
         }
         let selected = self.select(&query)?;
         // A complete file from an earlier run of this process (or before a restart).
-        if let Some((_, len)) = self.spool.lookup(&id.to_string()) {
+        let earlier = match self.spool.is_partial(&id.to_string()) {
+            true => None,
+            false => self.spool.lookup(&id.to_string()),
+        };
+        if let Some((_, len)) = earlier {
             let job = Arc::new(self.new_job(id, query, &selected));
             {
                 let mut s = job.status.lock().expect("status lock");
@@ -645,6 +648,7 @@ impl Registry {
         let failed = inputs.iter().filter(|i| i.failed).count();
         let cancelled_by_user = job.cancel.is_cancelled();
         let stage = if spool_ok && !cancelled_by_user {
+            self.spool.mark_partial(&job.id.to_string(), failed > 0);
             writer_file.finish().await
         } else {
             drop(writer_file);

@@ -159,6 +159,31 @@ impl Spool {
             .join(format!("{name}.{}-{n}.pcap.part", std::process::id()))
     }
 
+    /// The marker saying a job's file holds a partial result (some upstream failed): such a
+    /// file is served to the job's own readers but never as a hit for a new request, which
+    /// runs the job again (Docket-py served a partial result again after the sensor came back).
+    fn partial_marker(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.partial"))
+    }
+
+    /// Records whether the file about to be completed for `name` is partial. Called before the
+    /// rename, so a crash in between errs on the side of running the job again.
+    pub fn mark_partial(&self, name: &str, partial: bool) {
+        let m = self.partial_marker(name);
+        if partial {
+            if let Err(e) = File::create(&m) {
+                tracing::warn!(path = %m.display(), error = %e, "cannot mark a partial result");
+            }
+        } else {
+            let _ = fs::remove_file(&m);
+        }
+    }
+
+    /// Whether `name`'s file holds a partial result.
+    pub fn is_partial(&self, name: &str) -> bool {
+        self.partial_marker(name).exists()
+    }
+
     /// The complete file of a job, if there is one; a hit refreshes its age for cleanup.
     pub fn lookup(&self, name: &str) -> Option<(PathBuf, u64)> {
         let p = self.final_path(name);
@@ -232,7 +257,9 @@ impl Spool {
             }
             if fs::remove_file(&path).is_ok() {
                 if let Some(stem) = path.file_stem() {
-                    deleted.push(stem.to_string_lossy().into_owned());
+                    let name = stem.to_string_lossy().into_owned();
+                    let _ = fs::remove_file(self.partial_marker(&name));
+                    deleted.push(name);
                 }
             }
         }
