@@ -203,6 +203,18 @@ fn expected(
     before: i64,
     work: &Path,
 ) -> Option<PathBuf> {
+    expected_filtered(sensors, clauses, "", after, before, work)
+}
+
+/// [`expected`], each sensor's gated answer then filtered by tcpdump with `bpf`.
+fn expected_filtered(
+    sensors: &[&Instance],
+    clauses: &str,
+    bpf: &str,
+    after: i64,
+    before: i64,
+    work: &Path,
+) -> Option<PathBuf> {
     let mut q = format!("after {} and before {}", rfc3339(after), rfc3339(before));
     if !clauses.is_empty() {
         q.push_str(" and ");
@@ -211,6 +223,21 @@ fn expected(
     let parts: Vec<PathBuf> = sensors
         .iter()
         .filter_map(|i| gate(&direct(i, &q, work), after, before, work))
+        .filter_map(|g| {
+            if bpf.is_empty() {
+                return Some(g);
+            }
+            let f = work.join(format!("filtered-{}.pcap", rand_suffix()));
+            run_ok(
+                Command::new("tcpdump")
+                    .arg("-r")
+                    .arg(&g)
+                    .arg("-w")
+                    .arg(&f)
+                    .arg(bpf),
+            );
+            (!tshark_packets(&f).is_empty()).then_some(f)
+        })
         .collect();
     if parts.is_empty() {
         return None;
@@ -360,6 +387,29 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
             Some(e) => assert_same_packets(&ours, &e, &format!("window {from}..{to}")),
             None => assert!(tshark_packets(&ours).is_empty()),
         }
+    }
+
+    // A raw BPF clause: the structured part is pushed down, the expression applied by Docket;
+    // and `sensor/` restricts the job to the sensors named.
+    let bpf = "tcp[tcpflags] & tcp-push != 0";
+    let enc = "tcp%5Btcpflags%5D%20%26%20tcp-push%20!%3D%200";
+    for (url, sensors_asked) in [
+        (format!("port/443/bpf/{enc}"), vec![a, b]),
+        (format!("sensor/b/port/443/bpf/{enc}"), vec![b]),
+        ("sensor/a".to_owned(), vec![a]),
+    ] {
+        let path = format!("q/after/{after}/before/{before}/{url}/pcap");
+        let (code, body) = server.get(&path, &[]);
+        assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
+        let ours = work.path().join(format!("bpf-{}.pcap", rand_suffix()));
+        std::fs::write(&ours, &body).unwrap();
+        let (clauses, filter) = if url.contains("bpf") {
+            ("port 443", bpf)
+        } else {
+            ("", "")
+        };
+        let e = expected_filtered(&sensors_asked, clauses, filter, after, before, work.path());
+        assert_same_packets(&ours, &e.unwrap(), &url);
     }
 
     // Twenty identical requests at once: one job, each sensor asked once.
@@ -526,6 +576,13 @@ fn stenokeys_certificates_work_and_another_sensors_ca_is_refused() {
     let status = server.wait_final(&server.job_id(&path.replace("/pcap", "")));
     assert_eq!(status["state"], "Partial", "{status:#}");
     assert_eq!(status["upstreams"][0]["state"], "done");
+    // The window starts minutes before anything was captured: the job says so.
+    assert!(
+        status["events"]
+            .to_string()
+            .contains("before the sensor's oldest data"),
+        "{status:#}"
+    );
     let e = status["upstreams"][1]["error"].as_str().unwrap_or("");
     assert!(
         e.contains("TLS handshake failed") && e.contains("UnknownIssuer"),
