@@ -50,8 +50,9 @@ pub struct RawConfig {
     pub prefix: String,
     /// Directory of the spool (merged captures of jobs). Default `/var/spool/docket`.
     pub spool_dir: PathBuf,
-    /// Write each job's capture to the spool. Default true; `false` (stream straight to clients)
-    /// is refused for now.
+    /// Write each job's capture to the spool. Default true; `false`: stream straight to the
+    /// clients attached (the slowest paces the job), keep nothing, and admit jobs whatever the
+    /// spool disk's free space.
     pub spool: bool,
     /// Dedup quantum in seconds: windows are widened to multiples of it. Default 60.
     pub time_window: u64,
@@ -311,14 +312,6 @@ impl Config {
         }
         if raw.time_window == 0 {
             return Err(invalid("time_window", "must be at least 1 second".into()));
-        }
-        if !raw.spool {
-            // Streaming without a spool file (bounded channels to each client) is not built
-            // yet; refusing is better than silently spooling anyway.
-            return Err(invalid(
-                "spool",
-                "`spool = false` is not supported yet".into(),
-            ));
         }
         if raw.max_jobs == 0 {
             return Err(invalid("max_jobs", "must be at least 1".into()));

@@ -347,40 +347,97 @@ fn the_prefix_redirects_and_unknown_ids_are_refused() {
 /// transfer is visibly truncated (curl exit 18), no file is left as complete, the server still
 /// answers.
 #[test]
-fn a_full_disk_mid_job_never_leaves_a_complete_looking_file() {
+fn a_full_disk_mid_job_streams_on_to_the_client_and_leaves_no_file() {
     let dir = TempDir::new().unwrap();
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let Some(_guard) = Tmpfs::mount(&spool, "1m") else {
         return;
     };
+    let work = TempDir::new().unwrap();
     let server = Server::start_in(dir, &[("bulk", corpus().join("bulk"))], "");
-    let o = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null"])
-        .arg(server.url("q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:20:00Z/pcap"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(18),
-        "truncated transfer: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let (after, before) = ("2023-06-01T12:00:00Z", "2023-06-01T12:20:00Z");
+    let expected = oracle(
+        &[corpus().join("bulk")],
+        "",
+        epoch(after),
+        epoch(before),
+        work.path(),
+    )
+    .unwrap();
+    let path = format!("q/after/{after}/before/{before}");
+    // The disk fills after 1 MiB: the client attached still gets the whole capture.
+    let (code, body) = server.get(&format!("{path}/pcap"), &[]);
+    assert_eq!(code, 200);
+    let ours = work.path().join("ours.pcap");
+    std::fs::write(&ours, &body).unwrap();
+    assert!(body.len() > 1 << 20, "the result is larger than the disk");
+    assert_same_packets(&ours, &expected, "streamed past a full disk");
+    let id = server.job_id(&path);
+    let status = server.wait_final(&id);
+    assert_eq!(status["state"], "Completed", "{status:#}");
+    assert!(
+        status["events"].to_string().contains("not kept"),
+        "{status:#}"
     );
-    let jobs = server.json("jobs");
-    let id = jobs[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(server.wait_final(&id)["state"], "Failed");
+    // Nothing left in the spool, complete-looking or not.
     let leftovers: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
     assert!(
         leftovers.is_empty(),
         "nothing left in the spool: {leftovers:?}"
     );
-    let (code, _) = server.get(&format!("{id}/merged.pcap"), &[]);
-    assert_ne!(code, 200);
+    // The download link never serves something else than the whole capture.
+    let (code, body) = server.get(&format!("{id}/merged.pcap"), &[]);
+    if code == 200 {
+        std::fs::write(&ours, &body).unwrap();
+        assert_same_packets(&ours, &expected, "the link after the job");
+    } else {
+        assert_eq!(code, 410);
+    }
     assert_eq!(server.get("healthz", &[]).0, 200);
 }
 
-/// `kill -9` mid-job, restart: the job is not served as complete; the same request starts
-/// afresh and gives the full result.
+#[test]
+fn without_a_spool_clients_get_the_stream_and_nothing_is_kept() {
+    let work = TempDir::new().unwrap();
+    let server = Server::start(&[("bulk", corpus().join("bulk"))], "spool = false");
+    let (after, before) = ("2023-06-01T00:00:00Z", "2023-06-02T00:00:00Z");
+    let expected = oracle(
+        &[corpus().join("bulk")],
+        "",
+        epoch(after),
+        epoch(before),
+        work.path(),
+    )
+    .unwrap();
+    let url = server.url(&format!("q/after/{after}/before/{before}/pcap"));
+    // A slow client (it paces the job) and, a moment later, a fast one: either joins or gets
+    // a job of its own (once the first bytes have left the feed); both get everything.
+    let slow_out = work.path().join("slow.pcap");
+    let mut slow = Command::new("curl")
+        .args(["-sS", "--fail", "--limit-rate", "4M", "-o"])
+        .arg(&slow_out)
+        .arg(&url)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let fast_out = work.path().join("fast.pcap");
+    let fast = Command::new("curl")
+        .args(["-sS", "--fail", "-o"])
+        .arg(&fast_out)
+        .arg(&url)
+        .status()
+        .unwrap();
+    assert!(fast.success());
+    assert!(slow.wait().unwrap().success());
+    assert_same_packets(&fast_out, &expected, "fast client");
+    assert_same_packets(&slow_out, &expected, "slow client");
+    let files: Vec<_> = std::fs::read_dir(server.dir.path().join("spool"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "nothing written: {files:?}");
+}
+
 #[test]
 fn kill_9_mid_job_then_restart_starts_afresh() {
     // A directory large enough that the job takes a while: the bulk trace repeated (time-

@@ -26,7 +26,7 @@ use super::{error, full, json, AppState, Body};
 use crate::jobs::{self, Job, State};
 use crate::pcap::Timestamp;
 use crate::query::{self, JobId, Query, QueryConfig};
-use crate::spool::{self, FollowEnd, Stage};
+use crate::spool::{self, FollowEnd};
 
 /// Piece size when serving a complete (mapped) spool file.
 const HIT_CHUNK: usize = 1024 * 1024;
@@ -261,38 +261,37 @@ fn pcap_headers(id: &JobId) -> http::response::Builder {
 
 /// A job's capture: the complete file if there is one, else a stream that follows the spool.
 async fn capture(state: &AppState, job: Arc<Job>, req: &Request<Incoming>) -> Response<Body> {
+    let gone = |why: &str| error(StatusCode::GONE, why, Some("id"), Some(&job.id.to_string()));
     let mut progress = job.progress();
     loop {
-        let p = progress.borrow_and_update().clone();
-        match p.stage {
-            Stage::Complete => {
-                return match state.registry.spool().lookup(&job.id.to_string()) {
-                    Some((path, _)) => complete_file(&path, &job.id, req),
-                    None => error(
-                        StatusCode::GONE,
-                        "the capture was removed from the spool",
-                        Some("id"),
-                        Some(&job.id.to_string()),
-                    ),
-                };
-            }
-            Stage::Failed(why) => {
-                return error(
-                    StatusCode::GONE,
-                    &format!("the job ended without a capture: {why}"),
-                    Some("id"),
-                    Some(&job.id.to_string()),
-                );
-            }
-            Stage::Writing => {
-                if let Some(part) = job.part_path() {
-                    // Open the part file now: the descriptor survives the rename at the end.
-                    if let Ok(f) = std::fs::File::open(&part) {
-                        return follow(job, f);
-                    }
-                }
+        progress.borrow_and_update();
+        let st = job.state();
+        // A finished job's kept file: length, ranges, no feed needed.
+        if matches!(st, State::Completed | State::Partial) {
+            if let Some((path, _)) = state.registry.spool().lookup(&job.id.to_string()) {
+                return complete_file(&path, &job.id, req);
             }
         }
+        if matches!(st, State::Failed | State::Cancelled) {
+            return gone("the job ended without a capture; ask again to run it again");
+        }
+        if !job.feed().replayable() {
+            return gone("the capture was streamed without a spool and its start is gone; ask again to run the job again");
+        }
+        if job.feed().is_direct() {
+            return follow(job, None);
+        }
+        if let Some(part) = job.part_path() {
+            // Open the part file now: the descriptor survives the rename (or the unlink) at
+            // the end, and serves whatever has left the feed.
+            if let Ok(f) = std::fs::File::open(&part) {
+                return follow(job, Some(f));
+            }
+        }
+        if st.is_final() {
+            return gone("the capture was removed from the spool; ask again to run the job again");
+        }
+        // Queued, or between its part file and its final name: wait for the spool to move.
         if progress.changed().await.is_err() {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,13 +303,12 @@ async fn capture(state: &AppState, job: Arc<Job>, req: &Request<Incoming>) -> Re
     }
 }
 
-/// A chunked response that reads the growing spool file from byte 0.
-fn follow(job: Arc<Job>, file: std::fs::File) -> Response<Body> {
+fn follow(job: Arc<Job>, file: Option<std::fs::File>) -> Response<Body> {
     let (mut tx, body) = http_body_util::channel::Channel::<
         Bytes,
         Box<dyn std::error::Error + Send + Sync>,
     >::new(BODY_CHUNKS);
-    let mut follower = spool::Follower::new(file, job.progress());
+    let mut follower = spool::Follower::new(file, job.feed());
     let id = job.id;
     tokio::spawn(async move {
         loop {

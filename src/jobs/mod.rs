@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::merge::KWay;
 use crate::pcap::{OutputFormat, Packet, Writer};
 use crate::query::{JobId, OutputKind, Query};
-use crate::spool::{Progress, Spool, Stage};
+use crate::spool::{Feed, Progress, Spool, SpoolWriter, Stage};
 use crate::upstream::{
     self, local::LocalUpstream, stenographer::Sensor, Limits, Message, Upstream, CHANNEL_BATCHES,
 };
@@ -144,6 +144,8 @@ pub struct Job {
     progress: Arc<watch::Sender<Progress>>,
     /// The part file path while running.
     part: Mutex<Option<std::path::PathBuf>>,
+    /// The capture's most recent chunks, shared by every client (see [`Feed`]).
+    feed: Arc<Feed>,
     cancel: CancellationToken,
 }
 
@@ -167,6 +169,11 @@ impl Job {
     /// Progress of its spool file.
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.subscribe()
+    }
+
+    /// The capture as it is produced: what every client follows.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// The part file being written, while the job runs.
@@ -296,7 +303,10 @@ impl Registry {
         let mut jobs = self.jobs.lock().expect("jobs lock");
         if let Some(j) = jobs.get(&id) {
             match j.state() {
-                State::Queued | State::Running => return Ok(Arc::clone(j)),
+                // A job streaming without a spool whose first bytes have left its feed cannot
+                // serve a newcomer from byte 0: the newcomer gets a job of its own (the old one
+                // goes on for its clients).
+                State::Queued | State::Running if j.feed.replayable() => return Ok(Arc::clone(j)),
                 // A hit refreshes the file's age for cleanup; a file cleanup has just deleted
                 // (the job not yet forgotten) means the job must run again. A partial result
                 // is never a hit: asking again asks the failed upstreams again.
@@ -329,7 +339,7 @@ impl Registry {
             return Ok(job);
         }
         let free = self.spool.free_bytes();
-        if free < self.config.free_bytes {
+        if self.config.spool && free < self.config.free_bytes {
             return Err(Error::InsufficientStorage {
                 free,
                 needed: self.config.free_bytes,
@@ -394,6 +404,13 @@ impl Registry {
             }),
             progress: Arc::new(tx),
             part: Mutex::new(None),
+            feed: {
+                let feed = Feed::new();
+                if !self.config.spool {
+                    feed.set_direct();
+                }
+                feed
+            },
             cancel: CancellationToken::new(),
         }
     }
@@ -412,13 +429,19 @@ impl Registry {
         match outcome {
             Ok((final_progress, failed)) => {
                 let s = job.status();
+                if !job.cancel.is_cancelled() && final_progress.stage != Stage::Complete {
+                    let why = match &final_progress.stage {
+                        Stage::Failed(why) => why.clone(),
+                        _ => "unknown".into(),
+                    };
+                    job.event(
+                        "job",
+                        format!("the capture was streamed to its clients but not kept ({why}); asking again runs the job again"),
+                        None,
+                    );
+                }
                 let (state, msg) = if job.cancel.is_cancelled() {
                     (State::Cancelled, "cancelled".to_string())
-                } else if final_progress.stage != Stage::Complete {
-                    (
-                        State::Failed,
-                        "the capture could not be completed".to_string(),
-                    )
                 } else if failed == selected.len() && failed > 0 {
                     (State::Failed, "every upstream failed".to_string())
                 } else if failed > 0 {
@@ -451,6 +474,8 @@ impl Registry {
 
     fn end(&self, job: &Job, state: State, msg: &str, progress: Progress) {
         job.event("job", msg, Some(state));
+        // A job that got as far as its merge has already ended its feed; this is for the rest.
+        job.feed.finish(Err(msg.to_owned()));
         *job.part.lock().expect("part lock") = None;
         // Only a job that never got as far as its spool writer publishes here; otherwise the
         // writer has published the file's real end.
@@ -473,11 +498,29 @@ impl Registry {
             packets: limit_packets,
             bytes: limit_bytes,
         };
-        let writer_file = self
-            .spool
-            .create(&job.id.to_string(), Arc::clone(&job.progress))
-            .map_err(|e| e.to_string())?;
-        *job.part.lock().expect("part lock") = Some(writer_file.part_path().to_owned());
+        let writer = if self.config.spool {
+            match self
+                .spool
+                .create(&job.id.to_string(), Arc::clone(&job.progress))
+            {
+                Ok(w) => {
+                    *job.part.lock().expect("part lock") = Some(w.part_path().to_owned());
+                    Some(w)
+                }
+                Err(e) => {
+                    job.feed.set_direct();
+                    job.event(
+                        "job",
+                        format!("the spool cannot take the capture ({e}): streaming to the clients attached"),
+                        None,
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut sink = Sink { job, writer };
 
         struct Input {
             rx: mpsc::Receiver<Message>,
@@ -548,7 +591,6 @@ impl Registry {
             }
         }
         let (mut packets, mut written) = (0u64, buf.len() as u64);
-        let mut spool_ok = true;
         'merge: loop {
             for k in 0..inputs.len() {
                 while kway.needs(k) {
@@ -566,9 +608,7 @@ impl Registry {
                         Ok(m) => Some(m),
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
                         Err(mpsc::error::TryRecvError::Empty) => {
-                            if !buf.is_empty() {
-                                spool_ok &= writer_file.write(buf.split().freeze()).await;
-                            }
+                            sink.emit(buf.split().freeze()).await;
                             tokio::select! {
                                 m = inputs[k].rx.recv() => m,
                                 _ = job.cancel.cancelled() => break 'merge,
@@ -626,15 +666,10 @@ impl Registry {
             packets += 1;
             written += size;
             if buf.len() >= FLUSH_BYTES {
-                spool_ok &= writer_file.write(buf.split().freeze()).await;
-            }
-            if !spool_ok {
-                break;
+                sink.emit(buf.split().freeze()).await;
             }
         }
-        if !buf.is_empty() {
-            spool_ok &= writer_file.write(buf.split().freeze()).await;
-        }
+        sink.emit(buf.split().freeze()).await;
         {
             let mut s = job.status.lock().expect("status lock");
             s.packets = packets;
@@ -647,30 +682,70 @@ impl Registry {
         stop.cancel();
         let failed = inputs.iter().filter(|i| i.failed).count();
         let cancelled_by_user = job.cancel.is_cancelled();
-        let stage = if spool_ok && !cancelled_by_user {
-            self.spool.mark_partial(&job.id.to_string(), failed > 0);
-            writer_file.finish().await
+        // Every byte is in the feed: clients end now, before the fsync that only protects
+        // later hits.
+        job.feed.finish(if cancelled_by_user {
+            Err("cancelled".into())
         } else {
-            drop(writer_file);
-            // The writer thread publishes `Failed` when it sees its channel close; wait for it
-            // so that the job's end and the file's end agree.
-            let mut rx = job.progress.subscribe();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(30),
-                rx.wait_for(|p| p.stage != Stage::Writing),
-            )
-            .await;
-            Stage::Failed(
-                if cancelled_by_user {
-                    "cancelled"
-                } else {
-                    "spool write failed"
-                }
-                .into(),
-            )
+            Ok(())
+        });
+        let stage = match sink.writer.take() {
+            Some(w) if !cancelled_by_user => {
+                self.spool.mark_partial(&job.id.to_string(), failed > 0);
+                w.finish().await
+            }
+            Some(w) => {
+                drop(w);
+                // The writer thread publishes `Failed` when it sees its channel close; wait
+                // for it so that the job's end and the file's end agree.
+                let mut rx = job.progress.subscribe();
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    rx.wait_for(|p| p.stage != Stage::Writing),
+                )
+                .await;
+                Stage::Failed("cancelled".into())
+            }
+            None => Stage::Failed(if self.config.spool {
+                "the spool failed".into()
+            } else {
+                "spooling is off".into()
+            }),
         };
         let Progress { len, sealed, .. } = job.progress.borrow().clone();
         Ok((Progress { len, sealed, stage }, failed))
+    }
+}
+
+/// Where a job's encoded bytes go: its feed (every client) and, while it can take them, its
+/// spool file. A spool that fails mid-job (a full disk) is dropped — which deletes its part
+/// file — and the job goes on streaming to the clients attached, paced by the slowest.
+struct Sink<'a> {
+    job: &'a Job,
+    writer: Option<SpoolWriter>,
+}
+
+impl Sink<'_> {
+    async fn emit(&mut self, chunk: bytes::Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if let Some(w) = &self.writer {
+            if !w.write(chunk.clone()).await {
+                self.writer = None;
+                self.job.feed.set_direct();
+                self.job.event(
+                    "job",
+                    "the spool cannot take the capture (disk full?): streaming to the clients attached; the result will not be kept",
+                    None,
+                );
+            }
+        }
+        let written = self.job.progress.borrow().len;
+        tokio::select! {
+            () = self.job.feed.push(chunk, written) => {}
+            () = self.job.cancel.cancelled() => {}
+        }
     }
 }
 

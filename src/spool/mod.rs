@@ -12,9 +12,12 @@
 //! `finish`, or a write error (a full disk), removes the part file and publishes `Failed`: a
 //! crash, a cancel or a full disk can never look like success.
 //!
-//! **Reading.** A client of a running job opens the part file (its descriptor stays valid across
-//! the rename) and maps it up to the published length piece by piece, waiting for the next
-//! publication; see [`Follower`]. Pieces are file-backed views, so a client costs no heap. A complete file is mapped and served with its length (and ranges).
+//! **Reading.** A client of a running job reads the job's [`Feed`] (the last chunks the merge
+//! produced, shared in memory) and, for what has already left the feed, the part file it
+//! opened when it arrived (the descriptor stays valid across the rename or the unlink); see
+//! [`Follower`]. A client that keeps up never touches the disk; one that falls behind reads
+//! file-backed views, so a client costs no heap either way. A complete file is mapped and
+//! served with its length (and ranges).
 //!
 //! **Recovery and cleanup.** [`Spool::open`] deletes part files left by a crash. Cleanup deletes
 //! complete files unused for `expire_time` (use = mtime, touched on every hit), then the least
@@ -36,6 +39,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+
+mod feed;
+pub use feed::{Feed, FeedReader, Lookup, FEED_BYTES};
 
 /// Chunks queued to a spool writer before the job waits: with chunks of up to
 /// [`crate::jobs::FLUSH_BYTES`] and [`URING_IN_FLIGHT`] more being written, the most a job
@@ -486,60 +492,66 @@ pub enum FollowEnd {
     Failed(String),
 }
 
-/// Reads a job's file from byte 0 while it grows: each [`next`](Follower::next) returns the
-/// bytes up to the published length, waiting for more; the stream ends when the file is
-/// complete (or failed). The file must be opened before the job can rename it (the part file),
-/// or be the complete file.
+/// Reads a job's capture from byte 0 while it grows: from the job's [`Feed`] while the bytes
+/// are there (no disk read, no copy), from the spool file for what has left the feed. Each
+/// [`next`](Follower::next) returns the next bytes, waiting for more; the stream ends when the
+/// feed says the capture is whole (or failed). The file, when there is one, must be opened
+/// before the job can rename or delete it (the part file).
 #[derive(Debug)]
 pub struct Follower {
-    file: File,
-    progress: watch::Receiver<Progress>,
+    file: Option<File>,
+    feed: FeedReader,
     offset: u64,
 }
 
 impl Follower {
-    /// Follows `file` as `progress` publishes it.
-    pub fn new(file: File, progress: watch::Receiver<Progress>) -> Follower {
+    /// Follows a job's feed, with its part file (if the job has one) for what leaves the feed.
+    pub fn new(file: Option<File>, feed: &Arc<Feed>) -> Follower {
         Follower {
             file,
-            progress,
+            feed: feed.reader(),
             offset: 0,
         }
     }
 
-    /// The next chunk (at most [`READ_CHUNK`] bytes), or how the stream ended.
+    /// The next chunk (at most [`READ_CHUNK`] bytes from the file; a whole feed chunk from
+    /// memory), or how the stream ended.
     ///
     /// # Errors
     /// The end of the stream: [`FollowEnd::Complete`] or [`FollowEnd::Failed`].
     pub async fn next(&mut self) -> Result<Bytes, FollowEnd> {
         loop {
-            let Progress { len, sealed, stage } = self.progress.borrow_and_update().clone();
-            if let Stage::Failed(why) = stage {
-                return Err(FollowEnd::Failed(why));
-            }
-            if self.offset < len {
-                let n = ((len - self.offset) as usize).min(READ_CHUNK);
-                return match map_range(&self.file, self.offset, n) {
-                    Ok(chunk) => {
-                        self.offset += n as u64;
-                        Ok(chunk)
-                    }
-                    Err(e) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
-                };
-            }
-            if stage == Stage::Complete || sealed {
-                return Err(FollowEnd::Complete);
-            }
-            if self.progress.changed().await.is_err() {
-                // The job (which owns the sender) is gone: trust only its last word.
-                let last = self.progress.borrow().clone();
-                if last.stage == Stage::Complete && self.offset < last.len {
-                    continue;
+            match self.feed.lookup(self.offset) {
+                Lookup::Data(b) => {
+                    self.offset += b.len() as u64;
+                    self.feed.advance(self.offset);
+                    return Ok(b);
                 }
-                return Err(match last.stage {
-                    Stage::Complete => FollowEnd::Complete,
-                    _ => FollowEnd::Failed("the job ended without completing its capture".into()),
-                });
+                Lookup::Evicted { start } => {
+                    // Spooled mode frees only what the file holds, so it is there.
+                    let Some(file) = &self.file else {
+                        return Err(FollowEnd::Failed(
+                            "the start of the capture is no longer available".into(),
+                        ));
+                    };
+                    let n = ((start - self.offset) as usize).min(READ_CHUNK);
+                    return match map_range(file, self.offset, n) {
+                        Ok(chunk) => {
+                            self.offset += n as u64;
+                            self.feed.advance(self.offset);
+                            Ok(chunk)
+                        }
+                        Err(e) => Err(FollowEnd::Failed(format!("spool read failed: {e}"))),
+                    };
+                }
+                Lookup::Ended(Ok(())) => return Err(FollowEnd::Complete),
+                Lookup::Ended(Err(why)) => return Err(FollowEnd::Failed(why)),
+                Lookup::Pending => {}
+            }
+            if !self.feed.changed().await {
+                return Err(FollowEnd::Failed(
+                    "the job ended without completing its capture".into(),
+                ));
             }
         }
     }

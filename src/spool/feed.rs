@@ -1,0 +1,304 @@
+//! The in-memory tail of a job's capture: the chunks the merge produced most recently, shared
+//! (by reference count, not copied) by every client following the job.
+//!
+//! Two modes:
+//! - **Spooled** (the normal case): the feed holds at most about [`FEED_BYTES`] beyond what the
+//!   spool file already has; a chunk leaves the feed only once it is in the file, so a reader
+//!   that falls behind the feed reads the file, and one that keeps up never touches the disk.
+//!   The job is paced by the spool writer, never by a client.
+//! - **Direct** (spooling switched off, or the spool's disk failed mid-job): there is no file to
+//!   fall back on, so a chunk leaves the feed only once every attached reader has taken it:
+//!   the slowest client paces the job, and memory stays bounded by [`FEED_BYTES`] plus one
+//!   chunk. A reader attaching after byte 0 has left cannot be served from the start.
+//!
+//! Invariants: the chunks are contiguous and cover `[start, end)`; `end` only grows and is
+//! always a record boundary (the producer pushes whole records); the outcome is set once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// Bytes the feed keeps beyond what it must (spooled: beyond the file; direct: the pacing
+/// window).
+pub const FEED_BYTES: u64 = 8 << 20;
+
+/// What the feed holds.
+#[derive(Debug, Default)]
+struct Window {
+    chunks: VecDeque<Bytes>,
+    start: u64,
+    end: u64,
+    direct: bool,
+    outcome: Option<Result<(), String>>,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Feed {
+    window: watch::Sender<Window>,
+    /// Reader id → the offset it has consumed up to (direct mode paces on the minimum).
+    readers: Mutex<(u64, HashMap<u64, u64>)>,
+    /// Bumped when a reader advances or leaves.
+    advanced: watch::Sender<u64>,
+}
+
+/// What a reader finds at its offset.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Bytes starting at the offset.
+    Data(Bytes),
+    /// The offset has left the feed; bytes before `start` are in the spool file (spooled mode).
+    Evicted {
+        /// The feed's first offset.
+        start: u64,
+    },
+    /// Nothing yet.
+    Pending,
+    /// The capture ended here (`Ok`), or failed (`Err`, whatever the offset).
+    Ended(Result<(), String>),
+}
+
+impl Feed {
+    /// An empty feed in spooled mode.
+    pub fn new() -> Arc<Feed> {
+        Arc::new(Feed {
+            window: watch::Sender::new(Window::default()),
+            readers: Mutex::new((0, HashMap::new())),
+            advanced: watch::Sender::new(0),
+        })
+    }
+
+    /// Switches to direct mode: from now on only readers free the feed.
+    pub fn set_direct(&self) {
+        self.window.send_modify(|w| w.direct = true);
+    }
+
+    /// Whether the feed is in direct mode.
+    pub fn is_direct(&self) -> bool {
+        self.window.borrow().direct
+    }
+
+    /// Whether a new reader could still get the capture from byte 0 through the feed (or, in
+    /// spooled mode, the file).
+    pub fn replayable(&self) -> bool {
+        let w = self.window.borrow();
+        !w.direct || w.start == 0
+    }
+
+    /// Appends a chunk; `written` is how much of the capture the spool file holds (ignored in
+    /// direct mode). In direct mode, waits while the feed is over its size and a reader still
+    /// needs its oldest chunk.
+    pub async fn push(&self, chunk: Bytes, written: u64) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.window.send_modify(|w| {
+            w.end += chunk.len() as u64;
+            w.chunks.push_back(chunk);
+        });
+        loop {
+            let mut advanced = self.advanced.subscribe();
+            let min_reader = {
+                let r = self.readers.lock().expect("readers lock");
+                r.1.values().copied().min()
+            };
+            let mut blocked = false;
+            self.window.send_if_modified(|w| {
+                let mut changed = false;
+                while w.end - w.start > FEED_BYTES {
+                    let front = w.chunks.front().map_or(0, |c| c.len() as u64);
+                    let front_end = w.start + front;
+                    let free = if w.direct {
+                        min_reader.is_none_or(|m| m >= front_end)
+                    } else {
+                        written >= front_end
+                    };
+                    if !free {
+                        blocked = w.direct;
+                        break;
+                    }
+                    w.chunks.pop_front();
+                    w.start = front_end;
+                    changed = true;
+                }
+                changed
+            });
+            if !blocked {
+                return;
+            }
+            // A reader still needs the oldest chunk: wait until one advances or leaves.
+            if advanced.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Ends the capture: `Ok` once every byte has been pushed, `Err` when it will never be
+    /// whole. Only the first call counts.
+    pub fn finish(&self, outcome: Result<(), String>) {
+        self.window.send_if_modified(|w| {
+            if w.outcome.is_some() {
+                return false;
+            }
+            w.outcome = Some(outcome);
+            true
+        });
+    }
+
+    /// A new reader at offset 0.
+    pub fn reader(self: &Arc<Self>) -> FeedReader {
+        let id = {
+            let mut r = self.readers.lock().expect("readers lock");
+            r.0 += 1;
+            let id = r.0;
+            r.1.insert(id, 0);
+            id
+        };
+        FeedReader {
+            feed: Arc::clone(self),
+            rx: self.window.subscribe(),
+            id,
+        }
+    }
+}
+
+/// One client's view of a [`Feed`]; leaving (drop) frees what only it still needed.
+#[derive(Debug)]
+pub struct FeedReader {
+    feed: Arc<Feed>,
+    rx: watch::Receiver<Window>,
+    id: u64,
+}
+
+impl FeedReader {
+    /// What is at `offset`; a failure is reported at once, whatever the offset.
+    pub fn lookup(&mut self, offset: u64) -> Lookup {
+        let w = self.rx.borrow_and_update();
+        if let Some(Err(why)) = &w.outcome {
+            return Lookup::Ended(Err(why.clone()));
+        }
+        if offset < w.start {
+            return Lookup::Evicted { start: w.start };
+        }
+        if offset >= w.end {
+            return match &w.outcome {
+                Some(o) => Lookup::Ended(o.clone()),
+                None => Lookup::Pending,
+            };
+        }
+        let mut at = w.start;
+        for c in &w.chunks {
+            let len = c.len() as u64;
+            if offset < at + len {
+                return Lookup::Data(c.slice((offset - at) as usize..));
+            }
+            at += len;
+        }
+        Lookup::Pending
+    }
+
+    /// Records that this reader has consumed everything before `offset`.
+    pub fn advance(&self, offset: u64) {
+        if let Some(at) = self
+            .feed
+            .readers
+            .lock()
+            .expect("readers lock")
+            .1
+            .get_mut(&self.id)
+        {
+            *at = offset;
+        }
+        self.feed.advanced.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits until the feed changes. `false` if the feed is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+}
+
+impl Drop for FeedReader {
+    fn drop(&mut self) {
+        self.feed
+            .readers
+            .lock()
+            .expect("readers lock")
+            .1
+            .remove(&self.id);
+        self.feed.advanced.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(n: usize, byte: u8) -> Bytes {
+        Bytes::from(vec![byte; n])
+    }
+
+    #[tokio::test]
+    async fn spooled_mode_keeps_what_the_file_lacks_and_a_reader_falls_back_to_the_file() {
+        let feed = Feed::new();
+        let mut r = feed.reader();
+        let mb = 1 << 20;
+        for i in 0..12u8 {
+            // The file lags two chunks behind.
+            let written = (u64::from(i).saturating_sub(2)) * mb as u64;
+            feed.push(chunk(mb, i), written).await;
+        }
+        match r.lookup(0) {
+            Lookup::Evicted { start } => assert!(start > 0 && start <= 10 * mb as u64),
+            other => panic!("{other:?}"),
+        }
+        match r.lookup(11 * mb as u64 + 5) {
+            Lookup::Data(b) => assert_eq!((b.len(), b[0]), (mb - 5, 11)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(r.lookup(12 * mb as u64), Lookup::Pending));
+        feed.finish(Ok(()));
+        assert!(matches!(r.lookup(12 * mb as u64), Lookup::Ended(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn direct_mode_is_paced_by_the_slowest_reader_and_a_failure_is_seen_at_once() {
+        let feed = Feed::new();
+        feed.set_direct();
+        let mut slow = feed.reader();
+        let mb = 1u64 << 20;
+        let producer = {
+            let feed = Arc::clone(&feed);
+            tokio::spawn(async move {
+                for i in 0..20u8 {
+                    feed.push(chunk(mb as usize, i), 0).await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The producer is stuck: the slow reader has taken nothing.
+        assert!(!producer.is_finished());
+        assert!(feed.replayable());
+        let mut offset = 0;
+        let mut seen = 0u8;
+        while offset < 20 * mb {
+            match slow.lookup(offset) {
+                Lookup::Data(b) => {
+                    assert_eq!(b[0], seen);
+                    offset += b.len() as u64;
+                    seen += 1;
+                    slow.advance(offset);
+                }
+                Lookup::Pending => assert!(slow.changed().await),
+                other => panic!("{other:?}"),
+            }
+        }
+        producer.await.unwrap();
+        assert!(!feed.replayable(), "byte 0 has left a direct feed");
+        feed.finish(Err("cancelled".into()));
+        assert!(matches!(slow.lookup(0), Lookup::Ended(Err(_))));
+    }
+}
