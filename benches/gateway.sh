@@ -40,6 +40,11 @@ if [ ! -e "$dir/data/rep-$((reps - 1)).pcap" ]; then
     done
 fi
 echo "data: $reps files, $(du -sm "$dir/data" | cut -f1) MiB"
+# ~4 GiB: every file four times (symlinks), for the memory figure of a 4 GiB result.
+mkdir -p "$dir/x4"
+for f in "$dir"/data/*.pcap; do
+    for k in 1 2 3 4; do ln -sf "$f" "$dir/x4/$k-$(basename "$f")"; done
+done
 
 # The host of the very first packet: its first match is at the start of the directory.
 host=$(tshark -r "$bulk" -c 1 -T fields -e ip.src 2>/dev/null)
@@ -55,6 +60,9 @@ time_window = 1
 [[local]]
 name = "rotated"
 path = "$dir/data"
+[[local]]
+name = "x4"
+path = "$dir/x4"
 EOF
 "$docket" serve -c "$dir/docket.toml" > "$dir/docket.out" 2> "$dir/docket.err" &
 dpid=$!; pids+=("$dpid")
@@ -73,7 +81,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo
 echo "== 1. time to first byte, host $host (first match early in the directory)"
-q="q/host/$host/after/$after/before/$before"
+q="q/sensor/rotated/host/$host/after/$after/before/$before"
 for ((i = 0; i < runs; i++)); do
     fresh "$q"
     curl -sS -o /dev/null -w '%{time_starttransfer}\n' "$base/$q/pcap"
@@ -120,7 +128,7 @@ sleep 0.5
 
 echo
 echo "== 2. throughput of a ~1 GiB result over HTTP on loopback"
-qa="q/after/$after/before/$before"
+qa="q/sensor/rotated/after/$after/before/$before"
 speed() { curl -sS -o /dev/null -w '%{speed_download}\n' "$@"; }
 for ((i = 0; i < runs; i++)); do fresh "$qa"; speed "$base/$qa/pcap"; done | median > "$dir/live"
 for ((i = 0; i < runs; i++)); do speed "$base/$qa/pcap"; done | median > "$dir/hit"
@@ -151,3 +159,10 @@ for _ in $(seq 20); do curl -sS -o /dev/null "$base/$qa/pcap" & clients+=($!); d
 wait "${clients[@]}"
 rm "$dir/sampling"; wait "$spid" || true
 echo "  20 clients on one 1 GiB job: $(cat "$dir/rss20") KiB"
+rm -f "$dir"/spool/*.pcap
+touch "$dir/sampling"; peak "$dpid" "$dir/sampling" > "$dir/rss4" &
+spid=$!
+q4="q/sensor/x4/after/$after/before/$before"
+speed4=$(curl -sS -o /dev/null -w '%{speed_download} %{size_download}' "$base/$q4/pcap")
+rm "$dir/sampling"; wait "$spid" || true
+echo "  during a $(echo "$speed4" | awk '{printf "%.1f", $2/2^30}') GiB live result: $(cat "$dir/rss4") KiB ($(echo "$speed4" | awk '{printf "%.0f", $1/1e6}') MB/s)"

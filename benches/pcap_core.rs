@@ -148,5 +148,56 @@ fn writer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, reader, merge, writer);
+/// How the local backend should read a capture file (page cache warm): mapping it whole
+/// versus `read(2)` into 1 MiB chunks pushed into the incremental reader. Input bytes/s.
+fn local_file(c: &mut Criterion) {
+    let base = std::env::var("DOCKET_PCAPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps"));
+    let path = base.join("bulk/mix-19-real-captures-10min.pcap");
+    let size = std::fs::metadata(&path).expect("team corpus").len();
+    let expected = read_all(&corpus("bulk/mix-19-real-captures-10min.pcap")).len();
+    let mut g = c.benchmark_group("local_file");
+    g.throughput(Throughput::Bytes(size));
+    g.bench_function("mmap", |b| {
+        b.iter(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY: the corpus is read-only; nothing truncates it during the bench.
+            let data = unsafe { docket::mapped::map_file(&f) }.unwrap();
+            let n = Reader::from_bytes(data).filter(|p| p.is_ok()).count();
+            assert_eq!(n, expected);
+        })
+    });
+    g.bench_function("read-1MiB", |b| {
+        b.iter(|| {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&path).unwrap();
+            let mut r = Reader::new();
+            let mut n = 0;
+            loop {
+                let mut buf = BytesMut::zeroed(1 << 20);
+                let got = f.read(&mut buf).unwrap();
+                if got == 0 {
+                    r.finish();
+                } else {
+                    buf.truncate(got);
+                    r.push(buf.freeze());
+                }
+                loop {
+                    match r.next_packet().unwrap() {
+                        docket::pcap::Next::Packet(_) => n += 1,
+                        docket::pcap::Next::NeedMore => break,
+                        docket::pcap::Next::End => {
+                            assert_eq!(n, expected);
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, reader, merge, writer, local_file);
 criterion_main!(benches);

@@ -692,7 +692,10 @@ impl Registry {
         let stage = match sink.writer.take() {
             Some(w) if !cancelled_by_user => {
                 self.spool.mark_partial(&job.id.to_string(), failed > 0);
-                w.finish().await
+                let stage = w.finish().await;
+                // The file holds what it holds (all of it, if complete): the feed lets go.
+                job.feed.written(job.progress.borrow().len);
+                stage
             }
             Some(w) => {
                 drop(w);

@@ -30,8 +30,35 @@ struct Window {
     chunks: VecDeque<Bytes>,
     start: u64,
     end: u64,
+    /// How much of the capture the spool file holds (spooled mode).
+    written: u64,
     direct: bool,
     outcome: Option<Result<(), String>>,
+}
+
+impl Window {
+    /// Drops front chunks no one needs from memory any more, keeping `keep` bytes: spooled,
+    /// those the file holds; direct, those every reader (`min_reader`) has taken. Returns
+    /// whether something was dropped, and whether a reader holds back a direct feed.
+    fn evict(&mut self, min_reader: Option<u64>, keep: u64) -> (bool, bool) {
+        let mut changed = false;
+        while self.end - self.start > keep {
+            let front = self.chunks.front().map_or(0, |c| c.len() as u64);
+            let front_end = self.start + front;
+            let free = if self.direct {
+                min_reader.is_none_or(|m| m >= front_end)
+            } else {
+                self.written >= front_end
+            };
+            if !free {
+                return (changed, self.direct);
+            }
+            self.chunks.pop_front();
+            self.start = front_end;
+            changed = true;
+        }
+        (changed, false)
+    }
 }
 
 /// See the module documentation.
@@ -106,23 +133,9 @@ impl Feed {
             };
             let mut blocked = false;
             self.window.send_if_modified(|w| {
-                let mut changed = false;
-                while w.end - w.start > FEED_BYTES {
-                    let front = w.chunks.front().map_or(0, |c| c.len() as u64);
-                    let front_end = w.start + front;
-                    let free = if w.direct {
-                        min_reader.is_none_or(|m| m >= front_end)
-                    } else {
-                        written >= front_end
-                    };
-                    if !free {
-                        blocked = w.direct;
-                        break;
-                    }
-                    w.chunks.pop_front();
-                    w.start = front_end;
-                    changed = true;
-                }
+                w.written = w.written.max(written);
+                let (changed, held) = w.evict(min_reader, FEED_BYTES);
+                blocked = held;
                 changed
             });
             if !blocked {
@@ -136,7 +149,8 @@ impl Feed {
     }
 
     /// Ends the capture: `Ok` once every byte has been pushed, `Err` when it will never be
-    /// whole. Only the first call counts.
+    /// whole. Only the first call counts. From now on the feed shrinks to what its readers
+    /// still need (a finished job may stay in the registry for days: it must not hold memory).
     pub fn finish(&self, outcome: Result<(), String>) {
         self.window.send_if_modified(|w| {
             if w.outcome.is_some() {
@@ -144,6 +158,34 @@ impl Feed {
             }
             w.outcome = Some(outcome);
             true
+        });
+        self.trim();
+    }
+
+    /// Records that the spool file now holds `written` bytes (its final length, at the end of
+    /// a job) and frees what no one needs from memory any more.
+    pub fn written(&self, written: u64) {
+        self.window
+            .send_modify(|w| w.written = w.written.max(written));
+        self.trim();
+    }
+
+    /// Once finished, drops every chunk the file holds (spooled) or every reader has taken
+    /// (direct).
+    fn trim(&self) {
+        let min_reader = self
+            .readers
+            .lock()
+            .expect("readers lock")
+            .1
+            .values()
+            .copied()
+            .min();
+        self.window.send_if_modified(|w| {
+            if w.outcome.is_none() {
+                return false;
+            }
+            w.evict(min_reader, 0).0
         });
     }
 
@@ -212,6 +254,7 @@ impl FeedReader {
             *at = offset;
         }
         self.feed.advanced.send_modify(|n| *n = n.wrapping_add(1));
+        self.feed.trim();
     }
 
     /// Waits until the feed changes. `false` if the feed is gone.
@@ -229,6 +272,7 @@ impl Drop for FeedReader {
             .1
             .remove(&self.id);
         self.feed.advanced.send_modify(|n| *n = n.wrapping_add(1));
+        self.feed.trim();
     }
 }
 
@@ -261,6 +305,9 @@ mod tests {
         assert!(matches!(r.lookup(12 * mb as u64), Lookup::Pending));
         feed.finish(Ok(()));
         assert!(matches!(r.lookup(12 * mb as u64), Lookup::Ended(Ok(()))));
+        // Once the file holds everything, nothing stays in memory.
+        feed.written(12 * mb as u64);
+        assert!(matches!(r.lookup(11 * mb as u64), Lookup::Evicted { .. }));
     }
 
     #[tokio::test]
@@ -300,5 +347,11 @@ mod tests {
         assert!(!feed.replayable(), "byte 0 has left a direct feed");
         feed.finish(Err("cancelled".into()));
         assert!(matches!(slow.lookup(0), Lookup::Ended(Err(_))));
+        drop(slow);
+        assert_eq!(
+            feed.window.borrow().chunks.len(),
+            0,
+            "a finished feed without readers is empty"
+        );
     }
 }
