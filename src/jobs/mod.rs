@@ -733,6 +733,8 @@ impl Sink<'_> {
         if chunk.is_empty() {
             return;
         }
+        // `/status` shows the capture growing.
+        self.job.status.lock().expect("status lock").bytes += chunk.len() as u64;
         if let Some(w) = &self.writer {
             if !w.write(chunk.clone()).await {
                 self.writer = None;
