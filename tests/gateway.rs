@@ -653,14 +653,11 @@ fn a_joiner_mid_job_gets_the_whole_capture_from_byte_0() {
     // Join once the job has produced 1 MiB (or has already finished: then it is a hit, and
     // the checks below still hold).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while server.json(&format!("status/{id}"))[&id]["bytes"]
-        .as_u64()
-        .unwrap_or(0)
-        < 1 << 20
-        && !server.json(&format!("status/{id}"))[&id]["state"]
-            .as_str()
-            .is_some_and(|s| s == "Completed")
-    {
+    loop {
+        let s = server.json(&format!("status/{id}"));
+        if s[&id]["bytes"].as_u64().unwrap_or(0) >= 1 << 20 || s[&id]["state"] == "Completed" {
+            break;
+        }
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
