@@ -166,9 +166,10 @@ fn url(state: &AppState, id: &JobId) -> String {
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let ns = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    query::rfc3339(ns)
 }
 
 /// Docket-py's job JSON.

@@ -150,9 +150,7 @@ pub struct Job {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    crate::query::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp_nanos())
 }
 
 impl Job {
