@@ -3,6 +3,8 @@
 //! parses captures with Docket's own code.
 #![allow(dead_code)]
 
+pub mod front;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
