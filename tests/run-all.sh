@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler).
-packages=(tshark wireshark-common tcpdump libpcap-dev)
+# Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler);
+# for the front door: curl and openssl (TLS client, CAs, `passwd -apr1`), apache2-utils
+# (`htpasswd -B`/`-s`), headless Chromium and chromedriver (the browser test).
+packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl apache2-utils chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,6 +5,9 @@
 
 (function () {
   const root = document.body.dataset.root || "./";
+  // URLs for fetch(): resolved against origin + path, never the page's address as typed, which
+  // may carry user:password@ (fetch refuses URLs with credentials).
+  const api = (rel) => new URL(root + rel, location.origin + location.pathname).href;
 
   function esc(s) {
     return String(s == null ? "" : s).replace(/[&<>"']/g, (c) => ({
@@ -76,7 +79,7 @@
       if (sensors.length) q.sensor = sensors;
       let r;
       try {
-        r = await fetch(root + "q", {
+        r = await fetch(api("q"), {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify(q),
@@ -100,7 +103,7 @@
     const tbody = jobs.querySelector("tbody");
     const refresh = async () => {
       try {
-        const r = await fetch(root + "ui/jobs.json");
+        const r = await fetch(api("ui/jobs.json"));
         if (!r.ok) return;
         const rows = await r.json();
         tbody.innerHTML = rows.map((j) =>
@@ -119,7 +122,7 @@
   if (job) {
     const id = job.dataset.id;
     // Absolute command lines from this page's own address (whatever proxy is in front).
-    const abs = new URL(root + job.dataset.pcap, location.href).href;
+    const abs = api(job.dataset.pcap);
     const user = job.dataset.user ? "-u '" + job.dataset.user.replace(/'/g, "'\\''") + "' " : "";
     document.getElementById("curl").textContent = "curl -N " + user + "-o " + id + ".pcap '" + abs + "'";
     document.getElementById("wireshark").textContent = "curl -sN " + user + "'" + abs + "' | wireshark -k -i -";
@@ -127,7 +130,7 @@
     const tick = async () => {
       let s;
       try {
-        const r = await fetch(root + "status/" + id);
+        const r = await fetch(api("status/" + id));
         if (!r.ok) return setTimeout(tick, 1000);
         s = (await r.json())[id];
       } catch (e) {
