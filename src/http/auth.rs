@@ -246,6 +246,30 @@ mod tests {
         assert_eq!(parse_basic("Bearer x"), None);
     }
 
+    /// Published vectors: OpenSSL's `passwd` manual (apr1), pwhash's tests (DES crypt),
+    /// SHA-1("password") in base64.
+    #[test]
+    fn known_hashes() {
+        let cases = [
+            ("$apr1$xxxxxxxx$dxHfLAsjHkDRmG83UXe8K0", "password"),
+            ("aZGJuE6EXrjEE", "test"),
+            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "password"),
+            (
+                "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe",
+                "password",
+            ),
+        ];
+        for (h, pw) in cases {
+            let parsed = Hash::parse(h).unwrap_or_else(|| panic!("{h} not parsed"));
+            assert!(parsed.check(pw), "{h}");
+            assert!(!parsed.check("wrong"), "{h}");
+        }
+        assert!(Hash::parse("plaintext-password").is_none());
+        assert!(Hash::parse("$apr1$short$abc").is_none());
+        // The unknown-user dummy really costs a bcrypt (a malformed one would return at once).
+        assert!(pwhash::bcrypt::hash_with(DUMMY, "x").is_ok());
+    }
+
     #[test]
     fn limiter_locks_out_then_forgets() {
         let l = Limiter::new(2, Duration::from_secs(3600));
