@@ -112,9 +112,9 @@ for ((i = 0; i < runs; i++)); do fresh "$qa"; speed --http1.1 "$base/$qa/pcap"; 
 for ((i = 0; i < runs; i++)); do speed --http1.1 "$base/$qa/pcap"; done | median > "$dir/hit"
 for ((i = 0; i < runs; i++)); do fresh "$qa"; speed --http2 "$base/$qa/pcap"; done | median > "$dir/live-h2"
 id=$(c "$base/$qa" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-for ((i = 0; i < runs; i++)); do speed --http1.1 "$nginx_base/$id.pcap"; done | median > "$dir/nginx"
+for ((i = 0; i < runs; i++)); do speed --http1.1 "$nginx_base/$id.pcap"; done | median > "$dir/res-nginx"
 echo "  docket cipher: $(cipher "$base/healthz"); nginx cipher: $(cipher "$nginx_base/$id.pcap")"
-python3 - "$(cat "$dir/live")" "$(cat "$dir/hit")" "$(cat "$dir/live-h2")" "$(cat "$dir/nginx")" "$(stat -c %s "$dir/spool/$id.pcap")" <<'EOF'
+python3 - "$(cat "$dir/live")" "$(cat "$dir/hit")" "$(cat "$dir/live-h2")" "$(cat "$dir/res-nginx")" "$(stat -c %s "$dir/spool/$id.pcap")" <<'EOF'
 import sys
 live, hit, h2, ng, size = map(float, sys.argv[1:])
 print(f"  result {size/2**20:.0f} MiB")
