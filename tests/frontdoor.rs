@@ -590,3 +590,54 @@ fn the_audit_log_has_one_line_per_packet_request() {
     let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert!(status.get(cap["job"].as_str().unwrap()).is_some());
 }
+
+#[test]
+fn a_client_that_leaves_early_is_audited_as_disconnected_with_the_bytes_it_got() {
+    let dir = TempDir::new().unwrap();
+    let audit = dir.path().join("audit.log");
+    let conf = format!(
+        "[audit]\npath = \"{}\"\n[[local]]\nname = \"bulk\"\npath = \"{}\"\n",
+        audit.display(),
+        corpus().join("bulk").display()
+    );
+    let s = Front::start(dir, &conf, None);
+    let q = "q/sensor/bulk/after/2000-01-01T00:00:00Z/pcap";
+    // The whole capture first (a spool hit afterwards), for its size.
+    let (code, whole) = s.get(q, &[]);
+    assert_eq!(code, 200);
+    assert!(
+        whole.len() > 8 << 20,
+        "the bulk capture outgrows the socket buffers"
+    );
+    // A raw client reads 1000 bytes of the answer and hangs up.
+    let addr = s.base.split('/').nth(2).unwrap().to_owned();
+    let mut sock = TcpStream::connect(&addr).unwrap();
+    write!(sock, "GET /app/docket/{q} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1000];
+    sock.read_exact(&mut buf).unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 200"));
+    drop(sock);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "audit lines missing: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(lines[0]["result"], "complete", "{}", lines[0]);
+    assert_eq!(lines[0]["bytes"], whole.len() as u64);
+    assert_eq!(
+        lines[0]["user"],
+        serde_json::Value::Null,
+        "no [auth]: no user"
+    );
+    assert_eq!(lines[1]["result"], "disconnected", "{}", lines[1]);
+    let sent = lines[1]["bytes"].as_u64().unwrap();
+    assert!(sent < whole.len() as u64, "{}", lines[1]);
+}

@@ -205,9 +205,12 @@ where
         .timer(TokioTimer::new())
         // A client that dribbles its headers is cut off.
         .header_read_timeout(timeout);
+    // HTTP/2 has no header timeout in hyper: pings find dead peers instead.
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(timeout);
     // The protocol is known (ALPN, or plain HTTP/1.1 behind a proxy): no sniffing of the
     // first bytes, which would wait on a slow client without a timeout.
     let b = if h2 { b.http2_only() } else { b.http1_only() };
