@@ -641,3 +641,56 @@ fn a_client_that_leaves_early_is_audited_as_disconnected_with_the_bytes_it_got()
     let sent = lines[1]["bytes"].as_u64().unwrap();
     assert!(sent < whole.len() as u64, "{}", lines[1]);
 }
+
+#[test]
+fn gen_cert_makes_a_pair_docket_serves_and_curl_trusts() {
+    let dir = TempDir::new().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    common::run_ok(
+        common::docket()
+            .arg("gen-cert")
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key),
+    );
+    // openssl reads it: CN and the loopback names.
+    let text = String::from_utf8(common::run_ok(
+        Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-subject",
+                "-ext",
+                "subjectAltName",
+                "-in",
+            ])
+            .arg(&cert),
+    ))
+    .unwrap();
+    assert!(text.contains("CN = localhost"), "{text}");
+    assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // It does not overwrite without --force.
+    let again = common::docket()
+        .arg("gen-cert")
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let conf = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    // The self-signed certificate is its own CA for curl.
+    let s = Front::start(dir, &conf, Some(cert.clone()));
+    assert_eq!(s.get("healthz", &[]).0, 200);
+}

@@ -38,6 +38,9 @@ pub enum Error {
     /// The client CA cannot be used.
     #[error("client CA: {0}")]
     ClientCa(String),
+    /// A self-signed pair cannot be made (`docket gen-cert`).
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
 }
 
 fn pem_err(path: &Path, message: impl std::fmt::Display) -> Error {
@@ -159,4 +162,25 @@ pub fn cert_user(cert: &CertificateDer<'_>) -> Option<String> {
         .map(str::to_owned);
     cn.or_else(|| Some(subject.to_string()))
         .filter(|s| !s.is_empty())
+}
+
+/// A self-signed certificate and its key (PEM: certificate, PKCS#8 key) for a first start:
+/// P-256, subject CN = the first name, every name as a subject alternative name (IP
+/// addresses as IP entries), valid from an hour ago for `days` days.
+///
+/// # Errors
+/// A name is not a valid DNS name or IP address.
+pub fn self_signed(names: &[String], days: u32) -> Result<(String, String), Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    if let Some(first) = names.first() {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, first.as_str());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(i64::from(days));
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
