@@ -149,6 +149,13 @@ fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -
             }
             Err(e) => Err(docket::merge::files::Error::Output(e)),
         }
+    } else if std::fs::metadata(output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        // A device or a FIFO (`-w /dev/null`, `-w pipe`): write into it. Renaming a temporary
+        // file over it would replace the device node with a regular file.
+        match std::fs::OpenOptions::new().write(true).open(output) {
+            Ok(mut f) => merge_files(inputs, requested, &mut f),
+            Err(e) => Err(docket::merge::files::Error::Output(e)),
+        }
     } else {
         // Write beside the target and rename at the end, so a failed merge never leaves a
         // half-written file under the requested name.
