@@ -100,6 +100,19 @@ fn the_password_file_is_reread_when_it_changes() {
         code, 200,
         "a user added with htpasswd -B is accepted at once"
     );
+    // A changed password: the old one (verified, and remembered, a moment ago) is refused.
+    assert_eq!(s.get("jobs", &["-u", &Front::user("bob")]).0, 200);
+    common::run_ok(
+        Command::new("htpasswd")
+            .arg("-bB")
+            .arg(&pw)
+            .args(["bob", "changed-secret"]),
+    );
+    assert_eq!(s.get("jobs", &["-u", &Front::user("bob")]).0, 401);
+    assert_eq!(s.get("jobs", &["-u", "bob:changed-secret"]).0, 200);
+    // A removed user is refused.
+    common::run_ok(Command::new("htpasswd").arg("-D").arg(&pw).arg("dave"));
+    assert_eq!(s.get("jobs", &["-u", "dave:new-secret"]).0, 401);
 }
 
 #[test]

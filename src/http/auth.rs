@@ -10,6 +10,11 @@
 //! constant time; an unknown user costs the same kind of work as a known one (a dummy bcrypt).
 //! Plain-text entries are refused.
 //!
+//! Verified credentials are remembered as a keyed SHA-256 (a random key per process) until
+//! the file changes, so the UI's once-a-second polling does not run bcrypt (cost 10+ is tens
+//! of milliseconds of CPU) on every request; a wrong password never matches a remembered one,
+//! and the memory is dropped with the file's old contents.
+//!
 //! [`Limiter`]: failures per client address in a fixed window; over the limit, the address
 //! is refused (429) without checking the password until the window ends. Its table is
 //! bounded: expired entries are pruned when it grows.
@@ -100,13 +105,20 @@ fn stamp(path: &Path) -> Option<Stamp> {
 struct Loaded {
     stamp: Option<Stamp>,
     users: HashMap<String, Hash>,
+    /// user → keyed digest of a password that verified against this version of the file.
+    verified: HashMap<String, [u8; 32]>,
 }
+
+/// Most remembered verifications; the memory is dropped when it is full.
+const MAX_VERIFIED: usize = 1024;
 
 /// The htpasswd file, re-read when it changes.
 #[derive(Debug)]
 pub struct Htpasswd {
     path: PathBuf,
     loaded: Mutex<Loaded>,
+    /// Key of the remembered-verification digests.
+    key: [u8; 32],
 }
 
 /// A bcrypt hash of nothing in particular, checked for unknown users so that they take as
@@ -116,16 +128,34 @@ const DUMMY: &str = "$2y$05$abcdefghijklmnopqrstuu5Ud5n5yCmyNbyhAc9xXr2mnyEhv1AF
 impl Htpasswd {
     /// Opens `path`; the file is read on first use.
     pub fn new(path: PathBuf) -> Htpasswd {
+        let mut key = [0u8; 32];
+        // SAFETY: getrandom(2) fills at most `key.len()` bytes of a buffer we own.
+        let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+        if n != key.len() as isize {
+            // No randomness: remembering verifications would be keyed predictably; the
+            // all-zero key is still a hash, but say so.
+            tracing::warn!("getrandom failed; verification memory uses a fixed key");
+        }
         Htpasswd {
             path,
             loaded: Mutex::new(Loaded::default()),
+            key,
         }
     }
 
-    /// The stored hash of `user`, re-reading the file if it changed.
-    fn lookup(&self, user: &str) -> Option<Hash> {
+    fn digest(&self, user: &str, password: &str) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.key);
+        h.update(user.as_bytes());
+        h.update([0]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Re-reads the file into `l` if it changed.
+    fn refresh(&self, l: &mut Loaded) {
         let now = stamp(&self.path);
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if now != l.stamp {
             match std::fs::read_to_string(&self.path) {
                 Ok(text) => {
@@ -150,26 +180,53 @@ impl Htpasswd {
                         }
                     }
                     tracing::info!(file = %self.path.display(), users = users.len(), "htpasswd loaded");
-                    *l = Loaded { stamp: now, users };
+                    *l = Loaded {
+                        stamp: now,
+                        users,
+                        verified: HashMap::new(),
+                    };
                 }
                 Err(e) => {
                     tracing::error!(file = %self.path.display(), error = %e, "cannot read htpasswd; keeping the last copy");
                 }
             }
         }
-        l.users.get(user).cloned()
     }
 
     /// Whether `user` / `password` match an entry. CPU-bound (bcrypt): call from a blocking
     /// thread.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        match self.lookup(user) {
+        let digest = self.digest(user, password);
+        let (hash, version) = {
+            let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            self.refresh(&mut l);
+            if l.verified
+                .get(user)
+                .is_some_and(|d| bool::from(d.ct_eq(&digest)))
+            {
+                return true;
+            }
+            (l.users.get(user).cloned(), l.stamp)
+        };
+        // The slow check runs without the lock.
+        let ok = match hash {
             Some(h) => h.check(password),
             None => {
                 let _ = pwhash::bcrypt::verify(password, DUMMY);
                 false
             }
+        };
+        if ok {
+            let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            // Only for the file version it was checked against.
+            if l.stamp == version {
+                if l.verified.len() >= MAX_VERIFIED {
+                    l.verified.clear();
+                }
+                l.verified.insert(user.to_owned(), digest);
+            }
         }
+        ok
     }
 }
 
