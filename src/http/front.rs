@@ -159,6 +159,18 @@ async fn authenticate(
     }
 }
 
+/// Reads and drops a refused request's body (at most `api::MAX_BODY`, within the header
+/// timeout), so the connection is not closed with unread bytes: the kernel would answer those
+/// with a reset that can destroy the 401 before the client reads it.
+async fn drain(req: Request<Incoming>, state: &AppState) {
+    let limited = http_body_util::Limited::new(req.into_body(), super::api::MAX_BODY);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(state.config.header_timeout),
+        limited.collect(),
+    )
+    .await;
+}
+
 fn secure(mut r: Response<Body>, tls: bool) -> Response<Body> {
     let h = r.headers_mut();
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
@@ -190,11 +202,15 @@ pub async fn handle(
     } else {
         match authenticate(&req, &state, &conn, client).await {
             Ok(u) => u,
-            Err(r) => return secure(r, conn.tls),
+            Err(r) => {
+                drain(req, &state).await;
+                return secure(r, conn.tls);
+            }
         }
     };
     if cross_site(&req) {
         tracing::warn!(%client, user = ?user, path = req.uri().path(), "cross-site request refused");
+        drain(req, &state).await;
         return secure(
             error(
                 StatusCode::FORBIDDEN,
