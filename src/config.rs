@@ -80,6 +80,89 @@ pub struct RawConfig {
     pub local: Vec<RawLocal>,
     /// Stenographer sensors, each one upstream.
     pub stenographer: Vec<RawStenographer>,
+    /// `[tls]`: HTTPS. Absent: plain HTTP.
+    pub tls: Option<RawTls>,
+    /// `[auth]`: users. Absent: no authentication.
+    pub auth: RawAuth,
+    /// `[audit]`: the audit log. Absent: none.
+    pub audit: RawAudit,
+    /// `[http]`: connection limits and proxies.
+    pub http: RawHttp,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates are verified against (mTLS). Absent: no
+    /// client certificates are asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse connections without a valid client certificate. Default false
+    /// (a certificate is asked for, and users without one log in with a password).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// htpasswd file (apr1, bcrypt, `{SHA}`, crypt entries). Absent: no password login.
+    pub htpasswd: Option<PathBuf>,
+    /// Realm named in `WWW-Authenticate`. Default `Docket`.
+    pub realm: String,
+    /// Failed logins from one client address within `failure_window` seconds before it is
+    /// refused with 429 until the window ends. Default 10.
+    pub max_failures: u32,
+    /// Seconds of the failure window. Default 60.
+    pub failure_window: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            htpasswd: None,
+            realm: "Docket".into(),
+            max_failures: 10,
+            failure_window: 60,
+        }
+    }
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAudit {
+    /// File the audit lines are appended to. Absent: no audit log.
+    pub path: Option<PathBuf>,
+}
+
+/// The `[http]` table.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Seconds a client has to send its request headers (and finish a TLS handshake) before it
+    /// is cut off. Default 30.
+    pub header_timeout: u64,
+    /// Connections served at once; more wait in the kernel's accept queue. Default 1024.
+    pub max_connections: usize,
+    /// Proxy addresses whose `X-Forwarded-For` is believed. Default none.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            header_timeout: 30,
+            max_connections: 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// One `[[stenographer]]` table: Docket-py's `STENOGRAPHER_INSTANCES` entry (`host`, `sensor`,
@@ -181,6 +264,10 @@ impl Default for RawConfig {
             limit_packets: 0,
             local: Vec::new(),
             stenographer: Vec::new(),
+            tls: None,
+            auth: RawAuth::default(),
+            audit: RawAudit::default(),
+            http: RawHttp::default(),
         }
     }
 }
@@ -220,6 +307,52 @@ pub struct Config {
     pub local: Vec<LocalDir>,
     /// Stenographer sensors, in configuration order (after the local directories).
     pub stenographer: Vec<Stenographer>,
+    /// HTTPS, if configured.
+    pub tls: Option<TlsConfig>,
+    /// Password login, if configured.
+    pub auth: AuthConfig,
+    /// Audit log file, if configured.
+    pub audit_path: Option<PathBuf>,
+    /// Header/handshake timeout, seconds (at least 1).
+    pub header_timeout: u64,
+    /// Connections served at once (at least 1).
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Validated `[tls]` (paths resolved; the files are read when the server starts and on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Client CA file.
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates are mandatory.
+    pub require_client_cert: bool,
+}
+
+/// Validated `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// htpasswd file.
+    pub htpasswd: Option<PathBuf>,
+    /// Realm.
+    pub realm: String,
+    /// Failures allowed per window and client address.
+    pub max_failures: u32,
+    /// Window, seconds.
+    pub failure_window: u64,
+}
+
+impl AuthConfig {
+    /// Whether any authentication is configured (password or client certificate): then every
+    /// route but `healthz` needs a user.
+    pub fn required(&self, tls: Option<&TlsConfig>) -> bool {
+        self.htpasswd.is_some() || tls.is_some_and(|t| t.client_ca.is_some())
+    }
 }
 
 /// A Stenographer sensor upstream: where it is, the TLS material, and its time budget.
@@ -382,7 +515,56 @@ impl Config {
                 stats_timeout: Duration::from_secs(s.stats_timeout.max(1)),
             });
         }
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => {
+                if t.require_client_cert && t.client_ca.is_none() {
+                    return Err(invalid(
+                        "tls.require_client_cert",
+                        "needs `tls.client_ca`".into(),
+                    ));
+                }
+                Some(TlsConfig {
+                    cert: resolve(&t.cert),
+                    key: resolve(&t.key),
+                    client_ca: t.client_ca.as_deref().map(resolve),
+                    require_client_cert: t.require_client_cert,
+                })
+            }
+        };
+        if raw.auth.realm.contains(['"', '\\']) || raw.auth.realm.chars().any(char::is_control) {
+            return Err(invalid(
+                "auth.realm",
+                "must not contain quotes, backslashes or control characters".into(),
+            ));
+        }
+        if raw.http.header_timeout == 0 {
+            return Err(invalid("http.header_timeout", "must be at least 1".into()));
+        }
+        if raw.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1".into()));
+        }
+        let mut trusted_proxies = Vec::new();
+        for p in &raw.http.trusted_proxies {
+            trusted_proxies.push(p.parse().map_err(|e| {
+                invalid(
+                    "http.trusted_proxies",
+                    format!("{p:?} is not an IP address ({e})"),
+                )
+            })?);
+        }
         Ok(Config {
+            tls,
+            auth: AuthConfig {
+                htpasswd: raw.auth.htpasswd.as_deref().map(resolve),
+                realm: raw.auth.realm,
+                max_failures: raw.auth.max_failures,
+                failure_window: raw.auth.failure_window.max(1),
+            },
+            audit_path: raw.audit.path.as_deref().map(resolve),
+            header_timeout: raw.http.header_timeout,
+            max_connections: raw.http.max_connections,
+            trusted_proxies,
             listen,
             prefix,
             spool_dir: resolve(&raw.spool_dir),

@@ -32,6 +32,24 @@ enum Command {
         #[arg(long)]
         spool_dir: Option<PathBuf>,
     },
+    /// Make a self-signed TLS certificate and key for a first start (then point `[tls]` at them).
+    GenCert {
+        /// Certificate file to write (PEM).
+        #[arg(long, default_value = "cert.pem")]
+        cert: PathBuf,
+        /// Key file to write (PEM, PKCS#8; created with mode 0600).
+        #[arg(long, default_value = "key.pem")]
+        key: PathBuf,
+        /// Host names and IP addresses the certificate is for (repeatable); the first is the CN.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Merge capture files by timestamp (a drop-in for `mergecap -w`).
     Merge {
         /// Output file, or `-` for standard output.
@@ -66,7 +84,52 @@ fn main() -> ExitCode {
             format,
             inputs,
         } => merge(&output, format, &inputs),
+        Command::GenCert {
+            cert,
+            key,
+            names,
+            days,
+            force,
+        } => gen_cert(&cert, &key, &names, days, force),
     }
+}
+
+fn gen_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    names: &[String],
+    days: u32,
+    force: bool,
+) -> ExitCode {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (cert_pem, key_pem) = match docket::http::tls::self_signed(names, days) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("docket gen-cert: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The key is written first and private from its creation (mode 0600, not chmod after).
+    for (path, text, mode) in [(key, &key_pem, 0o600), (cert, &cert_pem, 0o644)] {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).mode(mode);
+        if force {
+            o.create(true).truncate(true);
+        } else {
+            o.create_new(true);
+        }
+        if let Err(e) = o.open(path).and_then(|mut f| f.write_all(text.as_bytes())) {
+            eprintln!("docket gen-cert: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    println!(
+        "wrote {} and {} for {} (valid {days} days)",
+        cert.display(),
+        key.display(),
+        names.join(", ")
+    );
+    ExitCode::SUCCESS
 }
 
 fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -> ExitCode {
@@ -84,6 +147,13 @@ fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -
                 grow_pipe(&fd);
                 merge_files(inputs, requested, &mut std::fs::File::from(fd))
             }
+            Err(e) => Err(docket::merge::files::Error::Output(e)),
+        }
+    } else if std::fs::metadata(output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        // A device or a FIFO (`-w /dev/null`, `-w pipe`): write into it. Renaming a temporary
+        // file over it would replace the device node with a regular file.
+        match std::fs::OpenOptions::new().write(true).open(output) {
+            Ok(mut f) => merge_files(inputs, requested, &mut f),
             Err(e) => Err(docket::merge::files::Error::Output(e)),
         }
     } else {

@@ -1,7 +1,8 @@
 //! Wiring of the gateway: opens the spool (removing crash leftovers), builds the registry,
 //! indexes the local directories in the background, runs periodic cleanup, binds and serves.
-//! The one line `docket listening on http://ADDR/PREFIX` on standard output says it is ready
-//! (tests wait for it; nothing sleeps).
+//! The one line `docket listening on http[s]://ADDR/PREFIX` on standard output says it is ready
+//! (tests wait for it; nothing sleeps). With `[tls]`, SIGHUP reloads the certificate and key
+//! (new handshakes get the new pair; live connections are untouched).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,12 @@ pub enum Error {
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::Error),
+    /// The audit log cannot be opened.
+    #[error("{0}")]
+    Audit(#[source] std::io::Error),
 }
 
 /// Runs the gateway until `shutdown` completes.
@@ -40,6 +47,11 @@ pub enum Error {
 /// # Errors
 /// The spool cannot be opened, the address cannot be bound.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    // TLS first: a bad certificate should stop the start before anything else happens.
+    let tls = match &config.tls {
+        Some(t) => Some(Arc::new(crate::http::tls::Tls::new(t)?)),
+        None => None,
+    };
     let spool = Spool::open(&config.spool_dir)?;
     let registry = Arc::new(Registry::new(config.clone(), spool)?);
     for u in registry.upstreams() {
@@ -88,9 +100,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
-    println!("docket listening on http://{addr}{}", config.prefix);
-    let state = Arc::new(AppState { config, registry });
-    http::serve(listener, state, shutdown)
+    let state = Arc::new(AppState::new(config, registry).map_err(Error::Audit)?);
+    if let Some(tls) = &tls {
+        let tls = Arc::clone(tls);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("TLS certificate reloaded"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "TLS reload failed; keeping the old certificate")
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: certificates cannot be reloaded")
+            }
+        }
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "docket listening on {scheme}://{addr}{}",
+        state.config.prefix
+    );
+    http::serve(listener, state, tls, shutdown)
         .await
         .map_err(Error::Serve)
 }

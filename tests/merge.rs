@@ -335,3 +335,36 @@ fn written_files_read_back_identically_in_tshark_tcpdump_and_capinfos() {
         }
     }
 }
+
+/// `-w` naming a FIFO (or a device such as /dev/null) writes into it: renaming a temporary
+/// file over it would replace the node with a regular file (it did, to /dev/null).
+#[test]
+fn output_to_a_fifo_stays_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::TempDir::new().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    common::run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+    let input = common::corpus_files("merge").into_iter().next().unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    common::run_ok(
+        common::docket()
+            .arg("merge")
+            .arg("-w")
+            .arg(&fifo)
+            .arg(&input),
+    );
+    let got = reader.join().unwrap();
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let direct = dir.path().join("direct.pcap");
+    common::run_ok(
+        common::docket()
+            .arg("merge")
+            .arg("-w")
+            .arg(&direct)
+            .arg(&input),
+    );
+    assert!(got == std::fs::read(&direct).unwrap());
+}

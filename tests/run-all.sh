@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler);
 # curl, openssl and python3 (clients, test certificates, the fault-sensor server); real
 # Stenographer sensors with tcpreplay and jq (../shared/steno/up.sh would install them too, but
-# two sensor sets starting at once would then race for the dpkg lock).
+# two sensor sets starting at once would then race for the dpkg lock); for the front door:
+# apache2-utils (`htpasswd -B`/`-s`), headless Chromium and chromedriver (the browser test).
 packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
-    stenographer stenographer-client tcpreplay jq)
+    stenographer stenographer-client tcpreplay jq apache2-utils chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -10,6 +10,12 @@
 //! | `GET status[/<ids>]`, `ids[/<ids>]`, `urls[/<ids>]`, `jobs`, `stats` | Docket-py's shapes, plus per-upstream progress |
 //! | `DELETE <id>` | cancels and removes the job |
 //! | `GET healthz` | `ok` |
+//! | `GET` (the prefix itself), `GET ui/…` | the web UI (see [`super::ui`]) |
+//!
+//! [`ROUTES`] lists one example request per route, so tests can walk the table.
+//!
+//! Routes that start or serve a job attach an [`AuditInfo`] to the response; the front door
+//! turns it into the audit line.
 //!
 //! A capture response is `application/vnd.tcpdump.pcap`, chunked while the job runs. If the
 //! job fails mid-stream the body is aborted, so the client sees a truncated transfer rather
@@ -22,6 +28,8 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::audit::AuditInfo;
+use super::front::User;
 use super::{error, full, json, AppState, Body};
 use crate::jobs::{self, Job, State};
 use crate::pcap::Timestamp;
@@ -38,6 +46,52 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// stops the reader (not the job: the job writes the spool). With `spool::READ_CHUNK`, what
 /// one client can hold in memory.
 const BODY_CHUNKS: usize = 2;
+
+/// One example request (method, path under the prefix) for every route, in the order the
+/// router tries them; `{id}` stands for a job id. Tests walk this table (every route must
+/// refuse a request without a user), so a new route belongs here too.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", ""),
+    ("GET", "ui/jobs"),
+    ("GET", "ui/jobs.json"),
+    ("GET", "ui/job/{id}"),
+    ("GET", "ui/sensors"),
+    ("GET", "ui/app.js"),
+    ("GET", "ui/style.css"),
+    ("GET", "q/host/10.0.0.1/after/5m"),
+    ("GET", "q/host/10.0.0.1/after/5m/pcap"),
+    ("GET", "api/uri/host/10.0.0.1/after/5m"),
+    ("POST", "q"),
+    ("POST", "api"),
+    ("GET", "{id}/merged.pcap"),
+    ("DELETE", "{id}"),
+    ("GET", "status"),
+    ("GET", "status/{id}"),
+    ("GET", "ids"),
+    ("GET", "urls"),
+    ("GET", "jobs"),
+    ("GET", "stats"),
+    ("GET", "no/such/route"),
+];
+
+fn user_of(req: &Request<Incoming>) -> Option<String> {
+    req.extensions().get::<User>().map(|u| u.0.clone())
+}
+
+/// Adds the audit record to a response.
+fn audited(
+    mut r: Response<Body>,
+    query: Option<&Query>,
+    job: Option<&JobId>,
+    capture: bool,
+) -> Response<Body> {
+    r.extensions_mut().insert(AuditInfo {
+        query: query.map(Query::canonical),
+        job: job.map(JobId::to_string),
+        capture,
+    });
+    r
+}
 
 /// Handles one request.
 pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Body> {
@@ -57,8 +111,11 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
     match (method, segs.as_slice()) {
-        (Method::GET, []) => index(&state),
         (Method::GET, ["healthz"]) => Response::new(full("ok\n")),
+        (Method::GET, []) | (Method::GET, ["ui", ..]) => {
+            let user = user_of(&req);
+            super::ui::handle(&state, &segs, user.as_deref()).await
+        }
         (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["api", "uri", clauses @ ..]) => {
             let (clauses, want_pcap) = match clauses.split_last() {
                 Some((&"pcap", head)) => (head, true),
@@ -66,16 +123,21 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
             };
             let q = match query::parse_path(&clauses.join("/"), now(), &query_config(&state)) {
                 Ok(q) => q,
-                Err(e) => return query_error(&e),
+                Err(e) => return audited(query_error(&e), None, None, want_pcap),
             };
             start(&state, q, want_pcap, &req).await
         }
         (Method::POST, ["q"]) | (Method::POST, ["api"]) => post_query(req, &state).await,
         (Method::GET, [id, "merged.pcap"]) => match id.parse::<JobId>() {
             Ok(id) => match state.registry.get(&id) {
-                Some(job) => capture(&state, job, &req).await,
+                Some(job) => {
+                    let q = job.query.clone();
+                    audited(capture(&state, job, &req).await, Some(&q), Some(&id), true)
+                }
                 None => match state.registry.spool().lookup(&id.to_string()) {
-                    Some((path, _)) => complete_file(&path, &id, &req),
+                    Some((path, _)) => {
+                        audited(complete_file(&path, &id, &req), None, Some(&id), true)
+                    }
                     None => error(
                         StatusCode::NOT_FOUND,
                         "no such job",
@@ -161,11 +223,11 @@ fn query_error(e: &query::Error) -> Response<Body> {
     )
 }
 
-fn url(state: &AppState, id: &JobId) -> String {
+pub(super) fn url(state: &AppState, id: &JobId) -> String {
     format!("{}{id}/merged.pcap", state.config.prefix)
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(super) fn rfc3339(t: std::time::SystemTime) -> String {
     let ns = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128);
@@ -173,7 +235,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 }
 
 /// Docket-py's job JSON.
-fn job_json(state: &AppState, j: &Job) -> serde_json::Value {
+pub(super) fn job_json(state: &AppState, j: &Job) -> serde_json::Value {
     serde_json::json!({
         "id": j.id.to_string(),
         "state": j.state(),
@@ -184,13 +246,15 @@ fn job_json(state: &AppState, j: &Job) -> serde_json::Value {
 }
 
 async fn post_query(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error(
@@ -214,11 +278,8 @@ async fn post_query(req: Request<Incoming>, state: &AppState) -> Response<Body> 
         );
     };
     match parsed {
-        Ok(q) => match state.registry.get_or_start(q) {
-            Ok(job) => json(StatusCode::OK, &job_json(state, &job)),
-            Err(e) => registry_error(&e),
-        },
-        Err(e) => query_error(&e),
+        Ok(q) => start(state, q, false, &req).await,
+        Err(e) => audited(query_error(&e), None, None, false),
     }
 }
 
@@ -237,17 +298,22 @@ fn registry_error(e: &jobs::Error) -> Response<Body> {
     }
 }
 
-async fn start(
-    state: &AppState,
-    q: Query,
-    want_pcap: bool,
-    req: &Request<Incoming>,
-) -> Response<Body> {
-    match state.registry.get_or_start(q) {
-        Ok(job) if want_pcap => capture(state, job, req).await,
-        Ok(job) => json(StatusCode::OK, &job_json(state, &job)),
+async fn start<B>(state: &AppState, q: Query, want_pcap: bool, req: &Request<B>) -> Response<Body> {
+    let id = q.id();
+    let r = match state.registry.get_or_start(q.clone()) {
+        Ok(job) => {
+            if let Some(u) = req.extensions().get::<User>() {
+                state.note_requester(job.id, &u.0);
+            }
+            if want_pcap {
+                capture(state, job, req).await
+            } else {
+                json(StatusCode::OK, &job_json(state, &job))
+            }
+        }
         Err(e) => registry_error(&e),
-    }
+    };
+    audited(r, Some(&q), Some(&id), want_pcap)
 }
 
 fn pcap_headers(id: &JobId) -> http::response::Builder {
@@ -261,7 +327,7 @@ fn pcap_headers(id: &JobId) -> http::response::Builder {
 }
 
 /// A job's capture: the complete file if there is one, else a stream that follows the spool.
-async fn capture(state: &AppState, job: Arc<Job>, req: &Request<Incoming>) -> Response<Body> {
+async fn capture<B>(state: &AppState, job: Arc<Job>, req: &Request<B>) -> Response<Body> {
     let gone = |why: &str| error(StatusCode::GONE, why, Some("id"), Some(&job.id.to_string()));
     let mut progress = job.progress();
     loop {
@@ -337,7 +403,7 @@ fn follow(job: Arc<Job>, file: Option<std::fs::File>) -> Response<Body> {
 }
 
 /// A complete spool file: mapped, with `Content-Length`, and one `Range` if asked.
-fn complete_file(path: &std::path::Path, id: &JobId, req: &Request<Incoming>) -> Response<Body> {
+fn complete_file<B>(path: &std::path::Path, id: &JobId, req: &Request<B>) -> Response<Body> {
     // SAFETY: complete spool files are never truncated, only unlinked (see `spool`).
     let data = match std::fs::File::open(path).and_then(|f| unsafe { crate::mapped::map_file(&f) })
     {
@@ -420,7 +486,7 @@ fn parse_range(h: &str, total: u64) -> Option<(u64, u64)> {
 }
 
 /// Jobs named in `ids` (separated by `,`, `;`, `+` or spaces), or all.
-fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
+pub(super) fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
     let wanted: Vec<JobId> = ids
         .iter()
         .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
@@ -437,7 +503,7 @@ fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
 }
 
 /// `{id: {state, requests, events, successes, upstreams, packets, bytes, truncated_by_limit}}`.
-fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
+pub(super) fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for j in selected(state, ids) {
         let s = j.status();
@@ -471,7 +537,7 @@ fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
 /// each upstream with its health (`up`, `oldest_timestamp`, a sensor's own counters under
 /// `stats`). Sensors are asked concurrently, each within its `stats_timeout`; a dead one shows
 /// as down, never as an error of this route. `names` restricts the upstreams shown.
-async fn stats(state: &AppState, names: &[&str]) -> serde_json::Value {
+pub(super) async fn stats(state: &AppState, names: &[&str]) -> serde_json::Value {
     let names: Vec<&str> = names.iter().flat_map(|n| n.split(',')).collect();
     let mut checks = tokio::task::JoinSet::new();
     for (i, u) in state.registry.upstreams().iter().enumerate() {
@@ -491,16 +557,4 @@ async fn stats(state: &AppState, names: &[&str]) -> serde_json::Value {
         serde_json::json!({ "Free space": [state.registry.spool().free_bytes(), 0], "jobs": state.registry.all().len() }),
     );
     serde_json::Value::Object(m)
-}
-
-fn index(state: &AppState) -> Response<Body> {
-    let body = format!(
-        "<!doctype html><title>Docket</title><h1>Docket</h1><p>Query: <code>{p}q/host/10.0.0.1/after/20m/pcap</code>. \
-         API: <a href=\"jobs\">jobs</a>, <a href=\"status\">status</a>, <a href=\"stats\">stats</a>.</p>\n",
-        p = state.config.prefix
-    );
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(full(body))
-        .expect("valid response")
 }

@@ -3,6 +3,7 @@
 //! parses captures with Docket's own code.
 #![allow(dead_code)]
 
+pub mod front;
 pub mod pki;
 pub mod server;
 

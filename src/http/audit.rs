@@ -1,0 +1,174 @@
+//! The audit log: one JSON line per request for packets (a capture download or a job
+//! submission), appended to its own file, never to the tracing output.
+//!
+//! A route that serves or starts a job attaches an [`AuditInfo`] (canonical query, job id) to
+//! its response's extensions; the front door wraps such a response's body in [`Audited`],
+//! which counts the bytes the client was handed and writes the line when the body ends or is
+//! dropped. So the line says what really went out: `"result": "complete"` when the body
+//! ended cleanly, `"aborted"` when the job failed mid-stream, `"disconnected"` when the client
+//! went away first. Each line is written with one `write` on an `O_APPEND` file, so
+//! concurrent lines never interleave.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+/// What a packet route tells the audit log about its response.
+#[derive(Debug, Clone)]
+pub struct AuditInfo {
+    /// The canonical query, if the request carried one.
+    pub query: Option<String>,
+    /// The job, if the request got that far.
+    pub job: Option<String>,
+    /// Whether the body is a capture (bytes delivered count) or job JSON.
+    pub capture: bool,
+}
+
+/// The audit file.
+#[derive(Debug)]
+pub struct AuditLog(Mutex<File>);
+
+impl AuditLog {
+    /// Opens (creates) `path` for appending.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path) -> std::io::Result<AuditLog> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(AuditLog(Mutex::new(f)))
+    }
+
+    fn write(&self, v: &serde_json::Value) {
+        let mut line = serde_json::to_vec(v).unwrap_or_default();
+        line.push(b'\n');
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(&line) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+}
+
+/// The request side of an audit line.
+#[derive(Debug, Clone)]
+pub struct Who {
+    /// The user (None when authentication is off).
+    pub user: Option<String>,
+    /// The client address (after trusted proxies).
+    pub client: IpAddr,
+    /// Method.
+    pub method: String,
+    /// Path as requested.
+    pub path: String,
+}
+
+/// A body that writes the audit line when it ends or is dropped.
+pub struct Audited<B> {
+    inner: B,
+    log: Arc<AuditLog>,
+    who: Who,
+    info: AuditInfo,
+    status: u16,
+    bytes: u64,
+    /// `Content-Length`, if known: hyper stops polling a body once it has that many bytes.
+    expect: Option<u64>,
+    result: Option<&'static str>,
+}
+
+impl<B> Audited<B> {
+    /// Wraps `inner`.
+    pub fn new(
+        inner: B,
+        log: Arc<AuditLog>,
+        who: Who,
+        info: AuditInfo,
+        status: u16,
+        expect: Option<u64>,
+    ) -> Self {
+        Audited {
+            inner,
+            log,
+            who,
+            info,
+            status,
+            bytes: 0,
+            expect,
+            result: None,
+        }
+    }
+}
+
+impl<B> Drop for Audited<B> {
+    fn drop(&mut self) {
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.log.write(&serde_json::json!({
+            "time": time,
+            "user": self.who.user,
+            "client": self.who.client.to_string(),
+            "method": self.who.method,
+            "path": self.who.path,
+            "query": self.info.query,
+            "job": self.info.job,
+            "kind": if self.info.capture { "capture" } else { "job" },
+            "status": self.status,
+            "bytes": self.bytes,
+            "result": self.result.unwrap_or(if Some(self.bytes) == self.expect {
+                "complete"
+            } else {
+                "disconnected"
+            }),
+        }));
+    }
+}
+
+impl<B> Body for Audited<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+                if self.inner.is_end_stream() && self.result.is_none() {
+                    self.result = Some("complete");
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.result = Some("aborted"),
+            Poll::Ready(None) => {
+                if self.result.is_none() {
+                    self.result = Some("complete");
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,249 @@
+//! The front door every request passes before a route: who is asking, whether the request
+//! may come from where it comes from, the audit line, and the security headers.
+//!
+//! Invariants:
+//! - With authentication configured (`[auth] htpasswd` or `[tls] client_ca`), every path but
+//!   `<prefix>healthz` needs a user: a verified client certificate, or HTTP Basic credentials
+//!   that match the htpasswd file. Anything else is 401 (with `WWW-Authenticate` when
+//!   passwords are on), before any routing: unknown paths do not leak as 404s.
+//! - An address with `max_failures` failed logins in the window is refused with 429 until the
+//!   window ends, without its password being checked; each failure is logged with the address.
+//! - A request that changes state (anything but GET/HEAD/OPTIONS) coming from another site is
+//!   refused (403): browsers send Basic credentials cross-site, so `Sec-Fetch-Site` (or
+//!   failing that `Origin` against `Host`) is checked. Docket sets no cookies.
+//! - `X-Forwarded-For` is believed only from `http.trusted_proxies`.
+//! - Every response carries `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`, a
+//!   CSP that allows only Docket's own script and style files, `Referrer-Policy`, and on TLS
+//!   `Strict-Transport-Security`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::audit::{AuditInfo, Audited, Who};
+use super::{auth, error, AppState, Body, ConnInfo};
+
+/// The user a request is made by (a request extension for the routes).
+#[derive(Debug, Clone)]
+pub struct User(pub String);
+
+/// The UI's policy: scripts and styles only from Docket's own files, no inline script, no
+/// framing, forms only to Docket.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The client's address: the peer, or the last address a trusted proxy forwarded for.
+pub fn client_addr(req: &Request<Incoming>, conn: &ConnInfo, trusted: &[IpAddr]) -> IpAddr {
+    let mut addr = conn.peer.ip();
+    if !trusted.contains(&addr) {
+        return addr;
+    }
+    // Walk X-Forwarded-For from the right: the first address not itself a trusted proxy is the
+    // client; anything to its left was written by the client and proves nothing.
+    let hops: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for hop in hops.into_iter().rev() {
+        addr = hop;
+        if !trusted.contains(&hop) {
+            break;
+        }
+    }
+    addr
+}
+
+/// Whether a state-changing request comes from another site.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let h = req.headers();
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        // "none": typed by the user; "same-origin": our own pages.
+        return !matches!(site, "same-origin" | "none");
+    }
+    if let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                h.get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        return origin_host.is_none() || origin_host != host.as_deref();
+    }
+    // Not a browser (curl, scripts): no ambient credentials to abuse.
+    false
+}
+
+fn unauthorized(state: &AppState) -> Response<Body> {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "authentication required",
+        None,
+        None,
+    );
+    if state.htpasswd.is_some() {
+        let v = format!(
+            "Basic realm=\"{}\", charset=\"UTF-8\"",
+            state.config.auth.realm
+        );
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
+    r
+}
+
+/// Who is asking: `Ok(Some(user))`, `Ok(None)` when authentication is off, or the refusal.
+async fn authenticate(
+    req: &Request<Incoming>,
+    state: &Arc<AppState>,
+    conn: &ConnInfo,
+    client: IpAddr,
+) -> Result<Option<String>, Response<Body>> {
+    if !state.config.auth.required(state.config.tls.as_ref()) {
+        return Ok(None);
+    }
+    if let Some(u) = &conn.cert_user {
+        return Ok(Some(u.clone()));
+    }
+    if state.htpasswd.is_none() {
+        // Client certificates only, and this client has none.
+        return Err(unauthorized(state));
+    }
+    let Some((user, password)) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::parse_basic)
+    else {
+        return Err(unauthorized(state));
+    };
+    if let Some(wait) = state.limiter.blocked(client) {
+        tracing::warn!(%client, %user, "login refused: too many failures from this address");
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from this address",
+            None,
+            None,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+        return Err(r);
+    }
+    let st = Arc::clone(state);
+    let (u, p) = (user.clone(), password);
+    // bcrypt is deliberately slow: keep it off the async workers.
+    let ok =
+        tokio::task::spawn_blocking(move || st.htpasswd.as_ref().is_some_and(|s| s.verify(&u, &p)))
+            .await
+            .unwrap_or(false);
+    if ok {
+        Ok(Some(user))
+    } else {
+        let n = state.limiter.fail(client);
+        tracing::warn!(%client, %user, failures = n, "login failed");
+        Err(unauthorized(state))
+    }
+}
+
+/// Reads and drops a refused request's body (at most `api::MAX_BODY`, within the header
+/// timeout), so the connection is not closed with unread bytes: the kernel would answer those
+/// with a reset that can destroy the 401 before the client reads it.
+async fn drain(req: Request<Incoming>, state: &AppState) {
+    let limited = http_body_util::Limited::new(req.into_body(), super::api::MAX_BODY);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(state.config.header_timeout),
+        limited.collect(),
+    )
+    .await;
+}
+
+fn secure(mut r: Response<Body>, tls: bool) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    if tls {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    r
+}
+
+/// Handles one request: authenticate, check the origin, route, audit, add headers.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    state: Arc<AppState>,
+    conn: ConnInfo,
+) -> Response<Body> {
+    let client = client_addr(&req, &conn, &state.config.trusted_proxies);
+    let health = req.uri().path() == format!("{}healthz", state.config.prefix);
+    let user = if health {
+        None
+    } else {
+        match authenticate(&req, &state, &conn, client).await {
+            Ok(u) => u,
+            Err(r) => {
+                drain(req, &state).await;
+                return secure(r, conn.tls);
+            }
+        }
+    };
+    if cross_site(&req) {
+        tracing::warn!(%client, user = ?user, path = req.uri().path(), "cross-site request refused");
+        drain(req, &state).await;
+        return secure(
+            error(
+                StatusCode::FORBIDDEN,
+                "cross-site requests are refused",
+                None,
+                None,
+            ),
+            conn.tls,
+        );
+    }
+    let who = Who {
+        user: user.clone(),
+        client,
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+    };
+    if let Some(u) = user {
+        req.extensions_mut().insert(User(u));
+    }
+    let r = super::api::handle(req, Arc::clone(&state)).await;
+    let r = match (&state.audit, r.extensions().get::<AuditInfo>().cloned()) {
+        (Some(log), Some(info)) => {
+            let status = r.status().as_u16();
+            let expect = r
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let (parts, body) = r.into_parts();
+            let body = Audited::new(body, Arc::clone(log), who, info, status, expect);
+            Response::from_parts(parts, body.boxed())
+        }
+        _ => r,
+    };
+    secure(r, conn.tls)
+}

@@ -1,0 +1,373 @@
+//! The web UI: server-rendered HTML pages with one small script and one style sheet, both
+//! embedded in the binary (sensors are often offline: no CDN, no build step).
+//!
+//! | route | page |
+//! |---|---|
+//! | the prefix itself | query form |
+//! | `ui/jobs` | jobs table, refreshed from `ui/jobs.json` every second |
+//! | `ui/job/<id>` | one job: state, per-sensor progress and events (polling `status/<id>`), "Get PCAP", curl and Wireshark command lines |
+//! | `ui/sensors` | each sensor's health and oldest data, spool free space |
+//! | `ui/app.js`, `ui/style.css` | the assets |
+//!
+//! Invariants: every link is relative (each page knows its depth below the prefix and
+//! prefixes links with `root`), so the UI works under any prefix and behind any proxy; every
+//! value from a request, a job or the configuration is HTML-escaped; there is no inline
+//! script or style, so the CSP ([`super::front::CSP`]) can forbid them. The form posts JSON
+//! to the API's own `q` route, so the UI has no second query parser: a field error comes back
+//! as the API's `{"clause": ...}` and the script shows it next to that field.
+
+use std::sync::Arc;
+
+use http::{header, Response, StatusCode};
+
+use super::api::{job_json, rfc3339, stats};
+use super::{full, json, AppState, Body};
+use crate::jobs::State;
+use crate::query::JobId;
+
+const APP_JS: &str = include_str!("assets/app.js");
+const STYLE_CSS: &str = include_str!("assets/style.css");
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn page(root: &str, title: &str, user: Option<&str>, main: &str) -> Response<Body> {
+    let who = user
+        .map(|u| format!("<span class=\"user\">{}</span>", esc(u)))
+        .unwrap_or_default();
+    let body = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} · Docket</title><link rel=\"stylesheet\" href=\"{root}ui/style.css\">\
+         <script src=\"{root}ui/app.js\" defer></script></head>\n\
+         <body data-root=\"{root}\"><header><a class=\"brand\" href=\"{root}\">Docket</a>\
+         <nav><a href=\"{root}\">Query</a> <a href=\"{root}ui/jobs\">Jobs</a> \
+         <a href=\"{root}ui/sensors\">Sensors</a></nav>{who}</header>\n<main>\n<h1>{t}</h1>\n{main}\n</main></body></html>\n",
+        t = esc(title),
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(full(body))
+        .expect("valid response")
+}
+
+fn not_found(root: &str, user: Option<&str>, what: &str) -> Response<Body> {
+    let mut r = page(root, "Not found", user, &format!("<p>{}</p>", esc(what)));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+fn asset(body: &'static str, ctype: &'static str) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, ctype)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(full(body))
+        .expect("valid response")
+}
+
+/// Routes a UI request: `segs` are the path segments under the prefix.
+pub async fn handle(state: &Arc<AppState>, segs: &[&str], user: Option<&str>) -> Response<Body> {
+    match segs {
+        [] => query_page(state, user).await,
+        ["ui", "app.js"] => asset(APP_JS, "text/javascript; charset=utf-8"),
+        ["ui", "style.css"] => asset(STYLE_CSS, "text/css; charset=utf-8"),
+        ["ui", "jobs"] => jobs_page(state, user),
+        ["ui", "jobs.json"] => json(StatusCode::OK, &jobs_json(state)),
+        ["ui", "job", id] => match id.parse::<JobId>() {
+            Ok(id) => job_page(state, &id, user),
+            Err(_) => not_found("../../", user, "not a job id"),
+        },
+        ["ui", "sensors"] => sensors_page(state, user).await,
+        _ => not_found(
+            &"../".repeat(segs.len().saturating_sub(1)),
+            user,
+            "no such page",
+        ),
+    }
+}
+
+/// A field with its error slot (filled by the script from the API's `clause`).
+fn field(name: &str, label: &str, input: &str, hint: &str) -> String {
+    format!(
+        "<div class=\"field\" id=\"field-{name}\"><label for=\"f-{name}\">{label}</label>{input}\
+         <span class=\"hint\">{hint}</span><span class=\"err\" id=\"err-{name}\" role=\"alert\"></span></div>\n"
+    )
+}
+
+fn text_input(name: &str, placeholder: &str) -> String {
+    format!("<input type=\"text\" id=\"f-{name}\" name=\"{name}\" placeholder=\"{placeholder}\" autocomplete=\"off\">")
+}
+
+async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
+    let mut sensors = String::new();
+    // Each upstream's data availability (sensors asked concurrently, briefly).
+    let st = stats(state, &[]).await;
+    for u in state.registry.upstreams() {
+        let oldest = st[u.name()]["oldest_timestamp"]
+            .as_str()
+            .unwrap_or("no data yet")
+            .to_owned();
+        sensors.push_str(&format!(
+            "<label class=\"check\"><input type=\"checkbox\" name=\"sensor\" value=\"{n}\"> {n} \
+             <span class=\"hint\">oldest data: {o}</span></label>\n",
+            n = esc(u.name()),
+            o = esc(&oldest)
+        ));
+    }
+    let units = "<option value=\"m\">minutes</option><option value=\"h\">hours</option>\
+                 <option value=\"d\">days</option>";
+    let mut f = String::new();
+    f.push_str("<form id=\"query\" method=\"post\" action=\"q\" novalidate>\n");
+    f.push_str(
+        "<fieldset><legend>Time</legend>\
+         <label class=\"check\"><input type=\"radio\" name=\"timemode\" value=\"relative\" id=\"mode-relative\" checked> relative</label> \
+         <label class=\"check\"><input type=\"radio\" name=\"timemode\" value=\"absolute\" id=\"mode-absolute\"> absolute</label>\n",
+    );
+    f.push_str(&field(
+        "after-ago",
+        "Last",
+        &format!(
+            "<input type=\"number\" min=\"0\" id=\"f-after-ago\" name=\"after-ago\" value=\"20\">\
+             <select id=\"f-after-ago-unit\" name=\"after-ago-unit\">{units}</select>"
+        ),
+        "up to now (relative)",
+    ));
+    f.push_str(&field(
+        "after",
+        "After",
+        "<input type=\"datetime-local\" step=\"1\" id=\"f-after\" name=\"after\">",
+        "absolute, your browser's time zone",
+    ));
+    f.push_str(&field(
+        "before",
+        "Before",
+        "<input type=\"datetime-local\" step=\"1\" id=\"f-before\" name=\"before\">",
+        "absolute (empty: now)",
+    ));
+    f.push_str("</fieldset>\n<fieldset><legend>Match</legend>\n");
+    f.push_str(&field(
+        "host",
+        "Hosts",
+        &text_input("host", "10.0.0.1 2001:db8::1"),
+        "several: separate with spaces or commas",
+    ));
+    f.push_str(&field(
+        "net",
+        "Networks",
+        &text_input("net", "10.0.0.0/8"),
+        "address/prefix, several allowed",
+    ));
+    f.push_str(&field(
+        "port",
+        "Ports",
+        &text_input("port", "443 53"),
+        "several allowed",
+    ));
+    f.push_str(&field(
+        "proto-name",
+        "Protocol",
+        "<select id=\"f-proto-name\" name=\"proto-name\"><option value=\"\">any</option>\
+         <option>tcp</option><option>udp</option><option>icmp</option></select>",
+        "",
+    ));
+    f.push_str(&field(
+        "bpf",
+        "BPF",
+        &text_input("bpf", "tcp[tcpflags] & tcp-syn != 0"),
+        "optional tcpdump expression, AND-ed with the rest",
+    ));
+    f.push_str("</fieldset>\n<fieldset><legend>Sensors</legend>\n");
+    f.push_str(&format!(
+        "<div class=\"field\" id=\"field-sensor\">{sensors}<span class=\"hint\">none ticked: all</span>\
+         <span class=\"err\" id=\"err-sensor\" role=\"alert\"></span></div>\n"
+    ));
+    f.push_str("</fieldset>\n<fieldset><legend>Limits</legend>\n");
+    f.push_str(&field(
+        "limit-packets",
+        "Packets",
+        &text_input("limit-packets", "100000"),
+        "",
+    ));
+    f.push_str(&field(
+        "limit-bytes",
+        "Bytes",
+        &text_input("limit-bytes", "500MB"),
+        "",
+    ));
+    f.push_str(&field(
+        "format",
+        "Format",
+        "<select id=\"f-format\" name=\"format\"><option value=\"\">pcap (pcapng if needed)</option>\
+         <option value=\"pcapng\">pcapng</option></select>",
+        "",
+    ));
+    f.push_str(
+        "</fieldset>\n<p class=\"err\" id=\"err-form\" role=\"alert\"></p>\n\
+         <button type=\"submit\" id=\"submit\">Submit</button> <button type=\"reset\">Reset</button>\n</form>\n",
+    );
+    page("./", "Query", user, &f)
+}
+
+fn state_has_capture(s: State) -> bool {
+    matches!(s, State::Running | State::Completed | State::Partial)
+}
+
+/// The jobs table's rows, newest first.
+fn jobs_json(state: &AppState) -> serde_json::Value {
+    let mut jobs = state.registry.all();
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
+    let v: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            let s = j.status();
+            serde_json::json!({
+                "id": j.id.to_string(),
+                "time": rfc3339(j.created),
+                "user": state.requester(&j.id),
+                "query": j.query.stenographer(),
+                "state": s.state,
+                "packets": s.packets,
+                "bytes": s.bytes,
+                "capture": state_has_capture(s.state),
+            })
+        })
+        .collect();
+    serde_json::json!(v)
+}
+
+fn jobs_page(state: &AppState, user: Option<&str>) -> Response<Body> {
+    let mut rows = String::new();
+    if let serde_json::Value::Array(jobs) = jobs_json(state) {
+        for j in jobs {
+            let s = |k: &str| j[k].as_str().unwrap_or("").to_owned();
+            let id = s("id");
+            let get = if j["capture"].as_bool().unwrap_or(false) {
+                format!("<a class=\"button\" href=\"../{id}/merged.pcap\">Get PCAP</a>")
+            } else {
+                String::new()
+            };
+            rows.push_str(&format!(
+                "<tr><td>{t}</td><td><a href=\"job/{id}\">{short}</a></td><td>{u}</td><td><code>{q}</code></td>\
+                 <td class=\"state\">{st}</td><td>{b}</td><td>{get}</td></tr>\n",
+                t = esc(&s("time")),
+                short = esc(id.get(..8).unwrap_or(&id)),
+                u = esc(&s("user")),
+                q = esc(&s("query")),
+                st = esc(&s("state")),
+                b = j["bytes"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    let main = format!(
+        "<table id=\"jobs\"><thead><tr><th>Time</th><th>Job</th><th>User</th><th>Query</th>\
+         <th>State</th><th>Bytes</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+    );
+    page("../", "Jobs", user, &main)
+}
+
+fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> {
+    let Some(job) = state.registry.get(id) else {
+        return not_found("../../", user, "no such job (it may have expired)");
+    };
+    let j = job_json(state, &job);
+    let s = job.status();
+    let mut ups = String::new();
+    for u in &s.upstreams {
+        ups.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.name),
+            esc(u.state),
+            u.packets,
+            u.bytes,
+            esc(u.error.as_deref().unwrap_or(""))
+        ));
+    }
+    let mut evs = String::new();
+    for e in &s.events {
+        evs.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:?}</td></tr>",
+            esc(&e.datetime),
+            esc(&e.name),
+            esc(&e.msg),
+            e.state
+        ));
+    }
+    let pcap_rel = format!("q/{}/pcap", job.query.to_path());
+    let main = format!(
+        "<section id=\"job\" data-id=\"{id}\" data-pcap=\"{pcap}\" data-user=\"{u}\">\n\
+         <p>Query: <code>{q}</code></p>\n\
+         <p>State: <strong id=\"state\">{st:?}</strong> · <span id=\"packets\">{pk}</span> packets, \
+         <span id=\"bytes\">{by}</span> bytes</p>\n\
+         <p><a class=\"button\" id=\"get-pcap\" href=\"../../{id}/merged.pcap\">Get PCAP</a> \
+         <span class=\"hint\">streams while the job runs</span></p>\n\
+         <h2>Command line</h2>\n\
+         <p>curl: <code id=\"curl\" class=\"copy\">curl -N {ua}-o {id}.pcap '{rel}'</code> \
+         <button type=\"button\" class=\"copy-button\" data-target=\"curl\">Copy</button></p>\n\
+         <p>Wireshark: <code id=\"wireshark\" class=\"copy\">curl -sN {ua}'{rel}' | wireshark -k -i -</code> \
+         <button type=\"button\" class=\"copy-button\" data-target=\"wireshark\">Copy</button></p>\n\
+         <h2>Sensors</h2>\n<table id=\"upstreams\"><thead><tr><th>Sensor</th><th>State</th><th>Packets</th>\
+         <th>Bytes</th><th>Error</th></tr></thead><tbody>{ups}</tbody></table>\n\
+         <h2>Events</h2>\n<table id=\"events\"><thead><tr><th>Time</th><th>Name</th><th>Message</th>\
+         <th>State</th></tr></thead><tbody>{evs}</tbody></table>\n</section>",
+        id = id,
+        pcap = esc(&pcap_rel),
+        u = esc(user.unwrap_or("")),
+        q = esc(j["query"].as_str().unwrap_or("")),
+        st = s.state,
+        pk = s.packets,
+        by = s.bytes,
+        ua = user
+            .map(|u| format!("-u '{}' ", esc(&u.replace('\'', "'\\''"))))
+            .unwrap_or_default(),
+        // Made absolute by the script from the page's own address.
+        rel = esc(&format!("{}{pcap_rel}", state.config.prefix)),
+    );
+    page(
+        "../../",
+        &format!("Job {}", &id.to_string()[..8]),
+        user,
+        &main,
+    )
+}
+
+async fn sensors_page(state: &AppState, user: Option<&str>) -> Response<Body> {
+    let st = stats(state, &[]).await;
+    let mut rows = String::new();
+    for u in state.registry.upstreams() {
+        let s = &st[u.name()];
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(u.name()),
+            esc(s["kind"].as_str().unwrap_or("")),
+            if s["up"].as_bool().unwrap_or(false) {
+                "up"
+            } else {
+                "down"
+            },
+            esc(s["oldest_timestamp"].as_str().unwrap_or("no data yet")),
+        ));
+    }
+    let free = state.registry.spool().free_bytes();
+    let main = format!(
+        "<table id=\"sensors\"><thead><tr><th>Sensor</th><th>Kind</th><th>Health</th><th>Oldest data</th></tr></thead>\
+         <tbody>{rows}</tbody></table>\n<h2>Spool</h2>\n<p>Free space: <span id=\"spool-free\">{free}</span> bytes \
+         ({gib:.1} GiB); jobs known: {n}.</p>",
+        gib = free as f64 / (1u64 << 30) as f64,
+        n = state.registry.all().len(),
+    );
+    page("../", "Sensors", user, &main)
+}
