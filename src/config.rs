@@ -499,6 +499,24 @@ impl Config {
             if s.connect_timeout == 0 || s.first_byte_timeout == 0 || s.idle_timeout == 0 {
                 return Err(invalid(&key, "timeouts must be at least 1 second".into()));
             }
+            let month = 30 * 86_400;
+            if [
+                s.connect_timeout,
+                s.first_byte_timeout,
+                s.idle_timeout,
+                s.total_timeout,
+                s.server_limit,
+                s.stats_timeout,
+                s.slack,
+            ]
+            .iter()
+            .any(|&t| t > month)
+            {
+                return Err(invalid(
+                    &key,
+                    "timeouts and slack must be at most 30 days".into(),
+                ));
+            }
             stenographer.push(Stenographer {
                 name: s.name.clone(),
                 host: s.host.clone(),

@@ -359,16 +359,18 @@ async fn capture<B>(state: &AppState, job: Arc<Job>, req: &Request<B>) -> Respon
             return gone("the capture was removed from the spool; ask again to run the job again");
         }
         // Queued, or between its part file and its final name: wait for the spool to move.
-        if progress.changed().await.is_err() {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the job vanished",
-                None,
-                None,
-            );
+        // Not every change is published there (a job ending, a switch to direct streaming):
+        // look again at least every 50 ms.
+        tokio::select! {
+            _ = progress.changed() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
         }
     }
 }
+
+/// How long a client of a job streaming without a spool may take nothing before it is cut
+/// off (it paces the job and every other client).
+const DIRECT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn follow(job: Arc<Job>, file: Option<std::fs::File>) -> Response<Body> {
     let (mut tx, body) = http_body_util::channel::Channel::<
@@ -377,13 +379,28 @@ fn follow(job: Arc<Job>, file: Option<std::fs::File>) -> Response<Body> {
     >::new(BODY_CHUNKS);
     let mut follower = spool::Follower::new(file, job.feed());
     let id = job.id;
+    let feed = Arc::clone(job.feed());
     tokio::spawn(async move {
         loop {
             match follower.next().await {
                 Ok(chunk) => {
-                    if tx.send_data(chunk).await.is_err() {
-                        // The client went away; the job goes on filling the spool.
-                        return;
+                    // Without a spool the slowest client paces the job: one that stops reading
+                    // altogether is cut off rather than holding every other client (and the
+                    // job's slot) forever.
+                    let budget = if feed.is_direct() {
+                        DIRECT_STALL
+                    } else {
+                        std::time::Duration::MAX
+                    };
+                    match tokio::time::timeout(budget, tx.send_data(chunk)).await {
+                        Ok(Ok(())) => {}
+                        // The client went away; the job goes on without it.
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            tracing::info!(job = %id, "a client stalled a direct stream; cut off");
+                            tx.abort("client stalled".into());
+                            return;
+                        }
                     }
                 }
                 Err(FollowEnd::Complete) => return,

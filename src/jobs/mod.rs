@@ -684,13 +684,23 @@ impl Registry {
         // later hits.
         job.feed.finish(if cancelled_by_user {
             Err("cancelled".into())
+        } else if failed > 0 && failed == inputs.len() {
+            // A header-only capture must not look like a clean "no packets" answer.
+            Err("every upstream failed".into())
         } else {
             Ok(())
         });
         let stage = match sink.writer.take() {
             Some(w) if !cancelled_by_user => {
-                self.spool.mark_partial(&job.id.to_string(), failed > 0);
+                // The marker goes before the rename and leaves only after a complete one: a
+                // crash in between errs on the side of running the job again.
+                if failed > 0 {
+                    self.spool.mark_partial(&job.id.to_string(), true);
+                }
                 let stage = w.finish().await;
+                if failed == 0 && stage == Stage::Complete {
+                    self.spool.mark_partial(&job.id.to_string(), false);
+                }
                 // The file holds what it holds (all of it, if complete): the feed lets go.
                 job.feed.written(job.progress.borrow().len);
                 stage

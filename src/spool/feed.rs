@@ -181,11 +181,16 @@ impl Feed {
             .values()
             .copied()
             .min();
-        self.window.send_if_modified(|w| {
-            if w.outcome.is_none() {
-                return false;
+        self.window.send_if_modified(|w| match w.outcome {
+            None => false,
+            // Nobody can read a failed capture: drop it all.
+            Some(Err(_)) => {
+                let had = !w.chunks.is_empty();
+                w.chunks.clear();
+                w.start = w.end;
+                had
             }
-            w.evict(min_reader, 0).0
+            Some(Ok(())) => w.evict(min_reader, 0).0,
         });
     }
 

@@ -173,12 +173,53 @@ impl SensorVerifier {
         if !leaf.validity().is_valid_at(now) {
             return Err(bad(CertificateError::Expired));
         }
-        if leaf.is_ca() {
-            return Err(other("the sensor presented a CA certificate".into()));
+        // What webpki would refuse anyway stays refused here: a CA as leaf (or unreadable
+        // constraints), a certificate not meant for servers, an unknown critical extension,
+        // inner and outer signature algorithms that differ, SHA-1 or MD5 signatures.
+        match leaf.basic_constraints() {
+            Ok(None) => {}
+            Ok(Some(bc)) if !bc.value.ca => {}
+            _ => return Err(other("the sensor presented a CA certificate".into())),
+        }
+        match leaf.extended_key_usage() {
+            Ok(None) => {}
+            Ok(Some(eku)) if eku.value.server_auth || eku.value.any => {}
+            _ => return Err(other("the certificate is not for TLS servers".into())),
+        }
+        if leaf.extensions().iter().any(|e| {
+            e.critical
+                && matches!(
+                    e.parsed_extension(),
+                    x509_parser::extensions::ParsedExtension::UnsupportedExtension { .. }
+                )
+        }) {
+            return Err(other(
+                "the certificate has an unknown critical extension".into(),
+            ));
+        }
+        let alg = &leaf.signature_algorithm;
+        if *alg != leaf.tbs_certificate.signature {
+            return Err(bad(CertificateError::BadSignature));
+        }
+        const WEAK: [&str; 4] = [
+            "1.2.840.113549.1.1.4", // md5WithRSAEncryption
+            "1.2.840.113549.1.1.5", // sha1WithRSAEncryption
+            "1.2.840.10045.4.1",    // ecdsa-with-SHA1
+            "1.2.840.10040.4.3",    // dsa-with-sha1
+        ];
+        if WEAK.contains(&alg.algorithm.to_id_string().as_str()) {
+            return Err(other("the certificate is signed with MD5 or SHA-1".into()));
         }
         let issued_by_ca = self.cas.iter().any(|der| {
             X509Certificate::from_der(der).is_ok_and(|(_, ca)| {
-                ca.subject().as_raw() == leaf.issuer().as_raw()
+                let is_ca = ca.is_ca() || ca.version() == x509_parser::x509::X509Version::V1;
+                let strong = ca.public_key().parsed().is_ok_and(|k| match k {
+                    x509_parser::public_key::PublicKey::RSA(rsa) => rsa.key_size() >= 2048,
+                    _ => true,
+                });
+                is_ca
+                    && strong
+                    && ca.subject().as_raw() == leaf.issuer().as_raw()
                     && ca.validity().is_valid_at(now)
                     && leaf.verify_signature(Some(ca.public_key())).is_ok()
             })

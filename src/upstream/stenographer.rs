@@ -145,9 +145,11 @@ impl Sensor {
     /// Connects and completes the TLS handshake within `connect_timeout`, and returns an
     /// HTTP/1.1 sender whose connection runs on its own task.
     async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>, Error> {
+        // One budget for both steps.
         let budget = self.config.connect_timeout;
-        let addr = format!("{}:{}", self.config.host, self.config.port);
-        let tcp = tokio::time::timeout(budget, tokio::net::TcpStream::connect(&addr))
+        let deadline = tokio::time::Instant::now() + budget;
+        let addr = self.url().trim_start_matches("https://").to_owned();
+        let tcp = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(&addr))
             .await
             .map_err(|_| Error::Timeout {
                 phase: "connect",
@@ -158,13 +160,14 @@ impl Sensor {
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
-        let tls = tokio::time::timeout(budget, self.tls.connect(self.server_name.clone(), tcp))
-            .await
-            .map_err(|_| Error::Timeout {
-                phase: "TLS handshake",
-                after: budget,
-            })?
-            .map_err(|e| Error::Tls(e.to_string()))?;
+        let tls =
+            tokio::time::timeout_at(deadline, self.tls.connect(self.server_name.clone(), tcp))
+                .await
+                .map_err(|_| Error::Timeout {
+                    phase: "TLS handshake",
+                    after: budget,
+                })?
+                .map_err(|e| Error::Tls(e.to_string()))?;
         let (send, conn) = http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| http_error(&e))?;
@@ -214,10 +217,10 @@ impl Sensor {
     }
 
     fn build(&self, method: Method, path: &str) -> http::request::Builder {
-        Request::builder().method(method).uri(path).header(
-            header::HOST,
-            format!("{}:{}", self.config.host, self.config.port),
-        )
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.url().trim_start_matches("https://"))
     }
 
     async fn answer(
@@ -227,7 +230,10 @@ impl Sensor {
         tx: &mpsc::Sender<Message>,
     ) -> Result<(), Error> {
         let started = Instant::now();
-        let deadline = self.config.total_timeout.map(|t| started + t);
+        let deadline = self
+            .config
+            .total_timeout
+            .and_then(|t| started.checked_add(t));
         let text = query.stenographer_widened(self.config.slack);
         // The sensor counts packets outside the exact window (its slack, ours) towards a
         // limit, and a post-filtered sensor would count packets Docket drops: forward limits
@@ -246,16 +252,7 @@ impl Sensor {
         let req = req
             .body(Full::new(Bytes::from(text)))
             .map_err(|e| http_error(&e))?;
-        let work = self.stream(req, query, tx);
-        let received = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), work)
-                .await
-                .map_err(|_| Error::Timeout {
-                    phase: "whole answer",
-                    after: self.config.total_timeout.unwrap_or_default(),
-                })??,
-            None => work.await?,
-        };
+        let received = self.stream(req, query, tx, deadline).await?;
         if started.elapsed() + CUTOFF_MARGIN >= self.config.server_limit {
             let _ = tx
                 .send(Message::Warning(format!(
@@ -278,13 +275,32 @@ impl Sensor {
 
     /// Sends the request and feeds the response body, frame by frame, through the reader and
     /// the gate into `tx`. Returns how many packets the sensor sent (before gating).
+    ///
+    /// The total budget (`deadline`) counts only time spent waiting for the sensor, not time
+    /// spent waiting for the merge to take packets (a slow client of a direct stream, a slower
+    /// sibling upstream): back-pressure must not fail a healthy sensor.
     async fn stream(
         &self,
         req: Request<Full<Bytes>>,
         query: &Query,
         tx: &mpsc::Sender<Message>,
+        deadline: Option<Instant>,
     ) -> Result<u64, Error> {
-        let mut body = self.request(req).await?.into_body();
+        let total = || Error::Timeout {
+            phase: "whole answer",
+            after: self.config.total_timeout.unwrap_or_default(),
+        };
+        let mut waited = Duration::ZERO;
+        let started = Instant::now();
+        let head = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), self.request(req))
+                .await
+                .map_err(|_| total())??,
+            None => self.request(req).await?,
+        };
+        waited += started.elapsed();
+        let budget = deadline.map(|d| d.saturating_duration_since(started));
+        let mut body = head.into_body();
         let mut out = Stream {
             reader: Reader::new(),
             gate: Gate::new(query),
@@ -293,12 +309,23 @@ impl Sensor {
             received: 0,
         };
         loop {
-            let frame = tokio::time::timeout(self.config.idle_timeout, body.frame())
-                .await
-                .map_err(|_| Error::Timeout {
-                    phase: "idle (no data)",
-                    after: self.config.idle_timeout,
-                })?;
+            let left = budget.map(|b| b.saturating_sub(waited));
+            let wait = left.map_or(self.config.idle_timeout, |l| {
+                l.min(self.config.idle_timeout)
+            });
+            let asked = Instant::now();
+            let frame = tokio::time::timeout(wait, body.frame()).await;
+            waited += asked.elapsed();
+            let frame = match frame {
+                Ok(f) => f,
+                Err(_) if left.is_some_and(|l| l < self.config.idle_timeout) => return Err(total()),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        phase: "idle (no data)",
+                        after: self.config.idle_timeout,
+                    })
+                }
+            };
             match frame {
                 Some(Ok(f)) => {
                     if let Ok(data) = f.into_data() {
