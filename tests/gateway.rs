@@ -357,14 +357,7 @@ fn a_full_disk_mid_job_streams_on_to_the_client_and_leaves_no_file() {
     let work = TempDir::new().unwrap();
     let server = Server::start_in(dir, &[("bulk", corpus().join("bulk"))], "");
     let (after, before) = ("2023-06-01T12:00:00Z", "2023-06-01T12:20:00Z");
-    let expected = oracle(
-        &[corpus().join("bulk")],
-        "",
-        epoch(after),
-        epoch(before),
-        work.path(),
-    )
-    .unwrap();
+    let expected = bulk_oracle(after, before, work.path());
     let path = format!("q/after/{after}/before/{before}");
     // The disk fills after 1 MiB: the client attached still gets the whole capture.
     let (code, body) = server.get(&format!("{path}/pcap"), &[]);
@@ -402,14 +395,7 @@ fn without_a_spool_clients_get_the_stream_and_nothing_is_kept() {
     let work = TempDir::new().unwrap();
     let server = Server::start(&[("bulk", corpus().join("bulk"))], "spool = false");
     let (after, before) = ("2023-06-01T00:00:00Z", "2023-06-02T00:00:00Z");
-    let expected = oracle(
-        &[corpus().join("bulk")],
-        "",
-        epoch(after),
-        epoch(before),
-        work.path(),
-    )
-    .unwrap();
+    let expected = bulk_oracle(after, before, work.path());
     let url = server.url(&format!("q/after/{after}/before/{before}/pcap"));
     // A slow client (it paces the job) and, a moment later, a fast one: either joins or gets
     // a job of its own (once the first bytes have left the feed); both get everything.
@@ -632,14 +618,7 @@ fn a_joiner_mid_job_gets_the_whole_capture_from_byte_0() {
     let work = TempDir::new().unwrap();
     let server = Server::start(&[("bulk", corpus().join("bulk"))], "");
     let (after, before) = ("2023-06-01T00:00:00Z", "2023-06-02T00:00:00Z");
-    let expected = oracle(
-        &[corpus().join("bulk")],
-        "",
-        epoch(after),
-        epoch(before),
-        work.path(),
-    )
-    .unwrap();
+    let expected = bulk_oracle(after, before, work.path());
     let path = format!("q/after/{after}/before/{before}");
     // A slow first client; the job itself is not paced by it (the spool takes the capture).
     let first_out = work.path().join("first.pcap");
@@ -669,4 +648,16 @@ fn a_joiner_mid_job_gets_the_whole_capture_from_byte_0() {
     assert!(first.wait().unwrap().success());
     assert_same_packets(&first_out, &expected, "first client");
     assert_eq!(server.json("jobs").as_array().unwrap().len(), 1, "one job");
+}
+
+/// The whole bulk directory in `[after, before)` (RFC 3339), by the oracle.
+fn bulk_oracle(after: &str, before: &str, work: &Path) -> PathBuf {
+    oracle(
+        &[corpus().join("bulk")],
+        "",
+        epoch(after),
+        epoch(before),
+        work,
+    )
+    .expect("the bulk trace has packets in the window")
 }
