@@ -230,10 +230,6 @@ impl Sensor {
         tx: &mpsc::Sender<Message>,
     ) -> Result<(), Error> {
         let started = Instant::now();
-        let deadline = self
-            .config
-            .total_timeout
-            .and_then(|t| started.checked_add(t));
         let text = query.stenographer_widened(self.config.slack);
         // The sensor counts packets outside the exact window (its slack, ours) towards a
         // limit, and a post-filtered sensor would count packets Docket drops: forward limits
@@ -252,7 +248,7 @@ impl Sensor {
         let req = req
             .body(Full::new(Bytes::from(text)))
             .map_err(|e| http_error(&e))?;
-        let received = self.stream(req, query, tx, deadline).await?;
+        let received = self.stream(req, query, tx).await?;
         if started.elapsed() + CUTOFF_MARGIN >= self.config.server_limit {
             let _ = tx
                 .send(Message::Warning(format!(
@@ -284,22 +280,21 @@ impl Sensor {
         req: Request<Full<Bytes>>,
         query: &Query,
         tx: &mpsc::Sender<Message>,
-        deadline: Option<Instant>,
     ) -> Result<u64, Error> {
+        let budget = self.config.total_timeout;
         let total = || Error::Timeout {
             phase: "whole answer",
-            after: self.config.total_timeout.unwrap_or_default(),
+            after: budget.unwrap_or_default(),
         };
-        let mut waited = Duration::ZERO;
         let started = Instant::now();
-        let head = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), self.request(req))
+        let head = match budget {
+            Some(b) => tokio::time::timeout(b, self.request(req))
                 .await
                 .map_err(|_| total())??,
             None => self.request(req).await?,
         };
-        waited += started.elapsed();
-        let budget = deadline.map(|d| d.saturating_duration_since(started));
+        // Time spent waiting on the sensor, against `budget`.
+        let mut waited = started.elapsed();
         let mut body = head.into_body();
         let mut out = Stream {
             reader: Reader::new(),
