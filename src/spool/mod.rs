@@ -172,8 +172,9 @@ impl Spool {
         self.dir.join(format!("{name}.partial"))
     }
 
-    /// Records whether the file about to be completed for `name` is partial. Called before the
-    /// rename, so a crash in between errs on the side of running the job again.
+    /// Marks `name`'s file as partial (before its rename) or clears the mark (only after a
+    /// complete rename of a whole result), so that a crash in between errs on the side of
+    /// running the job again.
     pub fn mark_partial(&self, name: &str, partial: bool) {
         let m = self.partial_marker(name);
         if partial {
