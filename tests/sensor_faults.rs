@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::pki::{self, Pair};
+use common::front::{Ca, KeyKind};
 use common::server::{assert_same_packets, oracle, rand_suffix, Server};
 use common::{corpus, first_line, run_ok};
 use tempfile::TempDir;
@@ -105,20 +105,27 @@ fn local_dir(work: &Path) -> PathBuf {
     d
 }
 
+/// A certificate and its key (PEM files).
+struct Pair {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
 struct Pki {
-    ca: Pair,
+    ca: Ca,
     server: Pair,
     client: Pair,
-    other_ca: Pair,
+    other_ca: Ca,
     other_client: Pair,
 }
 
 fn pki(dir: &Path) -> Pki {
-    let ca = pki::ca(dir, "fault-ca");
-    let server = pki::leaf(dir, &ca, "server", "127.0.0.1", Some("IP:127.0.0.1"));
-    let client = pki::leaf(dir, &ca, "client", "docket", None);
-    let other_ca = pki::ca(dir, "other-ca");
-    let other_client = pki::leaf(dir, &other_ca, "other-client", "docket", None);
+    let pair = |(cert, key)| Pair { cert, key };
+    let ca = Ca::new(dir, "fault");
+    let server = pair(ca.issue("server", "127.0.0.1", true, KeyKind::EcSec1));
+    let client = pair(ca.issue("client", "docket", false, KeyKind::EcSec1));
+    let other_ca = Ca::new(dir, "other");
+    let other_client = pair(other_ca.issue("other-client", "docket", false, KeyKind::EcSec1));
     Pki {
         ca,
         server,

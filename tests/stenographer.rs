@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::pki;
+use common::front::Ca;
 use common::server::{assert_same_packets, rand_suffix, Server};
 use common::{corpus, run_ok, tshark_packets};
 use tempfile::TempDir;
@@ -447,7 +447,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
 
     // One sensor known under a wrong CA, one that is not running at all: partial, each with
     // its reason, and the client gets exactly sensor a's answer.
-    let other = pki::ca(work.path(), "unrelated-ca");
+    let other = Ca::new(work.path(), "unrelated");
     let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 pub mod front;
-pub mod pki;
 pub mod server;
 
 use std::path::{Path, PathBuf};
