@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::corpus;
-use common::front::{next, tls_server, write_htpasswd, Ca, Front, KeyKind, USERS};
+use common::front::{tls_server, write_htpasswd, Ca, Front, KeyKind, USERS};
 use tempfile::TempDir;
 
 /// A syntactically valid job id that no job has.
@@ -502,7 +502,7 @@ fn sighup_reloads_the_certificate_without_dropping_a_live_stream() {
 
 /// A new server certificate (CN=reloaded) signed by the test's server CA in `pki`.
 fn reissue(pki: &std::path::Path) -> (PathBuf, PathBuf) {
-    let stem = format!("reloaded-{}", next());
+    let stem = format!("reloaded-{}", common::server::rand_suffix());
     let key = pki.join(format!("{stem}.key"));
     let csr = pki.join(format!("{stem}.csr"));
     let cert = pki.join(format!("{stem}.pem"));

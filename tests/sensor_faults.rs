@@ -188,10 +188,7 @@ fn every_fault_fails_only_its_sensor_and_the_rest_still_merge() {
         &tables,
     );
     let path = format!("q/after/{AFTER}/before/{BEFORE}/pcap");
-    let (code, body) = server.get(&path, &[]);
-    assert_eq!(code, 200);
-    let ours = work.path().join("ours.pcap");
-    std::fs::write(&ours, &body).unwrap();
+    let ours = server.fetch(&path, work.path());
 
     // What the client got: the local directory, plus the whole records the stalled, dying
     // and corrupting sensors sent before their fault — in configuration order for ties.
@@ -267,10 +264,7 @@ fn a_healthy_sensor_mixes_with_a_local_directory_and_raw_bpf_is_applied_by_docke
         .replace('[', "%5B")
         .replace(']', "%5D");
     let path = format!("q/after/{AFTER}/before/{BEFORE}/bpf/{enc}/pcap");
-    let (code, body) = server.get(&path, &[]);
-    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
-    let ours = work.path().join("ours.pcap");
-    std::fs::write(&ours, &body).unwrap();
+    let ours = server.fetch(&path, work.path());
     // The sensor ignores the query and sends everything (as one that cannot evaluate the
     // expression would): tcpdump with the same filter over both files is the oracle.
     let sensor_dir = work.path().join("sensor");

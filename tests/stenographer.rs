@@ -350,10 +350,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
     ];
     for (url, steno, filter) in queries {
         let path = format!("q/after/{after}/before/{before}/{url}/pcap");
-        let (code, body) = server.get(&path, &[]);
-        assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
-        let ours = work.path().join(format!("ours-{}.pcap", rand_suffix()));
-        std::fs::write(&ours, &body).unwrap();
+        let ours = server.fetch(&path, work.path());
         match expected(&[a, b], steno, after, before, work.path()) {
             Some(e) => assert_same_packets(&ours, &e, url),
             None => assert!(tshark_packets(&ours).is_empty(), "{url}: expected nothing"),
@@ -379,10 +376,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         (after, after + 1),
     ] {
         let path = format!("q/after/{from}/before/{to}/pcap");
-        let (code, body) = server.get(&path, &[]);
-        assert_eq!(code, 200);
-        let ours = work.path().join(format!("tight-{}.pcap", rand_suffix()));
-        std::fs::write(&ours, &body).unwrap();
+        let ours = server.fetch(&path, work.path());
         match expected(&[a, b], "", from, to, work.path()) {
             Some(e) => assert_same_packets(&ours, &e, &format!("window {from}..{to}")),
             None => assert!(tshark_packets(&ours).is_empty()),
@@ -399,10 +393,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         ("sensor/a".to_owned(), vec![a]),
     ] {
         let path = format!("q/after/{after}/before/{before}/{url}/pcap");
-        let (code, body) = server.get(&path, &[]);
-        assert_eq!(code, 200, "{url}: {}", String::from_utf8_lossy(&body));
-        let ours = work.path().join(format!("bpf-{}.pcap", rand_suffix()));
-        std::fs::write(&ours, &body).unwrap();
+        let ours = server.fetch(&path, work.path());
         let (clauses, filter) = if url.contains("bpf") {
             ("port 443", bpf)
         } else {
@@ -463,10 +454,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         + &table(&dead, "not-running", None, None);
     let mixed = Server::start_with(TempDir::new().unwrap(), &[], "time_window = 1", &tables);
     let path = format!("q/after/{after}/before/{before}/pcap");
-    let (code, body) = mixed.get(&path, &[]);
-    assert_eq!(code, 200);
-    let ours = work.path().join("mixed.pcap");
-    std::fs::write(&ours, &body).unwrap();
+    let ours = mixed.fetch(&path, work.path());
     assert_same_packets(
         &ours,
         &expected(&[a], "", after, before, work.path()).unwrap(),
@@ -563,10 +551,7 @@ fn stenokeys_certificates_work_and_another_sensors_ca_is_refused() {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (after, before) = (now - 300, now + 2);
     let path = format!("q/after/{after}/before/{before}/pcap");
-    let (code, body) = server.get(&path, &[]);
-    assert_eq!(code, 200);
-    let ours = work.path().join("ours.pcap");
-    std::fs::write(&ours, &body).unwrap();
+    let ours = server.fetch(&path, work.path());
     assert_same_packets(
         &ours,
         &expected(&[a], "", after, before, work.path()).unwrap(),

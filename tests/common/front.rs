@@ -266,7 +266,10 @@ impl Front {
     /// Runs curl on `rest` with `extra` arguments; returns (status, body). Status 0 means curl
     /// got no HTTP answer (e.g. the TLS handshake was refused).
     pub fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        let out = self.dir.path().join(format!("body-{}", next()));
+        let out = self
+            .dir
+            .path()
+            .join(format!("body-{}", super::server::rand_suffix()));
         let o = self
             .curl()
             .arg("-o")
@@ -294,13 +297,6 @@ impl Drop for Front {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A process-unique counter for file names.
-pub fn next() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A TLS server over `locals` with passwords ([`USERS`]), returning it; `extra` adds config.

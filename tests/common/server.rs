@@ -94,6 +94,15 @@ impl Server {
         serde_json::from_slice(&body).unwrap()
     }
 
+    /// GETs a capture (`…/pcap`), requires 200, and keeps it as a file in `dir` for the tools.
+    pub fn fetch(&self, rest: &str, dir: &Path) -> PathBuf {
+        let (code, body) = self.get(rest, &[]);
+        assert_eq!(code, 200, "{rest}: {}", String::from_utf8_lossy(&body));
+        let out = dir.join(format!("fetched-{}.pcap", rand_suffix()));
+        std::fs::write(&out, &body).unwrap();
+        out
+    }
+
     /// The job id of a query path (`q/…` without `/pcap`).
     pub fn job_id(&self, path: &str) -> String {
         self.json(path)["id"]
