@@ -62,16 +62,23 @@ pub struct RawConfig {
     pub max_jobs: usize,
     /// Jobs waiting beyond `max_jobs` before new ones are refused (503). Default 64.
     pub max_queued: usize,
-    /// Seconds since last use after which a spool file is deleted (0: never). Default 172800.
-    pub expire_time: u64,
+    /// Time since last use after which a spool file is deleted (0: never): seconds, or a
+    /// duration such as `"2d"`. Default 2 days.
+    #[serde(deserialize_with = "duration::de")]
+    pub expire_time: Duration,
     /// Free-space target in bytes: cleanup deletes least recently used files until this much is
     /// free (0: off). Default 500 MiB.
     pub expire_space: u64,
     /// Minimum free bytes on the spool's file system to admit a new job (507 below). Default
     /// 200 MiB.
     pub free_bytes: u64,
-    /// Seconds between periodic cleanups. Default 3600.
-    pub cleanup_period: u64,
+    /// Time between periodic cleanups (seconds or `"1h"`). Default 1 hour.
+    #[serde(deserialize_with = "duration::de")]
+    pub cleanup_period: Duration,
+    /// On SIGTERM/SIGINT, how long live streams may take to finish before they are cut at a
+    /// record boundary (seconds or `"30s"`). Default 30 s.
+    #[serde(deserialize_with = "duration::de")]
+    pub shutdown_grace: Duration,
     /// Global cap on a job's result in bytes, whatever the request asks (0: none). Default 0.
     pub limit_bytes: u64,
     /// Global cap on a job's result in packets (0: none). Default 0.
@@ -119,8 +126,9 @@ pub struct RawAuth {
     /// Failed logins from one client address within `failure_window` seconds before it is
     /// refused with 429 until the window ends. Default 10.
     pub max_failures: u32,
-    /// Seconds of the failure window. Default 60.
-    pub failure_window: u64,
+    /// The failure window (seconds or `"1m"`). Default 60 s.
+    #[serde(deserialize_with = "duration::de")]
+    pub failure_window: Duration,
 }
 
 impl Default for RawAuth {
@@ -129,7 +137,7 @@ impl Default for RawAuth {
             htpasswd: None,
             realm: "Docket".into(),
             max_failures: 10,
-            failure_window: 60,
+            failure_window: Duration::from_secs(60),
         }
     }
 }
@@ -146,9 +154,10 @@ pub struct RawAudit {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawHttp {
-    /// Seconds a client has to send its request headers (and finish a TLS handshake) before it
-    /// is cut off. Default 30.
-    pub header_timeout: u64,
+    /// Time a client has to send its request headers (and finish a TLS handshake) before it
+    /// is cut off (seconds or `"30s"`). Default 30 s.
+    #[serde(deserialize_with = "duration::de")]
+    pub header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue. Default 1024.
     pub max_connections: usize,
     /// Proxy addresses whose `X-Forwarded-For` is believed. Default none.
@@ -158,7 +167,7 @@ pub struct RawHttp {
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
-            header_timeout: 30,
+            header_timeout: Duration::from_secs(30),
             max_connections: 1024,
             trusted_proxies: Vec::new(),
         }
@@ -256,10 +265,11 @@ impl Default for RawConfig {
             long_ago: 86_400,
             max_jobs: 4,
             max_queued: 64,
-            expire_time: 172_800,
+            expire_time: Duration::from_secs(172_800),
             expire_space: 500 << 20,
             free_bytes: 200 << 20,
-            cleanup_period: 3600,
+            cleanup_period: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(30),
             limit_bytes: 0,
             limit_packets: 0,
             local: Vec::new(),
@@ -291,14 +301,16 @@ pub struct Config {
     pub max_jobs: usize,
     /// Queue length.
     pub max_queued: usize,
-    /// Spool expiry by age, seconds (0 = off).
-    pub expire_time: u64,
+    /// Spool expiry by age (0 = off).
+    pub expire_time: Duration,
     /// Spool free-space target, bytes (0 = off).
     pub expire_space: u64,
     /// Admission threshold, bytes.
     pub free_bytes: u64,
     /// Cleanup period, seconds.
-    pub cleanup_period: u64,
+    pub cleanup_period: Duration,
+    /// How long live streams may finish after a stop signal.
+    pub shutdown_grace: Duration,
     /// Global result caps (0 = none).
     pub limit_bytes: u64,
     /// Global result caps (0 = none).
@@ -314,7 +326,7 @@ pub struct Config {
     /// Audit log file, if configured.
     pub audit_path: Option<PathBuf>,
     /// Header/handshake timeout, seconds (at least 1).
-    pub header_timeout: u64,
+    pub header_timeout: Duration,
     /// Connections served at once (at least 1).
     pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -344,7 +356,7 @@ pub struct AuthConfig {
     /// Failures allowed per window and client address.
     pub max_failures: u32,
     /// Window, seconds.
-    pub failure_window: u64,
+    pub failure_window: Duration,
 }
 
 impl AuthConfig {
@@ -556,7 +568,7 @@ impl Config {
                 "must not contain quotes, backslashes or control characters".into(),
             ));
         }
-        if raw.http.header_timeout == 0 {
+        if raw.http.header_timeout.is_zero() {
             return Err(invalid("http.header_timeout", "must be at least 1".into()));
         }
         if raw.http.max_connections == 0 {
@@ -577,7 +589,7 @@ impl Config {
                 htpasswd: raw.auth.htpasswd.as_deref().map(resolve),
                 realm: raw.auth.realm,
                 max_failures: raw.auth.max_failures,
-                failure_window: raw.auth.failure_window.max(1),
+                failure_window: raw.auth.failure_window.max(Duration::from_secs(1)),
             },
             audit_path: raw.audit.path.as_deref().map(resolve),
             header_timeout: raw.http.header_timeout,
@@ -594,11 +606,61 @@ impl Config {
             expire_time: raw.expire_time,
             expire_space: raw.expire_space,
             free_bytes: raw.free_bytes,
-            cleanup_period: raw.cleanup_period,
+            cleanup_period: raw.cleanup_period.max(Duration::from_secs(1)),
+            shutdown_grace: raw.shutdown_grace,
             limit_bytes: raw.limit_bytes,
             limit_packets: raw.limit_packets,
             local,
             stenographer,
         })
+    }
+}
+
+impl Config {
+    /// The query grammar's part: how times are quantised and defaulted.
+    pub fn query_config(&self) -> crate::query::QueryConfig {
+        crate::query::QueryConfig {
+            time_window_secs: self.time_window,
+            long_ago_secs: self.long_ago,
+        }
+    }
+
+    /// The job registry's part.
+    pub fn jobs(&self) -> crate::jobs::JobsConfig {
+        crate::jobs::JobsConfig {
+            spool: self.spool,
+            free_bytes: self.free_bytes,
+            max_jobs: self.max_jobs,
+            max_queued: self.max_queued,
+            limit_bytes: self.limit_bytes,
+            limit_packets: self.limit_packets,
+            query: self.query_config(),
+        }
+    }
+}
+
+/// Durations in the file: a number of seconds (as every earlier version wrote them) or a
+/// humantime string (`"30s"`, `"2h"`, `"1d 12h"`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{t:?} is not a duration (seconds, or e.g. \"30s\", \"2h\"): {e}"
+                ))
+            }),
+        }
     }
 }

@@ -241,15 +241,39 @@ fn serve(path: &std::path::Path, listen: Option<String>, spool_dir: Option<PathB
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(docket::server::run(config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })) {
+    match runtime.block_on(async { docket::server::run(config, stop_signal()?).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("docket serve: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits the process at once (status
+/// 0: the stop was asked for; jobs it leaves running are marked interrupted at the next start).
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, docket::server::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(docket::server::Error::Serve)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(docket::server::Error::Serve)?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutdown: signal received; a second one exits at once"
+        );
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(signal = name, "shutdown: second signal; exiting now");
+            std::process::exit(0);
+        });
+    })
 }
 
 /// If `fd` is a pipe, asks for a 1 MiB pipe buffer (Linux `F_SETPIPE_SZ`; the default 64 KiB

@@ -2,7 +2,10 @@
 //! indexes the local directories in the background, runs periodic cleanup, binds and serves.
 //! The one line `docket listening on http[s]://ADDR/PREFIX` on standard output says it is ready
 //! (tests wait for it; nothing sleeps). With `[tls]`, SIGHUP reloads the certificate and key
-//! (new handshakes get the new pair; live connections are untouched).
+//! (new handshakes get the new pair; live connections are untouched). When the shutdown
+//! future completes, [`http::serve`] stops accepting and gives live streams their grace, then
+//! the registry stops the jobs still running (recorded as interrupted) and flushes the job
+//! store.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,7 +56,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => None,
     };
     let spool = Spool::open(&config.spool_dir)?;
-    let registry = Arc::new(Registry::new(config.clone(), spool)?);
+    let registry = Arc::new(Registry::new(
+        config.jobs(),
+        &config.local,
+        &config.stenographer,
+        spool,
+        true,
+    )?);
     for u in registry.upstreams() {
         let Upstream::Local(u) = u else { continue };
         let u = Arc::clone(u);
@@ -65,9 +74,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let cleanup_registry = Arc::clone(&registry);
     let (expire_time, expire_space, period) = (
-        Duration::from_secs(config.expire_time),
+        config.expire_time,
         config.expire_space,
-        Duration::from_secs(config.cleanup_period.max(1)),
+        config.cleanup_period,
     );
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -126,7 +135,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "docket listening on {scheme}://{addr}{}",
         state.config.prefix
     );
+    let registry = Arc::clone(&state.registry);
     http::serve(listener, state, tls, shutdown)
         .await
-        .map_err(Error::Serve)
+        .map_err(Error::Serve)?;
+    // Streams have finished or been cut: jobs still running are stopped and recorded as
+    // interrupted, and the job store is flushed.
+    registry.shutdown(JOBS_STOP_WAIT).await;
+    tracing::info!("shutdown: done");
+    Ok(())
 }
+
+/// How long stopped jobs may take to record their end at shutdown.
+const JOBS_STOP_WAIT: Duration = Duration::from_secs(10);

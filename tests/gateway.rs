@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{assert_same_packets, epoch, oracle, rand_suffix, Server};
+use common::server::{assert_same_packets, epoch, oracle, rand_suffix, spool_files, Server};
 use common::{corpus, run_ok};
 use tempfile::TempDir;
 
@@ -374,7 +374,7 @@ fn a_full_disk_mid_job_streams_on_to_the_client_and_leaves_no_file() {
         "{status:#}"
     );
     // Nothing left in the spool, complete-looking or not.
-    let leftovers: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    let leftovers = spool_files(&spool);
     assert!(
         leftovers.is_empty(),
         "nothing left in the spool: {leftovers:?}"
@@ -418,9 +418,7 @@ fn without_a_spool_clients_get_the_stream_and_nothing_is_kept() {
     assert!(slow.wait().unwrap().success());
     assert_same_packets(&fast_out, &expected, "fast client");
     assert_same_packets(&slow_out, &expected, "slow client");
-    let files: Vec<_> = std::fs::read_dir(server.dir.path().join("spool"))
-        .map(|d| d.collect())
-        .unwrap_or_default();
+    let files = spool_files(&server.dir.path().join("spool"));
     assert!(files.is_empty(), "nothing written: {files:?}");
 }
 
@@ -474,18 +472,14 @@ fn kill_9_mid_job_then_restart_starts_afresh() {
     let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
     drop(server);
     let spool = keep.join("spool");
-    for e in std::fs::read_dir(&spool).unwrap() {
-        let p = e.unwrap().path();
+    for p in spool_files(&spool) {
         assert!(
             p.extension().is_some_and(|x| x == "part"),
             "only a part file may remain: {p:?}"
         );
     }
     let server = Server::start_in(dir, &[("big", big.clone())], "");
-    assert!(
-        std::fs::read_dir(&spool).unwrap().next().is_none(),
-        "leftovers removed at start"
-    );
+    assert!(spool_files(&spool).is_empty(), "leftovers removed at start");
     let (code, body) = server.get(path, &[]);
     assert_eq!(code, 200);
     let ours = keep.join("after-restart.pcap");

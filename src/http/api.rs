@@ -29,15 +29,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::audit::AuditInfo;
-use super::front::User;
-use super::{error, full, json, AppState, Body};
-use crate::jobs::{self, Job, State};
+use super::error::{self, ApiError};
+use super::views::{self, JobView, StatusView};
+use super::{full, json, AppState, Body, User};
+use crate::jobs::{Capture, Job, State};
 use crate::pcap::Timestamp;
-use crate::query::{self, JobId, Query, QueryConfig};
-use crate::spool::{self, FollowEnd};
-
-/// Piece size when serving a complete (mapped) spool file.
-const HIT_CHUNK: usize = 1024 * 1024;
+use crate::query::{self, JobId, Query};
+use crate::spool::{Complete, FollowEnd, Follower, Ranged};
 
 /// Largest request body accepted (a query is tiny).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -74,10 +72,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "no/such/route"),
 ];
 
-fn user_of(req: &Request<Incoming>) -> Option<String> {
-    req.extensions().get::<User>().map(|u| u.0.clone())
-}
-
 /// Adds the audit record to a response.
 fn audited(
     mut r: Response<Body>,
@@ -105,99 +99,135 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
             .expect("valid response");
     }
     let Some(rest) = path.strip_prefix(prefix.as_str()) else {
-        return error(StatusCode::NOT_FOUND, "not found", None, None);
+        return ApiError::NoRoute.into_response();
     };
     let rest = rest.to_owned();
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    // Packet routes carry their audit record whatever the outcome.
+    let (audit, r) = route(&req, body, &state, &segs).await;
+    let r = r.unwrap_or_else(ApiError::into_response);
+    match audit {
+        Some((q, id, capture)) => audited(r, q.as_ref(), id.as_ref(), capture),
+        None => r,
+    }
+}
+
+/// What the audit line says of a packet route: its query, its job, and whether it served a
+/// capture.
+type AuditOf = Option<(Option<Query>, Option<JobId>, bool)>;
+
+async fn route(
+    req: &Request<()>,
+    body: Incoming,
+    state: &Arc<AppState>,
+    segs: &[&str],
+) -> (AuditOf, Result<Response<Body>, ApiError>) {
     let method = req.method().clone();
-    match (method, segs.as_slice()) {
-        (Method::GET, ["healthz"]) => Response::new(full("ok\n")),
-        (Method::GET, []) | (Method::GET, ["ui", ..]) => {
-            let user = user_of(&req);
-            super::ui::handle(&state, &segs, user.as_deref()).await
-        }
+    let plain = |r| (None, r);
+    match (method, segs) {
+        (Method::GET, ["healthz"]) => plain(Ok(Response::new(full("ok\n")))),
+        (Method::GET, []) | (Method::GET, ["ui", ..]) => plain(Ok(super::ui::handle(
+            state,
+            segs,
+            user_of(req),
+            req.uri().query(),
+        )
+        .await)),
         (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["api", "uri", clauses @ ..]) => {
             let (clauses, want_pcap) = match clauses.split_last() {
                 Some((&"pcap", head)) => (head, true),
                 _ => (clauses, false),
             };
-            let q = match query::parse_path(&clauses.join("/"), now(), &query_config(&state)) {
-                Ok(q) => q,
-                Err(e) => return audited(query_error(&e), None, None, want_pcap),
-            };
-            start(&state, q, want_pcap, &req).await
+            match query::parse_path(&clauses.join("/"), now(), &state.query_config()) {
+                Ok(q) => {
+                    let id = q.id();
+                    let r = start(state, q.clone(), want_pcap, req).await;
+                    (Some((Some(q), Some(id), want_pcap)), r)
+                }
+                Err(e) => (Some((None, None, want_pcap)), Err(e.into())),
+            }
         }
-        (Method::POST, ["q"]) | (Method::POST, ["api"]) => post_query(req, &state).await,
-        (Method::GET, [id, "merged.pcap"]) => match id.parse::<JobId>() {
-            Ok(id) => match state.registry.get(&id) {
+        (Method::POST, ["q"]) | (Method::POST, ["api"]) => match read_query(req, body, state).await
+        {
+            Ok(q) => {
+                let id = q.id();
+                let r = start(state, q.clone(), false, req).await;
+                (Some((Some(q), Some(id), false)), r)
+            }
+            Err(e) => (Some((None, None, false)), Err(e)),
+        },
+        (Method::GET, [id, "merged.pcap"]) => {
+            let id = match id.parse::<JobId>() {
+                Ok(id) => id,
+                Err(_) => return plain(Err(ApiError::BadJobId((*id).to_owned()))),
+            };
+            match state.registry.get(&id) {
                 Some(job) => {
                     let q = job.query.clone();
-                    audited(capture(&state, job, &req).await, Some(&q), Some(&id), true)
+                    (
+                        Some((Some(q), Some(id), true)),
+                        capture(state, job, req).await,
+                    )
                 }
-                None => match state.registry.spool().lookup(&id.to_string()) {
-                    Some((path, _)) => {
-                        audited(complete_file(&path, &id, &req), None, Some(&id), true)
-                    }
-                    None => error(
-                        StatusCode::NOT_FOUND,
-                        "no such job",
-                        Some("id"),
-                        Some(&id.to_string()),
+                None => match state.registry.spool().open_complete(&id) {
+                    Some(c) => (
+                        Some((None, Some(id), true)),
+                        Ok(complete(state, &id, c, req)),
                     ),
+                    None => plain(Err(ApiError::NoSuchJob(id.to_string()))),
                 },
-            },
-            Err(_) => error(StatusCode::NOT_FOUND, "not a job id", Some("id"), Some(id)),
-        },
-        (Method::DELETE, [id]) => match id.parse::<JobId>() {
-            Ok(id) if state.registry.remove(&id) => json(
+            }
+        }
+        (Method::DELETE, [id]) => plain(match id.parse::<JobId>() {
+            Ok(id) if state.registry.remove(&id) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"id": id.to_string(), "deleted": true}),
-            ),
-            Ok(id) => error(
-                StatusCode::NOT_FOUND,
-                "no such job",
-                Some("id"),
-                Some(&id.to_string()),
-            ),
-            Err(_) => error(StatusCode::NOT_FOUND, "not a job id", Some("id"), Some(id)),
-        },
-        (Method::GET, ["status", ids @ ..]) => json(StatusCode::OK, &status_map(&state, ids)),
+            )),
+            Ok(id) => Err(ApiError::NoSuchJob(id.to_string())),
+            Err(_) => Err(ApiError::BadJobId((*id).to_owned())),
+        }),
+        (Method::GET, ["status", ids @ ..]) => {
+            let m: std::collections::BTreeMap<String, StatusView> = selected(state, ids)
+                .iter()
+                .map(|j| (j.id.to_string(), StatusView::of(j)))
+                .collect();
+            plain(Ok(json(StatusCode::OK, &m)))
+        }
         (Method::GET, ["ids", ids @ ..]) => {
-            let v: Vec<String> = selected(&state, ids)
+            let v: Vec<String> = selected(state, ids)
                 .iter()
                 .map(|j| j.id.to_string())
                 .collect();
-            json(StatusCode::OK, &serde_json::json!(v))
+            plain(Ok(json(StatusCode::OK, &v)))
         }
         (Method::GET, ["urls", ids @ ..]) => {
-            let mut m = serde_json::Map::new();
-            for j in selected(&state, ids) {
-                if matches!(
-                    j.state(),
-                    State::Completed | State::Partial | State::Running | State::Queued
-                ) {
-                    m.insert(j.id.to_string(), url(&state, &j.id).into());
-                }
-            }
-            json(StatusCode::OK, &serde_json::Value::Object(m))
-        }
-        (Method::GET, ["jobs"]) => {
-            let v: Vec<serde_json::Value> = state
-                .registry
-                .all()
+            let m: std::collections::BTreeMap<String, String> = selected(state, ids)
                 .iter()
-                .map(|j| job_json(&state, j))
+                .filter(|j| {
+                    matches!(
+                        j.state(),
+                        State::Completed | State::Partial | State::Running | State::Queued
+                    )
+                })
+                .map(|j| (j.id.to_string(), views::url(state, j)))
                 .collect();
-            json(StatusCode::OK, &serde_json::json!(v))
+            plain(Ok(json(StatusCode::OK, &m)))
         }
-        (Method::GET, ["stats", names @ ..]) => json(StatusCode::OK, &stats(&state, names).await),
-        (_, _) => error(
-            StatusCode::NOT_FOUND,
-            "unrecognised request: try q/…, status, stats, ids, urls or jobs",
-            None,
-            None,
+        (Method::GET, ["jobs"]) => plain(
+            views::Listing::parse(req.uri().query())
+                .map(|l| json(StatusCode::OK, &l.apply(state, &state.registry.all()))),
         ),
+        (Method::GET, ["stats", names @ ..]) => {
+            plain(Ok(json(StatusCode::OK, &views::stats(state, names).await)))
+        }
+        (_, _) => plain(Err(ApiError::NoRoute)),
     }
+}
+
+fn user_of<B>(req: &Request<B>) -> Option<&str> {
+    req.extensions().get::<User>().map(|u| u.0.as_str())
 }
 
 fn now() -> Timestamp {
@@ -207,113 +237,49 @@ fn now() -> Timestamp {
     Timestamp(d.as_nanos() as i128)
 }
 
-fn query_config(state: &AppState) -> QueryConfig {
-    QueryConfig {
-        time_window_secs: state.config.time_window,
-        long_ago_secs: state.config.long_ago,
-    }
-}
-
-fn query_error(e: &query::Error) -> Response<Body> {
-    error(
-        StatusCode::BAD_REQUEST,
-        &e.message,
-        Some(&e.clause),
-        Some(&e.value),
-    )
-}
-
-pub(super) fn url(state: &AppState, id: &JobId) -> String {
-    format!("{}{id}/merged.pcap", state.config.prefix)
-}
-
-pub(super) fn rfc3339(t: std::time::SystemTime) -> String {
-    let ns = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    query::rfc3339(ns)
-}
-
-/// Docket-py's job JSON.
-pub(super) fn job_json(state: &AppState, j: &Job) -> serde_json::Value {
-    serde_json::json!({
-        "id": j.id.to_string(),
-        "state": j.state(),
-        "query": j.query.stenographer(),
-        "url": url(state, &j.id),
-        "time": rfc3339(j.created),
-    })
-}
-
-async fn post_query(req: Request<Incoming>, state: &AppState) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, ());
+/// The query of a POST body (JSON or form).
+async fn read_query(
+    req: &Request<()>,
+    body: Incoming,
+    state: &AppState,
+) -> Result<Query, ApiError> {
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let json_body = ctype.starts_with("application/json");
+    if !json_body && !ctype.starts_with("application/x-www-form-urlencoded") && !ctype.is_empty() {
+        return Err(ApiError::UnsupportedMedia(ctype));
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body over {MAX_BODY} bytes"),
-                Some("body"),
-                None,
-            )
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::BodyTooLarge(MAX_BODY))
         }
+        Err(_) => return Err(ApiError::BodyUnreadable),
     };
-    let parsed = if ctype.starts_with("application/json") {
-        query::parse_json(&body, now(), &query_config(state))
-    } else if ctype.starts_with("application/x-www-form-urlencoded") || ctype.is_empty() {
-        query::parse_form(&body, now(), &query_config(state))
+    let qc = state.query_config();
+    Ok(if json_body {
+        query::parse_json(&body, now(), &qc)?
     } else {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send application/json or application/x-www-form-urlencoded",
-            Some("content-type"),
-            Some(&ctype),
-        );
-    };
-    match parsed {
-        Ok(q) => start(state, q, false, &req).await,
-        Err(e) => audited(query_error(&e), None, None, false),
-    }
+        query::parse_form(&body, now(), &qc)?
+    })
 }
 
-fn registry_error(e: &jobs::Error) -> Response<Body> {
-    match e {
-        jobs::Error::InsufficientStorage { .. } => {
-            error(StatusCode::INSUFFICIENT_STORAGE, &e.to_string(), None, None)
-        }
-        jobs::Error::Busy(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None, None),
-        jobs::Error::UnknownSensor(s) => error(
-            StatusCode::BAD_REQUEST,
-            &e.to_string(),
-            Some("sensor"),
-            Some(s),
-        ),
+async fn start<B>(
+    state: &AppState,
+    q: Query,
+    want_pcap: bool,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    let job = state.registry.get_or_start(q, user_of(req))?;
+    if want_pcap {
+        capture(state, job, req).await
+    } else {
+        Ok(json(StatusCode::OK, &JobView::of(state, &job)))
     }
-}
-
-async fn start<B>(state: &AppState, q: Query, want_pcap: bool, req: &Request<B>) -> Response<Body> {
-    let id = q.id();
-    let r = match state.registry.get_or_start(q.clone()) {
-        Ok(job) => {
-            if let Some(u) = req.extensions().get::<User>() {
-                state.note_requester(job.id, &u.0);
-            }
-            if want_pcap {
-                capture(state, job, req).await
-            } else {
-                json(StatusCode::OK, &job_json(state, &job))
-            }
-        }
-        Err(e) => registry_error(&e),
-    };
-    audited(r, Some(&q), Some(&id), want_pcap)
 }
 
 fn pcap_headers(id: &JobId) -> http::response::Builder {
@@ -326,45 +292,16 @@ fn pcap_headers(id: &JobId) -> http::response::Builder {
         .header(header::ACCEPT_RANGES, "bytes")
 }
 
-/// A job's capture: the complete file if there is one, else a stream that follows the spool.
-async fn capture<B>(state: &AppState, job: Arc<Job>, req: &Request<B>) -> Response<Body> {
-    let gone = |why: &str| error(StatusCode::GONE, why, Some("id"), Some(&job.id.to_string()));
-    let mut progress = job.progress();
-    loop {
-        progress.borrow_and_update();
-        let st = job.state();
-        // A finished job's kept file: length, ranges, no feed needed.
-        if matches!(st, State::Completed | State::Partial) {
-            if let Some((path, _)) = state.registry.spool().lookup(&job.id.to_string()) {
-                return complete_file(&path, &job.id, req);
-            }
-        }
-        if matches!(st, State::Failed | State::Cancelled) {
-            return gone("the job ended without a capture; ask again to run it again");
-        }
-        if !job.feed().replayable() {
-            return gone("the capture was streamed without a spool and its start is gone; ask again to run the job again");
-        }
-        if job.feed().is_direct() {
-            return follow(job, None);
-        }
-        if let Some(part) = job.part_path() {
-            // Open the part file now: the descriptor survives the rename (or the unlink) at
-            // the end, and serves whatever has left the feed.
-            if let Ok(f) = std::fs::File::open(&part) {
-                return follow(job, Some(f));
-            }
-        }
-        if st.is_final() {
-            return gone("the capture was removed from the spool; ask again to run the job again");
-        }
-        // Queued, or between its part file and its final name: wait for the spool to move.
-        // Not every change is published there (a job ending, a switch to direct streaming):
-        // look again at least every 50 ms.
-        tokio::select! {
-            _ = progress.changed() => {}
-            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-        }
+/// A job's capture, as the job says to read it.
+async fn capture<B>(
+    state: &AppState,
+    job: Arc<Job>,
+    req: &Request<B>,
+) -> Result<Response<Body>, ApiError> {
+    match job.open().await {
+        Capture::Complete(c) => Ok(complete(state, &job.id, c, req)),
+        Capture::Follow(f) => Ok(follow(state, &job, f)),
+        Capture::Gone(g) => Err(ApiError::Gone(g, job.id.to_string())),
     }
 }
 
@@ -372,206 +309,140 @@ async fn capture<B>(state: &AppState, job: Arc<Job>, req: &Request<B>) -> Respon
 /// off (it paces the job and every other client).
 const DIRECT_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn follow(job: Arc<Job>, file: Option<std::fs::File>) -> Response<Body> {
-    let (mut tx, body) = http_body_util::channel::Channel::<
+/// A body fed by a task: the sender, and the body for the response.
+fn channel() -> (
+    http_body_util::channel::Sender<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+    Body,
+) {
+    let (tx, body) = http_body_util::channel::Channel::<
         Bytes,
         Box<dyn std::error::Error + Send + Sync>,
     >::new(BODY_CHUNKS);
-    let mut follower = spool::Follower::new(file, job.feed());
-    let id = job.id;
-    let feed = Arc::clone(job.feed());
+    (tx, body.boxed())
+}
+
+/// Why a capture stream was cut short (what the aborted body's error says).
+#[derive(Debug, thiserror::Error)]
+enum Cut {
+    #[error("the client stalled a direct stream")]
+    Stalled,
+    #[error("the server is shutting down")]
+    Shutdown,
+    #[error("the capture is incomplete: {0}")]
+    Incomplete(crate::spool::Incomplete),
+    #[error("the start of the capture is no longer available")]
+    StartLost,
+    #[error("spool read failed: {0}")]
+    Read(std::sync::Arc<std::io::Error>),
+}
+
+fn follow(state: &AppState, job: &Job, mut follower: Follower) -> Response<Body> {
+    let (mut tx, body) = channel();
+    let direct = job.with(|s| matches!(s.mode, crate::jobs::Mode::Direct(_)));
+    let cut = state.cut.clone();
     tokio::spawn(async move {
         loop {
-            match follower.next().await {
-                Ok(chunk) => {
-                    // Without a spool the slowest client paces the job: one that stops reading
-                    // altogether is cut off rather than holding every other client (and the
-                    // job's slot) forever.
-                    let budget = if feed.is_direct() {
-                        DIRECT_STALL
-                    } else {
-                        std::time::Duration::MAX
-                    };
-                    match tokio::time::timeout(budget, tx.send_data(chunk)).await {
-                        Ok(Ok(())) => {}
-                        // The client went away; the job goes on without it.
-                        Ok(Err(_)) => return,
-                        Err(_) => {
-                            tracing::info!(job = %id, "a client stalled a direct stream; cut off");
-                            tx.abort("client stalled".into());
-                            return;
-                        }
-                    }
-                }
+            let chunk = match follower.next().await {
+                Ok(chunk) => chunk,
                 Err(FollowEnd::Complete) => return,
-                Err(FollowEnd::Failed(why)) => {
-                    tracing::info!(job = %id, %why, "capture stream aborted");
+                Err(end) => {
+                    let why = match end {
+                        FollowEnd::Incomplete(i) => Cut::Incomplete(i),
+                        FollowEnd::StartLost => Cut::StartLost,
+                        FollowEnd::Read(e) => Cut::Read(e),
+                        FollowEnd::Complete => unreachable!("handled above"),
+                    };
+                    tracing::info!(reason = %why, "capture stream aborted");
                     // No final chunk: the client sees a truncated transfer.
                     tx.abort(why.into());
+                    return;
+                }
+            };
+            // Without a spool the slowest client paces the job: one that stops reading
+            // altogether is cut off rather than holding every other client (and the job's
+            // slot) forever.
+            let budget = if direct {
+                DIRECT_STALL
+            } else {
+                std::time::Duration::MAX
+            };
+            // Chunks end on record boundaries, so a cut between two is a clean cut.
+            tokio::select! {
+                r = tokio::time::timeout(budget, tx.send_data(chunk)) => match r {
+                    Ok(Ok(())) => {}
+                    // The client went away; the job goes on without it.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!("a client stalled a direct stream; cut off");
+                        tx.abort(Cut::Stalled.into());
+                        return;
+                    }
+                },
+                () = cut.cancelled() => {
+                    tx.abort(Cut::Shutdown.into());
                     return;
                 }
             }
         }
     });
-    pcap_headers(&id)
+    pcap_headers(&job.id)
         .status(StatusCode::OK)
-        .body(body.boxed())
+        .body(body)
         .expect("valid response")
 }
 
-/// A complete spool file: mapped, with `Content-Length`, and one `Range` if asked.
-fn complete_file<B>(path: &std::path::Path, id: &JobId, req: &Request<B>) -> Response<Body> {
-    // SAFETY: complete spool files are never truncated, only unlinked (see `spool`).
-    let data = match std::fs::File::open(path).and_then(|f| unsafe { crate::mapped::map_file(&f) })
-    {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, path = %path.display(), "cannot map a spool file");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error (see the server log)",
-                None,
-                None,
-            );
-        }
-    };
-    let total = data.len() as u64;
+/// A complete capture: with `Content-Length`, and one `Range` if asked (as the spool decides).
+fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> Response<Body> {
     let range = req
         .headers()
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|r| parse_range(r, total));
-    let (status, slice, content_range) = match range {
-        None => (StatusCode::OK, data, None),
-        Some(Some((a, b))) => (
-            StatusCode::PARTIAL_CONTENT,
-            data.slice(a as usize..=b as usize),
-            Some(format!("bytes {a}-{b}/{total}")),
+        .and_then(|v| v.to_str().ok());
+    let (b, data, whole) = match c.range(range) {
+        Ranged::Whole(data) => (pcap_headers(id).status(StatusCode::OK), data, true),
+        Ranged::Part {
+            data,
+            start,
+            end,
+            total,
+        } => (
+            pcap_headers(id).status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{total}"),
+            ),
+            data,
+            false,
         ),
-        Some(None) => {
-            return Response::builder()
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{total}"))
-                .body(full(""))
-                .expect("valid response")
-        }
+        Ranged::Unsatisfiable { total } => return error::unsatisfiable(total),
     };
-    let mut b = pcap_headers(id)
-        .status(status)
-        .header(header::CONTENT_LENGTH, slice.len());
-    if let Some(cr) = content_range {
-        b = b.header(header::CONTENT_RANGE, cr);
-    }
-    // Served in pieces of the map (file-backed memory, not copies): large pieces, since they
-    // cost no anonymous memory.
-    let (mut tx, body) = http_body_util::channel::Channel::<
-        Bytes,
-        Box<dyn std::error::Error + Send + Sync>,
-    >::new(BODY_CHUNKS);
+    let b = b
+        .header(header::CONTENT_LENGTH, data.len())
+        .header(header::ETAG, c.etag());
+    // Served in pieces of the map (file-backed memory, not copies), each ending on a record
+    // boundary so that a shutdown can cut between two.
+    let (mut tx, body) = channel();
+    let cut = state.cut.clone();
     tokio::spawn(async move {
-        let mut rest = slice;
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(HIT_CHUNK));
-            if tx.send_data(piece).await.is_err() {
-                return;
+        for piece in Complete::pieces(data, whole) {
+            tokio::select! {
+                r = tx.send_data(piece) => if r.is_err() { return },
+                () = cut.cancelled() => {
+                    tx.abort(Cut::Shutdown.into());
+                    return;
+                }
             }
         }
     });
-    b.body(body.boxed()).expect("valid response")
-}
-
-/// One `bytes=a-b` / `bytes=a-` / `bytes=-n` range within `total`; None if unsatisfiable.
-fn parse_range(h: &str, total: u64) -> Option<(u64, u64)> {
-    let spec = h.strip_prefix("bytes=")?;
-    if spec.contains(',') || total == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        (total.saturating_sub(n), total - 1)
-    } else {
-        let s: u64 = a.parse().ok()?;
-        let e: u64 = if b.is_empty() {
-            total - 1
-        } else {
-            b.parse::<u64>().ok()?.min(total - 1)
-        };
-        (s, e)
-    };
-    (start <= end && start < total).then_some((start, end))
+    b.body(body).expect("valid response")
 }
 
 /// Jobs named in `ids` (separated by `,`, `;`, `+` or spaces), or all.
 pub(super) fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
-    let wanted: Vec<JobId> = ids
-        .iter()
-        .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
-        .filter_map(|s| s.parse().ok())
-        .collect();
     if ids.is_empty() {
-        state.registry.all()
-    } else {
-        wanted
-            .iter()
-            .filter_map(|id| state.registry.get(id))
-            .collect()
+        return state.registry.all();
     }
-}
-
-/// `{id: {state, requests, events, successes, upstreams, packets, bytes, truncated_by_limit}}`.
-pub(super) fn status_map(state: &AppState, ids: &[&str]) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for j in selected(state, ids) {
-        let s = j.status();
-        let requests: serde_json::Map<String, serde_json::Value> = s
-            .upstreams
-            .iter()
-            .map(|u| (u.name.clone(), serde_json::to_value(u).unwrap_or_default()))
-            .collect();
-        let successes: Vec<&jobs::UpstreamProgress> =
-            s.upstreams.iter().filter(|u| u.state == "done").collect();
-        m.insert(
-            j.id.to_string(),
-            serde_json::json!({
-                "state": s.state,
-                "query": j.query.stenographer(),
-                "requests": requests,
-                "events": s.events,
-                "successes": successes,
-                "upstreams": s.upstreams,
-                "packets": s.packets,
-                "bytes": s.bytes,
-                "truncated_by_limit": s.truncated_by_limit,
-                "no_packets": s.state.is_final() && s.packets == 0,
-            }),
-        );
-    }
-    serde_json::Value::Object(m)
-}
-
-/// Docket-py's `/stats` shape: `{sensor: {...}, "docket": {"Free space": [bytes, inodes]}}`,
-/// each upstream with its health (`up`, `oldest_timestamp`, a sensor's own counters under
-/// `stats`). Sensors are asked concurrently, each within its `stats_timeout`; a dead one shows
-/// as down, never as an error of this route. `names` restricts the upstreams shown.
-pub(super) async fn stats(state: &AppState, names: &[&str]) -> serde_json::Value {
-    let names: Vec<&str> = names.iter().flat_map(|n| n.split(',')).collect();
-    let mut checks = tokio::task::JoinSet::new();
-    for (i, u) in state.registry.upstreams().iter().enumerate() {
-        if names.is_empty() || names.contains(&u.name()) {
-            let u = u.clone();
-            checks.spawn(async move { (i, u.name().to_owned(), u.health().await) });
-        }
-    }
-    let mut healths = checks.join_all().await;
-    healths.sort_by_key(|(i, _, _)| *i);
-    let mut m = serde_json::Map::new();
-    for (_, name, h) in healths {
-        m.insert(name, serde_json::to_value(h).unwrap_or_default());
-    }
-    m.insert(
-        "docket".into(),
-        serde_json::json!({ "Free space": [state.registry.spool().free_bytes(), 0], "jobs": state.registry.all().len() }),
-    );
-    serde_json::Value::Object(m)
+    ids.iter()
+        .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
+        .filter_map(|s| s.parse::<JobId>().ok())
+        .filter_map(|id| state.registry.get(&id))
+        .collect()
 }

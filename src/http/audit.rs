@@ -1,8 +1,10 @@
-//! The audit log: one JSON line per request for packets (a capture download or a job
-//! submission), appended to its own file, never to the tracing output.
+//! What really went out, per response: the access-log line (every request, to the tracing
+//! output under the target `docket::access`: method, path, status, bytes, duration, user,
+//! client, result) and the audit log (one JSON line per request for packets — a capture
+//! download or a job submission — appended to its own file, never to the tracing output).
 //!
 //! A route that serves or starts a job attaches an [`AuditInfo`] (canonical query, job id) to
-//! its response's extensions; the front door wraps such a response's body in [`Audited`],
+//! its response's extensions; the front door wraps every response's body in [`Tracked`],
 //! which counts the bytes the client was handed and writes the line when the body ends or is
 //! dropped. So the line says what really went out: `"result": "complete"` when the body
 //! ended cleanly, `"aborted"` when the job failed mid-stream, `"disconnected"` when the client
@@ -71,12 +73,13 @@ pub struct Who {
     pub path: String,
 }
 
-/// A body that writes the audit line when it ends or is dropped.
-pub struct Audited<B> {
+/// A body that writes the access-log line, and the audit line when there is one, when it
+/// ends or is dropped.
+pub struct Tracked<B> {
     inner: B,
-    log: Arc<AuditLog>,
+    audit: Option<(Arc<AuditLog>, AuditInfo)>,
     who: Who,
-    info: AuditInfo,
+    start: std::time::Instant,
     status: u16,
     bytes: u64,
     /// `Content-Length`, if known: hyper stops polling a body once it has that many bytes.
@@ -84,21 +87,21 @@ pub struct Audited<B> {
     result: Option<&'static str>,
 }
 
-impl<B> Audited<B> {
-    /// Wraps `inner`.
+impl<B> Tracked<B> {
+    /// Wraps `inner`; `audit` when the response is one the audit log records.
     pub fn new(
         inner: B,
-        log: Arc<AuditLog>,
+        audit: Option<(Arc<AuditLog>, AuditInfo)>,
         who: Who,
-        info: AuditInfo,
+        start: std::time::Instant,
         status: u16,
         expect: Option<u64>,
     ) -> Self {
-        Audited {
+        Tracked {
             inner,
-            log,
+            audit,
             who,
-            info,
+            start,
             status,
             bytes: 0,
             expect,
@@ -107,32 +110,48 @@ impl<B> Audited<B> {
     }
 }
 
-impl<B> Drop for Audited<B> {
+impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
+        let result = self.result.unwrap_or(if Some(self.bytes) == self.expect {
+            "complete"
+        } else {
+            "disconnected"
+        });
+        tracing::info!(
+            target: "docket::access",
+            method = %self.who.method,
+            path = %self.who.path.escape_debug(),
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = self.start.elapsed().as_millis() as u64,
+            user = %self.who.user.as_deref().unwrap_or("-").escape_debug(),
+            client = %self.who.client,
+            result,
+            "request"
+        );
+        let Some((log, info)) = &self.audit else {
+            return;
+        };
         let time = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        self.log.write(&serde_json::json!({
+        log.write(&serde_json::json!({
             "time": time,
             "user": self.who.user,
             "client": self.who.client.to_string(),
             "method": self.who.method,
             "path": self.who.path,
-            "query": self.info.query,
-            "job": self.info.job,
-            "kind": if self.info.capture { "capture" } else { "job" },
+            "query": info.query,
+            "job": info.job,
+            "kind": if info.capture { "capture" } else { "job" },
             "status": self.status,
             "bytes": self.bytes,
-            "result": self.result.unwrap_or(if Some(self.bytes) == self.expect {
-                "complete"
-            } else {
-                "disconnected"
-            }),
+            "result": result,
         }));
     }
 }
 
-impl<B> Body for Audited<B>
+impl<B> Body for Tracked<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {

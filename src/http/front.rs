@@ -19,16 +19,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::audit::{AuditInfo, Audited, Who};
-use super::{auth, error, AppState, Body, ConnInfo};
+use tracing::Instrument;
 
-/// The user a request is made by (a request extension for the routes).
-#[derive(Debug, Clone)]
-pub struct User(pub String);
+use super::audit::{AuditInfo, Tracked, Who};
+use super::error::ApiError;
+use super::{auth, AppState, Body, ConnInfo, User};
 
 /// The UI's policy: scripts and styles only from Docket's own files, no inline script, no
 /// framing, forms only to Docket.
@@ -87,23 +86,13 @@ fn cross_site(req: &Request<Incoming>) -> bool {
     false
 }
 
-fn unauthorized(state: &AppState) -> Response<Body> {
-    let mut r = error(
-        StatusCode::UNAUTHORIZED,
-        "authentication required",
-        None,
-        None,
-    );
-    if state.htpasswd.is_some() {
-        let v = format!(
-            "Basic realm=\"{}\", charset=\"UTF-8\"",
-            state.config.auth.realm
-        );
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
+fn unauthorized(state: &AppState) -> ApiError {
+    ApiError::Unauthorized {
+        realm: state
+            .htpasswd
+            .is_some()
+            .then(|| state.config.auth.realm.clone()),
     }
-    r
 }
 
 /// Who is asking: `Ok(Some(user))`, `Ok(None)` when authentication is off, or the refusal.
@@ -112,7 +101,7 @@ async fn authenticate(
     state: &Arc<AppState>,
     conn: &ConnInfo,
     client: IpAddr,
-) -> Result<Option<String>, Response<Body>> {
+) -> Result<Option<String>, ApiError> {
     if !state.config.auth.required(state.config.tls.as_ref()) {
         return Ok(None);
     }
@@ -132,16 +121,8 @@ async fn authenticate(
         return Err(unauthorized(state));
     };
     if let Some(wait) = state.limiter.blocked(client) {
-        tracing::warn!(%client, %user, "login refused: too many failures from this address");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins from this address",
-            None,
-            None,
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
-        return Err(r);
+        tracing::warn!(%client, user = %user.escape_debug(), "login refused: too many failures from this address");
+        return Err(ApiError::LockedOut(wait));
     }
     let st = Arc::clone(state);
     let (u, p) = (user.clone(), password);
@@ -154,7 +135,7 @@ async fn authenticate(
         Ok(Some(user))
     } else {
         let n = state.limiter.fail(client);
-        tracing::warn!(%client, %user, failures = n, "login failed");
+        tracing::warn!(%client, user = %user.escape_debug(), failures = n, "login failed");
         Err(unauthorized(state))
     }
 }
@@ -164,11 +145,7 @@ async fn authenticate(
 /// with a reset that can destroy the 401 before the client reads it.
 async fn drain(req: Request<Incoming>, state: &AppState) {
     let limited = http_body_util::Limited::new(req.into_body(), super::api::MAX_BODY);
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(state.config.header_timeout),
-        limited.collect(),
-    )
-    .await;
+    let _ = tokio::time::timeout(state.config.header_timeout, limited.collect()).await;
 }
 
 fn secure(mut r: Response<Body>, tls: bool) -> Response<Body> {
@@ -189,61 +166,76 @@ fn secure(mut r: Response<Body>, tls: bool) -> Response<Body> {
     r
 }
 
-/// Handles one request: authenticate, check the origin, route, audit, add headers.
+/// Handles one request: authenticate, check the origin, route, log, audit, add headers. The
+/// whole request runs in a `request` span (method, path, client, then user).
 pub async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     state: Arc<AppState>,
     conn: ConnInfo,
 ) -> Response<Body> {
     let client = client_addr(&req, &conn, &state.config.trusted_proxies);
-    let health = req.uri().path() == format!("{}healthz", state.config.prefix);
-    let user = if health {
-        None
-    } else {
-        match authenticate(&req, &state, &conn, client).await {
-            Ok(u) => u,
-            Err(r) => {
-                drain(req, &state).await;
-                return secure(r, conn.tls);
-            }
-        }
-    };
-    if cross_site(&req) {
-        tracing::warn!(%client, user = ?user, path = req.uri().path(), "cross-site request refused");
-        drain(req, &state).await;
-        return secure(
-            error(
-                StatusCode::FORBIDDEN,
-                "cross-site requests are refused",
-                None,
-                None,
-            ),
-            conn.tls,
-        );
-    }
-    let who = Who {
-        user: user.clone(),
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path().escape_debug(),
+        %client,
+        user = tracing::field::Empty,
+    );
+    let start = std::time::Instant::now();
+    let mut who = Who {
+        user: None,
         client,
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
     };
-    if let Some(u) = user {
-        req.extensions_mut().insert(User(u));
+    let (r, audit) = admit(req, &state, &conn, client, &mut who)
+        .instrument(span.clone())
+        .await;
+    if let Some(u) = &who.user {
+        span.record("user", tracing::field::display(u.escape_debug()));
     }
-    let r = super::api::handle(req, Arc::clone(&state)).await;
-    let r = match (&state.audit, r.extensions().get::<AuditInfo>().cloned()) {
-        (Some(log), Some(info)) => {
-            let status = r.status().as_u16();
-            let expect = r
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            let (parts, body) = r.into_parts();
-            let body = Audited::new(body, Arc::clone(log), who, info, status, expect);
-            Response::from_parts(parts, body.boxed())
-        }
-        _ => r,
+    let status = r.status().as_u16();
+    let expect = r
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let audit = match (&state.audit, audit) {
+        (Some(log), Some(info)) => Some((Arc::clone(log), info)),
+        _ => None,
     };
-    secure(r, conn.tls)
+    let (parts, body) = r.into_parts();
+    let body = Tracked::new(body, audit, who, start, status, expect);
+    secure(Response::from_parts(parts, body.boxed()), conn.tls)
+}
+
+/// Authentication, the origin check and the route: the response and its audit record.
+async fn admit(
+    mut req: Request<Incoming>,
+    state: &Arc<AppState>,
+    conn: &ConnInfo,
+    client: IpAddr,
+    who: &mut Who,
+) -> (Response<Body>, Option<AuditInfo>) {
+    let health = req.uri().path() == format!("{}healthz", state.config.prefix);
+    if !health {
+        match authenticate(&req, state, conn, client).await {
+            Ok(u) => who.user = u,
+            Err(e) => {
+                drain(req, state).await;
+                return (e.into_response(), None);
+            }
+        }
+    }
+    if cross_site(&req) {
+        tracing::warn!("cross-site request refused");
+        drain(req, state).await;
+        return (ApiError::CrossSite.into_response(), None);
+    }
+    if let Some(u) = &who.user {
+        req.extensions_mut().insert(User(u.clone()));
+    }
+    let mut r = super::api::handle(req, Arc::clone(state)).await;
+    let info = r.extensions_mut().remove::<AuditInfo>();
+    (r, info)
 }

@@ -4,24 +4,34 @@
 //! connection is served on its own task, at most `http.max_connections` at once (the accept
 //! loop waits for a free slot, so a flood waits in the kernel's queue, not in our memory).
 //! With `[tls]`, each connection is a rustls handshake (bounded by `http.header_timeout`)
-//! and then HTTP/2 or HTTP/1.1 as ALPN chose; without, plain HTTP/1.1. [`front`] checks who is
-//! asking and adds the security headers; routes live in [`api`] and [`ui`]. This module owns
-//! the accept loop, the response helpers and the mapping of errors to status codes (client
-//! faults → 4xx with a JSON body naming the clause, capacity → 503/507, our faults → 500 with
-//! details only in the log).
+//! and then HTTP/2 or HTTP/1.1 as ALPN chose; without, plain HTTP/1.1.
+//!
+//! Who owns what: [`front`] checks who is asking, opens the request's span, writes the
+//! access-log and audit lines ([`audit`]) and adds the security headers; routes live in
+//! [`api`] (JSON and captures) and [`ui`] (pages); both show jobs through the typed views of
+//! [`views`]; [`error`] is the one place an error becomes a status code and a JSON body.
+//! Imports run one way: front → api → ui → views (no cycle).
+//!
+//! **Shutdown** ([`serve`]): when `shutdown` completes, the listener closes (no new
+//! connections), every connection is told to finish (HTTP/1.1: after the response in flight;
+//! HTTP/2: GOAWAY), and live streams get `shutdown_grace` to end on their own. Then
+//! [`AppState::cut`] fires: each capture stream ends at its next record boundary without the
+//! final chunk (a visibly truncated transfer), and `serve` returns once the connections are
+//! gone (bounded).
 
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod error;
 pub mod front;
 pub mod tls;
 pub mod ui;
+pub mod views;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,18 +40,23 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::jobs::Registry;
-use crate::query::JobId;
+use crate::query::QueryConfig;
 
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Most job-to-user records kept for the jobs page; older ones are dropped once their job
-/// is gone from the registry.
-const MAX_REQUESTERS: usize = 4096;
+/// How long connections may take to close once their streams are cut.
+const CUT_WAIT: Duration = Duration::from_secs(5);
+
+/// The user a request is made by (a request extension for the routes).
+#[derive(Debug, Clone)]
+pub struct User(pub String);
 
 /// Shared state of the server.
 #[derive(Debug)]
@@ -56,8 +71,9 @@ pub struct AppState {
     pub limiter: auth::Limiter,
     /// Audit log, if `[audit] path` is set.
     pub audit: Option<Arc<audit::AuditLog>>,
-    /// Who first asked for each job (the jobs page's "user" column; jobs don't know users).
-    requesters: Mutex<HashMap<JobId, String>>,
+    /// Fired when the shutdown grace is over: capture streams end at their next record
+    /// boundary, without the final chunk.
+    pub cut: CancellationToken,
 }
 
 impl AppState {
@@ -74,33 +90,17 @@ impl AppState {
         };
         Ok(AppState {
             htpasswd: config.auth.htpasswd.clone().map(auth::Htpasswd::new),
-            limiter: auth::Limiter::new(
-                config.auth.max_failures,
-                Duration::from_secs(config.auth.failure_window),
-            ),
+            limiter: auth::Limiter::new(config.auth.max_failures, config.auth.failure_window),
             audit,
-            requesters: Mutex::new(HashMap::new()),
+            cut: CancellationToken::new(),
             config,
             registry,
         })
     }
 
-    /// Records that `user` asked for `id` (the first asker is kept).
-    pub fn note_requester(&self, id: JobId, user: &str) {
-        let mut m = self.requesters.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MAX_REQUESTERS {
-            m.retain(|id, _| self.registry.get(id).is_some());
-        }
-        m.entry(id).or_insert_with(|| user.to_owned());
-    }
-
-    /// Who first asked for `id`, if known.
-    pub fn requester(&self, id: &JobId) -> Option<String> {
-        self.requesters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+    /// How the query grammar quantises and defaults times.
+    pub fn query_config(&self) -> QueryConfig {
+        self.config.query_config()
     }
 }
 
@@ -115,11 +115,11 @@ pub struct ConnInfo {
     pub cert_user: Option<String>,
 }
 
-/// Serves on `listener` until `shutdown` completes: HTTPS when `tls` is given. Connections in
-/// flight finish on their own tasks.
+/// Serves on `listener` until `shutdown` completes, then shuts down gracefully (see the
+/// module documentation): HTTPS when `tls` is given.
 ///
 /// # Errors
-/// Only if accepting fails persistently (transient errors back off and retry).
+/// None today: accept errors (a full descriptor table) back off and retry.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -128,10 +128,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
+    let graceful = GracefulShutdown::new();
+    // Connections still in their TLS handshake when the shutdown starts are dropped.
+    let stopping = CancellationToken::new();
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&slots).acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -142,14 +145,16 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let timeout = Duration::from_secs(state.config.header_timeout);
+            let timeout = state.config.header_timeout;
             match tls {
                 None => {
                     let info = ConnInfo {
@@ -157,20 +162,23 @@ pub async fn serve(
                         tls: false,
                         cert_user: None,
                     };
-                    serve_conn(TokioIo::new(stream), info, state, false, timeout).await;
+                    serve_conn(TokioIo::new(stream), info, state, false, timeout, watcher).await;
                 }
                 Some(tls) => {
                     // A client that stalls its handshake is cut off like a slow header.
-                    let s = match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
+                    let s = tokio::select! {
+                        r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                        () = stopping.cancelled() => return,
                     };
                     let (_, conn) = s.get_ref();
                     let h2 = conn.alpn_protocol() == Some(b"h2");
@@ -183,15 +191,46 @@ pub async fn serve(
                         tls: true,
                         cert_user,
                     };
-                    serve_conn(TokioIo::new(s), info, state, h2, timeout).await;
+                    serve_conn(TokioIo::new(s), info, state, h2, timeout, watcher).await;
                 }
             }
         });
     }
+    drop(listener);
+    stopping.cancel();
+    let grace = state.config.shutdown_grace;
+    tracing::info!(
+        connections = graceful.count(),
+        grace_s = grace.as_secs_f64(),
+        "shutdown: no longer accepting; live streams may finish within the grace"
+    );
+    let all_closed = graceful.shutdown();
+    tokio::pin!(all_closed);
+    if tokio::time::timeout(grace, &mut all_closed).await.is_ok() {
+        tracing::info!("shutdown: every connection finished within the grace");
+        return Ok(());
+    }
+    tracing::info!("shutdown: grace over; cutting live streams at a record boundary");
+    state.cut.cancel();
+    // Streams of running jobs end when their jobs stop (the caller stops them next); the
+    // others end at once on the cut.
+    if tokio::time::timeout(CUT_WAIT, &mut all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: some connections did not close; leaving them");
+    }
+    Ok(())
 }
 
-async fn serve_conn<I>(io: I, info: ConnInfo, state: Arc<AppState>, h2: bool, timeout: Duration)
-where
+async fn serve_conn<I>(
+    io: I,
+    info: ConnInfo,
+    state: Arc<AppState>,
+    h2: bool,
+    timeout: Duration,
+    watcher: Watcher,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = info.peer;
@@ -214,7 +253,7 @@ where
     // The protocol is known (ALPN, or plain HTTP/1.1 behind a proxy): no sniffing of the
     // first bytes, which would wait on a slow client without a timeout.
     let b = if h2 { b.http2_only() } else { b.http1_only() };
-    if let Err(e) = b.serve_connection(io, svc).await {
+    if let Err(e) = watcher.watch(b.serve_connection(io, svc)).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
@@ -225,7 +264,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let mut body = serde_json::to_vec(value).unwrap_or_default();
     body.push(b'\n');
     Response::builder()
@@ -233,21 +272,4 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(body))
         .expect("valid response")
-}
-
-/// A JSON error: `{"error": message, "clause": ..., "value": ...}`.
-pub fn error(
-    status: StatusCode,
-    message: &str,
-    clause: Option<&str>,
-    value: Option<&str>,
-) -> Response<Body> {
-    let mut v = serde_json::json!({ "error": message });
-    if let Some(c) = clause {
-        v["clause"] = c.into();
-    }
-    if let Some(x) = value {
-        v["value"] = x.into();
-    }
-    json(status, &v)
 }

@@ -20,9 +20,8 @@ use std::sync::Arc;
 
 use http::{header, Response, StatusCode};
 
-use super::api::{job_json, rfc3339, stats};
+use super::views::{self, JobView, StatusView};
 use super::{full, json, AppState, Body};
-use crate::jobs::State;
 use crate::query::JobId;
 
 const APP_JS: &str = include_str!("assets/app.js");
@@ -80,13 +79,18 @@ fn asset(body: &'static str, ctype: &'static str) -> Response<Body> {
 }
 
 /// Routes a UI request: `segs` are the path segments under the prefix.
-pub async fn handle(state: &Arc<AppState>, segs: &[&str], user: Option<&str>) -> Response<Body> {
+pub async fn handle(
+    state: &Arc<AppState>,
+    segs: &[&str],
+    user: Option<&str>,
+    query: Option<&str>,
+) -> Response<Body> {
     match segs {
         [] => query_page(state, user).await,
         ["ui", "app.js"] => asset(APP_JS, "text/javascript; charset=utf-8"),
         ["ui", "style.css"] => asset(STYLE_CSS, "text/css; charset=utf-8"),
-        ["ui", "jobs"] => jobs_page(state, user),
-        ["ui", "jobs.json"] => json(StatusCode::OK, &jobs_json(state)),
+        ["ui", "jobs"] => jobs_page(state, user, query),
+        ["ui", "jobs.json"] => json(StatusCode::OK, &jobs_rows(state, query)),
         ["ui", "job", id] => match id.parse::<JobId>() {
             Ok(id) => job_page(state, &id, user),
             Err(_) => not_found("../../", user, "not a job id"),
@@ -115,17 +119,14 @@ fn text_input(name: &str, placeholder: &str) -> String {
 async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
     let mut sensors = String::new();
     // Each upstream's data availability (sensors asked concurrently, briefly).
-    let st = stats(state, &[]).await;
-    for u in state.registry.upstreams() {
-        let oldest = st[u.name()]["oldest_timestamp"]
-            .as_str()
-            .unwrap_or("no data yet")
-            .to_owned();
+    let st = views::stats(state, &[]).await;
+    for (name, h) in &st.upstreams.0 {
+        let oldest = h.oldest_timestamp.as_deref().unwrap_or("no data yet");
         sensors.push_str(&format!(
             "<label class=\"check\"><input type=\"checkbox\" name=\"sensor\" value=\"{n}\"> {n} \
              <span class=\"hint\">oldest data: {o}</span></label>\n",
-            n = esc(u.name()),
-            o = esc(&oldest)
+            n = esc(name),
+            o = esc(oldest)
         ));
     }
     let units = "<option value=\"m\">minutes</option><option value=\"h\">hours</option>\
@@ -222,59 +223,47 @@ async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
     page("./", "Query", user, &f)
 }
 
-fn state_has_capture(s: State) -> bool {
-    matches!(s, State::Running | State::Completed | State::Partial)
+/// The jobs page's page size.
+const JOBS_PAGE: usize = 200;
+
+/// The jobs table's rows, newest first: a page of [`JOBS_PAGE`], after job `before`.
+fn jobs_rows(state: &AppState, query: Option<&str>) -> Vec<JobView> {
+    let mut l = views::Listing::parse(query).unwrap_or_default();
+    l.limit = Some(l.limit.unwrap_or(JOBS_PAGE).min(JOBS_PAGE));
+    l.apply(state, &state.registry.all())
 }
 
-/// The jobs table's rows, newest first.
-fn jobs_json(state: &AppState) -> serde_json::Value {
-    let mut jobs = state.registry.all();
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.created));
-    let v: Vec<serde_json::Value> = jobs
-        .iter()
-        .map(|j| {
-            let s = j.status();
-            serde_json::json!({
-                "id": j.id.to_string(),
-                "time": rfc3339(j.created),
-                "user": state.requester(&j.id),
-                "query": j.query.stenographer(),
-                "state": s.state,
-                "packets": s.packets,
-                "bytes": s.bytes,
-                "capture": state_has_capture(s.state),
-            })
-        })
-        .collect();
-    serde_json::json!(v)
-}
-
-fn jobs_page(state: &AppState, user: Option<&str>) -> Response<Body> {
+fn jobs_page(state: &AppState, user: Option<&str>, query: Option<&str>) -> Response<Body> {
     let mut rows = String::new();
-    if let serde_json::Value::Array(jobs) = jobs_json(state) {
-        for j in jobs {
-            let s = |k: &str| j[k].as_str().unwrap_or("").to_owned();
-            let id = s("id");
-            let get = if j["capture"].as_bool().unwrap_or(false) {
-                format!("<a class=\"button\" href=\"../{id}/merged.pcap\">Get PCAP</a>")
-            } else {
-                String::new()
-            };
-            rows.push_str(&format!(
-                "<tr><td>{t}</td><td><a href=\"job/{id}\">{short}</a></td><td>{u}</td><td><code>{q}</code></td>\
-                 <td class=\"state\">{st}</td><td>{b}</td><td>{get}</td></tr>\n",
-                t = esc(&s("time")),
-                short = esc(id.get(..8).unwrap_or(&id)),
-                u = esc(&s("user")),
-                q = esc(&s("query")),
-                st = esc(&s("state")),
-                b = j["bytes"].as_u64().unwrap_or(0),
-            ));
-        }
+    let jobs = jobs_rows(state, query);
+    for j in &jobs {
+        let id = &j.id;
+        let get = if j.capture {
+            format!("<a class=\"button\" href=\"../{id}/merged.pcap\">Get PCAP</a>")
+        } else {
+            String::new()
+        };
+        rows.push_str(&format!(
+            "<tr><td>{t}</td><td><a href=\"job/{id}\">{short}</a></td><td>{u}</td><td><code>{q}</code></td>\
+             <td class=\"state\">{st}</td><td>{b}</td><td>{get}</td></tr>\n",
+            t = esc(&j.time),
+            short = esc(id.get(..8).unwrap_or(id)),
+            u = esc(j.user.as_deref().unwrap_or("")),
+            q = esc(&j.query),
+            st = j.state.as_str(),
+            b = j.bytes,
+        ));
     }
+    let older = match jobs.last() {
+        Some(last) if jobs.len() == JOBS_PAGE => format!(
+            "<p><a id=\"older\" href=\"jobs?before={}\">Older jobs</a></p>",
+            esc(&last.id)
+        ),
+        _ => String::new(),
+    };
     let main = format!(
         "<table id=\"jobs\"><thead><tr><th>Time</th><th>Job</th><th>User</th><th>Query</th>\
-         <th>State</th><th>Bytes</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+         <th>State</th><th>Bytes</th><th></th></tr></thead><tbody>{rows}</tbody></table>{older}"
     );
     page("../", "Jobs", user, &main)
 }
@@ -283,17 +272,21 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
     let Some(job) = state.registry.get(id) else {
         return not_found("../../", user, "no such job (it may have expired)");
     };
-    let j = job_json(state, &job);
-    let s = job.status();
+    let j = JobView::of(state, &job);
+    let s = StatusView::of(&job);
     let mut ups = String::new();
     for u in &s.upstreams {
         ups.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.name),
-            esc(u.state),
+            u.state,
             u.packets,
             u.bytes,
-            esc(u.error.as_deref().unwrap_or(""))
+            esc(&u
+                .error
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default())
         ));
     }
     let mut evs = String::new();
@@ -326,7 +319,7 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
         id = id,
         pcap = esc(&pcap_rel),
         u = esc(user.unwrap_or("")),
-        q = esc(j["query"].as_str().unwrap_or("")),
+        q = esc(&j.query),
         st = s.state,
         pk = s.packets,
         by = s.bytes,
@@ -345,20 +338,15 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
 }
 
 async fn sensors_page(state: &AppState, user: Option<&str>) -> Response<Body> {
-    let st = stats(state, &[]).await;
+    let st = views::stats(state, &[]).await;
     let mut rows = String::new();
-    for u in state.registry.upstreams() {
-        let s = &st[u.name()];
+    for (name, h) in &st.upstreams.0 {
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(u.name()),
-            esc(s["kind"].as_str().unwrap_or("")),
-            if s["up"].as_bool().unwrap_or(false) {
-                "up"
-            } else {
-                "down"
-            },
-            esc(s["oldest_timestamp"].as_str().unwrap_or("no data yet")),
+            esc(name),
+            esc(h.kind),
+            if h.up { "up" } else { "down" },
+            esc(h.oldest_timestamp.as_deref().unwrap_or("no data yet")),
         ));
     }
     let free = state.registry.spool().free_bytes();

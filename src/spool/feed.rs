@@ -33,7 +33,25 @@ struct Window {
     /// How much of the capture the spool file holds (spooled mode).
     written: u64,
     direct: bool,
-    outcome: Option<Result<(), String>>,
+    outcome: Option<Result<(), Incomplete>>,
+}
+
+/// Why a capture will never be whole: what its readers were given must not be presented as
+/// complete (an HTTP body ends without its final chunk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Incomplete {
+    /// A user cancelled the job.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// Every upstream failed: a header-only capture must not look like a clean "no packets".
+    #[error("every upstream failed")]
+    AllUpstreamsFailed,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShutDown,
+    /// The job ended without saying how (it was dropped).
+    #[error("the job ended before its capture was complete")]
+    Abandoned,
 }
 
 impl Window {
@@ -83,8 +101,8 @@ pub enum Lookup {
     },
     /// Nothing yet.
     Pending,
-    /// The capture ended here (`Ok`), or failed (`Err`, whatever the offset).
-    Ended(Result<(), String>),
+    /// The capture ended here (`Ok`), or will never be whole (`Err`, whatever the offset).
+    Ended(Result<(), Incomplete>),
 }
 
 impl Feed {
@@ -114,10 +132,10 @@ impl Feed {
         !w.direct || w.start == 0
     }
 
-    /// Appends a chunk; `written` is how much of the capture the spool file holds (ignored in
-    /// direct mode). In direct mode, waits while the feed is over its size and a reader still
-    /// needs its oldest chunk.
-    pub async fn push(&self, chunk: Bytes, written: u64) {
+    /// Appends a chunk of whole records. In direct mode, waits while the feed is over its size
+    /// and a reader still needs its oldest chunk. (In spooled mode the spool writer paces the
+    /// job, and tells the feed what the file holds through [`Feed::written`].)
+    pub async fn push(&self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
         }
@@ -133,7 +151,6 @@ impl Feed {
             };
             let mut blocked = false;
             self.window.send_if_modified(|w| {
-                w.written = w.written.max(written);
                 let (changed, held) = w.evict(min_reader, FEED_BYTES);
                 blocked = held;
                 changed
@@ -151,7 +168,7 @@ impl Feed {
     /// Ends the capture: `Ok` once every byte has been pushed, `Err` when it will never be
     /// whole. Only the first call counts. From now on the feed shrinks to what its readers
     /// still need (a finished job may stay in the registry for days: it must not hold memory).
-    pub fn finish(&self, outcome: Result<(), String>) {
+    pub fn finish(&self, outcome: Result<(), Incomplete>) {
         self.window.send_if_modified(|w| {
             if w.outcome.is_some() {
                 return false;
@@ -162,11 +179,16 @@ impl Feed {
         self.trim();
     }
 
-    /// Records that the spool file now holds `written` bytes (its final length, at the end of
-    /// a job) and frees what no one needs from memory any more.
+    /// Records that the spool file durably holds the capture's first `written` bytes (called by
+    /// the spool writer) and frees what no one needs from memory any more.
     pub fn written(&self, written: u64) {
-        self.window
-            .send_modify(|w| w.written = w.written.max(written));
+        self.window.send_if_modified(|w| {
+            w.written = w.written.max(written);
+            match w.outcome {
+                None if !w.direct => w.evict(None, FEED_BYTES).0,
+                _ => false,
+            }
+        });
         self.trim();
     }
 
@@ -224,14 +246,14 @@ impl FeedReader {
     pub fn lookup(&mut self, offset: u64) -> Lookup {
         let w = self.rx.borrow_and_update();
         if let Some(Err(why)) = &w.outcome {
-            return Lookup::Ended(Err(why.clone()));
+            return Lookup::Ended(Err(*why));
         }
         if offset < w.start {
             return Lookup::Evicted { start: w.start };
         }
         if offset >= w.end {
             return match &w.outcome {
-                Some(o) => Lookup::Ended(o.clone()),
+                Some(o) => Lookup::Ended(*o),
                 None => Lookup::Pending,
             };
         }
@@ -297,7 +319,8 @@ mod tests {
         for i in 0..12u8 {
             // The file lags two chunks behind.
             let written = (u64::from(i).saturating_sub(2)) * mb as u64;
-            feed.push(chunk(mb, i), written).await;
+            feed.written(written);
+            feed.push(chunk(mb, i)).await;
         }
         match r.lookup(0) {
             Lookup::Evicted { start } => assert!(start > 0 && start <= 10 * mb as u64),
@@ -325,7 +348,7 @@ mod tests {
             let feed = Arc::clone(&feed);
             tokio::spawn(async move {
                 for i in 0..20u8 {
-                    feed.push(chunk(mb as usize, i), 0).await;
+                    feed.push(chunk(mb as usize, i)).await;
                 }
             })
         };
@@ -350,7 +373,7 @@ mod tests {
         }
         producer.await.unwrap();
         assert!(!feed.replayable(), "byte 0 has left a direct feed");
-        feed.finish(Err("cancelled".into()));
+        feed.finish(Err(Incomplete::Cancelled));
         assert!(matches!(slow.lookup(0), Lookup::Ended(Err(_))));
         drop(slow);
         assert_eq!(

@@ -219,3 +219,18 @@ pub fn assert_same_packets(ours: &Path, oracle: &Path, what: &str) {
         assert!(x == y, "{what}: packet {} differs: {x:?} vs {y:?}", i + 1);
     }
 }
+
+/// The captures in a spool directory (complete and part files): everything but the job store.
+pub fn spool_files(spool: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(spool)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("jobs.sqlite"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,274 @@
+//! What the API shows of jobs and upstreams, as typed `Serialize` structs: the JSON routes
+//! serialise them and the UI renders the very same values (it never reads its own API's JSON
+//! back by string keys).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::jobs::{Event, Job, Snapshot, State, UpstreamState, UpstreamStatus};
+use crate::query::JobId;
+use crate::upstream::Health;
+
+/// Docket-py's job JSON: `{id, state, query, url, time}`, plus the owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: String,
+    /// Its state.
+    pub state: State,
+    /// The query in Stenographer's language.
+    pub query: String,
+    /// Where its capture is.
+    pub url: String,
+    /// When it was requested (RFC 3339).
+    pub time: String,
+    /// Who first asked for it.
+    pub user: Option<String>,
+    /// Packets written.
+    pub packets: u64,
+    /// Bytes written so far.
+    pub bytes: u64,
+    /// Whether there is a capture to download (running or complete).
+    pub capture: bool,
+}
+
+impl JobView {
+    /// The view of `job` now.
+    pub fn of(state: &AppState, job: &Job) -> JobView {
+        let (st, packets, bytes) = job.with(|s| (s.state, s.packets, s.bytes));
+        JobView {
+            id: job.id.to_string(),
+            state: st,
+            query: job.query.stenographer(),
+            url: url(state, job),
+            time: rfc3339(job.created),
+            user: job.user.clone(),
+            packets,
+            bytes,
+            capture: matches!(st, State::Running | State::Completed | State::Partial),
+        }
+    }
+}
+
+/// One job in `/status`: Docket-py's `{state, requests, events, successes}` plus per-upstream
+/// progress and counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    /// Overall state.
+    pub state: State,
+    /// The query in Stenographer's language.
+    pub query: String,
+    /// Who first asked for it.
+    pub user: Option<String>,
+    /// Per upstream, by name (Docket-py's `requests`).
+    pub requests: BTreeMap<String, UpstreamStatus>,
+    /// History.
+    pub events: Vec<Event>,
+    /// The upstreams that answered in full.
+    pub successes: Vec<UpstreamStatus>,
+    /// Per upstream, in order.
+    pub upstreams: Vec<UpstreamStatus>,
+    /// Packets written.
+    pub packets: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// A limit ended the merge early.
+    pub truncated_by_limit: bool,
+    /// Final, with nothing in it.
+    pub no_packets: bool,
+    /// `spooled` or `direct`, with the reason.
+    #[serde(flatten)]
+    pub mode: crate::jobs::Mode,
+    /// What ended it.
+    pub end: Option<String>,
+}
+
+impl StatusView {
+    /// The status of `job` now.
+    pub fn of(job: &Job) -> StatusView {
+        let s: Snapshot = job.snapshot();
+        StatusView {
+            state: s.state,
+            query: job.query.stenographer(),
+            user: job.user.clone(),
+            requests: s
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.clone()))
+                .collect(),
+            successes: s
+                .upstreams
+                .iter()
+                .filter(|u| u.state == UpstreamState::Done)
+                .cloned()
+                .collect(),
+            no_packets: s.state.is_final() && s.packets == 0,
+            events: s.events,
+            upstreams: s.upstreams,
+            packets: s.packets,
+            bytes: s.bytes,
+            truncated_by_limit: s.truncated_by_limit,
+            mode: s.mode,
+            end: s.end.map(|e| e.to_string()),
+        }
+    }
+}
+
+/// The spool's line in `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoolStats {
+    /// Docket-py's `[free bytes, free inodes]`.
+    #[serde(rename = "Free space")]
+    pub free_space: [u64; 2],
+    /// Jobs known.
+    pub jobs: usize,
+}
+
+/// `/stats`: each upstream's health by name, and the spool under `docket`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsView {
+    /// Per upstream, in configuration order.
+    #[serde(flatten)]
+    pub upstreams: indexmap_free::Ordered<Health>,
+    /// The gateway itself.
+    pub docket: SpoolStats,
+}
+
+/// A name → value map that serialises in insertion order (configuration order).
+pub mod indexmap_free {
+    use serde::ser::{Serialize, SerializeMap, Serializer};
+
+    /// See the module documentation.
+    #[derive(Debug, Clone, Default)]
+    pub struct Ordered<T>(pub Vec<(String, T)>);
+
+    impl<T: Serialize> Serialize for Ordered<T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+}
+
+/// Upstreams' health (sensors asked concurrently, each within its `stats_timeout`; a dead one
+/// shows as down, never as an error of the route), restricted to `names` when given.
+pub async fn stats(state: &AppState, names: &[&str]) -> StatsView {
+    let names: Vec<&str> = names.iter().flat_map(|n| n.split(',')).collect();
+    let mut checks = tokio::task::JoinSet::new();
+    for (i, u) in state.registry.upstreams().iter().enumerate() {
+        if names.is_empty() || names.contains(&u.name()) {
+            let u = u.clone();
+            checks.spawn(async move { (i, u.name().to_owned(), u.health().await) });
+        }
+    }
+    let mut healths = checks.join_all().await;
+    healths.sort_by_key(|(i, _, _)| *i);
+    let spool = state.registry.spool();
+    StatsView {
+        upstreams: indexmap_free::Ordered(healths.into_iter().map(|(_, n, h)| (n, h)).collect()),
+        docket: SpoolStats {
+            free_space: [spool.free_bytes(), spool.free_inodes()],
+            jobs: state.registry.all().len(),
+        },
+    }
+}
+
+/// A job's capture URL.
+pub fn url(state: &AppState, job: &Job) -> String {
+    format!("{}{}/merged.pcap", state.config.prefix, job.id)
+}
+
+/// RFC 3339 of a system time.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let ns = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    crate::query::rfc3339(ns)
+}
+
+/// `/jobs?limit=N&before=ID&state=S&user=U`: newest first, a page of `limit` jobs older than
+/// job `before` (the last id of the previous page), filtered by state and owner.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Most jobs on the page.
+    pub limit: Option<usize>,
+    /// Only jobs after this one in the listing (older).
+    pub before: Option<JobId>,
+    /// Only jobs in this state.
+    pub state: Option<State>,
+    /// Only jobs of this user.
+    pub user: Option<String>,
+}
+
+impl Listing {
+    /// Reads the URL's query string.
+    ///
+    /// # Errors
+    /// A parameter that cannot be read, named.
+    pub fn parse(q: Option<&str>) -> Result<Listing, ApiError> {
+        let mut l = Listing::default();
+        let bad = |name: &'static str, value: &str, message: &str| ApiError::BadParameter {
+            name,
+            value: value.to_owned(),
+            message: message.to_owned(),
+        };
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            match &*k {
+                "limit" => {
+                    l.limit = Some(
+                        v.parse()
+                            .map_err(|_| bad("limit", &v, "limit is a number of jobs"))?,
+                    )
+                }
+                "before" => {
+                    l.before = Some(
+                        v.parse()
+                            .map_err(|_| bad("before", &v, "before is a job id"))?,
+                    )
+                }
+                "state" => {
+                    l.state = Some(State::parse(&v).ok_or_else(|| {
+                        bad(
+                        "state",
+                        &v,
+                        "state is one of Queued, Running, Completed, Partial, Failed, Cancelled",
+                    )
+                    })?)
+                }
+                "user" => l.user = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        Ok(l)
+    }
+
+    /// The page of `jobs` (given oldest first).
+    pub fn apply(&self, state: &AppState, jobs: &[Arc<Job>]) -> Vec<JobView> {
+        let mut newest_first = jobs.iter().rev();
+        if let Some(b) = &self.before {
+            // Skip up to and including the cursor (all, if it is unknown: an empty page).
+            for j in newest_first.by_ref() {
+                if j.id == *b {
+                    break;
+                }
+            }
+        }
+        newest_first
+            .filter(|j| self.state.is_none_or(|s| j.state() == s))
+            .filter(|j| {
+                self.user
+                    .as_deref()
+                    .is_none_or(|u| j.user.as_deref() == Some(u))
+            })
+            .take(self.limit.unwrap_or(usize::MAX))
+            .map(|j| JobView::of(state, j))
+            .collect()
+    }
+}

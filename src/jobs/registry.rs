@@ -1,0 +1,403 @@
+//! The registry: the map of jobs by id — dedup, join in flight, admission (a bounded number
+//! merging, a bounded queue) — and the jobs' history at start and shutdown.
+//!
+//! Invariants: no I/O under the map's lock (file-system checks happen before it is taken, and
+//! the decision is re-checked under it); a failed or cancelled job never poisons its id — the
+//! next identical request starts afresh; a partial result is never a hit (asking again asks
+//! the failed upstreams again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::job::{Job, Stop};
+use super::run::{self, Context};
+use super::state::{
+    DirectReason, EndReason, Failure, Mode, Snapshot, State, UpstreamState, UpstreamStatus,
+};
+use super::store::{Row, Store};
+use super::Error;
+use crate::query::{JobId, Query, QueryConfig};
+use crate::spool::Spool;
+use crate::upstream::{local::LocalUpstream, sensor_tls, stenographer::Sensor, Upstream};
+
+/// The `jobs` part of the configuration.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// Write each job's capture to the spool.
+    pub spool: bool,
+    /// Minimum free bytes on the spool's file system to admit a job.
+    pub free_bytes: u64,
+    /// Jobs merging at once.
+    pub max_jobs: usize,
+    /// Jobs waiting beyond `max_jobs` before new ones are refused.
+    pub max_queued: usize,
+    /// Global caps on a result (0: none).
+    pub limit_bytes: u64,
+    /// Global caps on a result (0: none).
+    pub limit_packets: u64,
+    /// To parse stored queries back.
+    pub query: QueryConfig,
+}
+
+/// The job registry. See the module documentation.
+#[derive(Debug)]
+pub struct Registry {
+    config: JobsConfig,
+    spool: Spool,
+    store: Store,
+    cx: Arc<ContextHandle>,
+    jobs: Mutex<HashMap<JobId, Arc<Job>>>,
+}
+
+/// The run context, kept behind a Debug-able wrapper.
+struct ContextHandle(Arc<Context>);
+
+impl std::fmt::Debug for ContextHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("upstreams", &self.0.upstreams.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A registry over the upstreams, the spool and the job store in it; jobs of the store's
+    /// history come back (those that were running are marked interrupted).
+    ///
+    /// # Errors
+    /// A sensor's TLS material cannot be used.
+    pub fn new(
+        config: JobsConfig,
+        locals: &[crate::config::LocalDir],
+        sensors: &[crate::config::Stenographer],
+        spool: Spool,
+        with_store: bool,
+    ) -> Result<Registry, sensor_tls::Error> {
+        let mut upstreams: Vec<Upstream> = locals
+            .iter()
+            .map(|d| Upstream::Local(Arc::new(LocalUpstream::new(d.name.clone(), d.path.clone()))))
+            .collect();
+        for s in sensors {
+            upstreams.push(Upstream::Stenographer(Arc::new(Sensor::new(s)?)));
+        }
+        let (store, rows) = if with_store {
+            Store::open(spool.dir())
+        } else {
+            (Store::none(), Vec::new())
+        };
+        let cx = Context {
+            upstreams,
+            spool: config.spool.then(|| spool.clone()),
+            permits: Arc::new(Semaphore::new(config.max_jobs)),
+            limit_packets: config.limit_packets,
+            limit_bytes: config.limit_bytes,
+        };
+        let r = Registry {
+            config,
+            spool,
+            store,
+            cx: Arc::new(ContextHandle(Arc::new(cx))),
+            jobs: Mutex::new(HashMap::new()),
+        };
+        r.recover(rows);
+        Ok(r)
+    }
+
+    /// Brings back the stored history: running jobs were interrupted; completed jobs whose
+    /// file is gone are forgotten; complete files without a row (an older version's) become
+    /// completed jobs.
+    fn recover(&self, rows: Vec<Row>) {
+        let files: HashMap<JobId, u64> = self
+            .spool
+            .list()
+            .into_iter()
+            .map(|f| (f.id, f.len))
+            .collect();
+        let mut jobs = HashMap::new();
+        let (mut interrupted, mut forgotten) = (0, 0);
+        for row in rows {
+            let Ok(query) = crate::query::parse_path(
+                &row.query_path,
+                crate::pcap::Timestamp(0),
+                &self.config.query,
+            ) else {
+                self.store.delete(row.id);
+                continue;
+            };
+            let mut state = row.state;
+            let mut end = row.end_reason.map(EndReason::Recorded);
+            let has_file = files.contains_key(&row.id);
+            if !state.is_final() {
+                // A job the process died under: its file (if it got renamed before the row
+                // said so) is not trusted.
+                self.spool.remove(&row.id);
+                state = State::Failed;
+                end = Some(EndReason::Restart);
+                interrupted += 1;
+            } else if matches!(state, State::Completed | State::Partial) && !has_file {
+                self.store.delete(row.id);
+                forgotten += 1;
+                continue;
+            }
+            let created = SystemTime::UNIX_EPOCH
+                + Duration::from_nanos(row.created_ns.clamp(0, u64::MAX.into()) as u64);
+            let snapshot = Snapshot {
+                state,
+                upstreams: row.upstreams,
+                packets: row.packets,
+                bytes: row.bytes,
+                mode: match row.direct {
+                    None => Mode::Spooled,
+                    Some(_) => Mode::Direct(DirectReason::SpoolOff),
+                },
+                part: None,
+                truncated_by_limit: row.truncated,
+                end,
+                ended_ns: row.ended_ns,
+                events: row.events,
+            };
+            let job = Job::new(
+                row.id,
+                query,
+                row.user,
+                created,
+                snapshot,
+                self.spool.clone(),
+                self.store.clone(),
+            );
+            if state != row.state {
+                job.event("job", EndReason::Restart.to_string(), Some(State::Failed));
+            }
+            jobs.insert(row.id, Arc::new(job));
+        }
+        if interrupted + forgotten > 0 {
+            tracing::info!(
+                interrupted,
+                forgotten,
+                "job history: interrupted jobs marked failed, jobs without a file forgotten"
+            );
+        }
+        *self.jobs.lock().expect("jobs lock") = jobs;
+    }
+
+    /// The upstreams, in configuration order.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.cx.0.upstreams
+    }
+
+    /// The spool.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The job of an id, if known.
+    pub fn get(&self, id: &JobId) -> Option<Arc<Job>> {
+        self.jobs.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// All jobs, oldest first.
+    pub fn all(&self) -> Vec<Arc<Job>> {
+        let mut v: Vec<_> = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|j| (j.created, j.id));
+        v
+    }
+
+    /// Removes a job: stops it if running, deletes its file and its history. Whether there
+    /// was anything to remove.
+    pub fn remove(&self, id: &JobId) -> bool {
+        let job = self.jobs.lock().expect("jobs lock").remove(id);
+        let file = self.spool.remove(id);
+        if let Some(j) = &job {
+            j.stop(Stop::ByUser);
+        }
+        self.store.delete(*id);
+        job.is_some() || file
+    }
+
+    /// Forgets jobs whose files cleanup deleted, and failed or cancelled jobs older than
+    /// `keep_failed` (their history stays visible that long; their ids restart anyway).
+    pub fn forget(&self, deleted: &[JobId], keep_failed: Duration) {
+        let now = SystemTime::now();
+        let mut gone = Vec::new();
+        self.jobs.lock().expect("jobs lock").retain(|id, j| {
+            let state = j.state();
+            let deleted = state.is_final() && deleted.contains(id);
+            let stale = matches!(state, State::Failed | State::Cancelled)
+                && now.duration_since(j.created).unwrap_or_default() > keep_failed;
+            if deleted || stale {
+                gone.push(*id);
+            }
+            !(deleted || stale)
+        });
+        for id in gone {
+            self.store.delete(id);
+        }
+    }
+
+    /// The job for `query`: joins an existing one or starts a new one, owned by `user`.
+    ///
+    /// # Errors
+    /// Admission control (spool space, queue length) or an unknown sensor.
+    pub fn get_or_start(&self, query: Query, user: Option<&str>) -> Result<Arc<Job>, Error> {
+        let id = query.id();
+        let existing = self.get(&id);
+        if let Some(j) = &existing {
+            if self.joinable(j) {
+                return Ok(Arc::clone(j));
+            }
+        }
+        let selected = self.select(&query)?;
+        // I/O before the lock: an orphan complete file, the free space.
+        let orphan = existing.is_none() && self.spool.complete_len(&id).is_some();
+        let free = (self.config.spool && !orphan).then(|| self.spool.free_bytes());
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        // Someone may have started or replaced the job meanwhile.
+        if let Some(j) = jobs.get(&id) {
+            if !existing.as_ref().is_some_and(|e| Arc::ptr_eq(e, j)) {
+                return Ok(Arc::clone(j));
+            }
+        }
+        if orphan {
+            let job = Arc::new(self.new_job(id, query, user, &selected, State::Completed));
+            job.update(false, |s| {
+                s.end = Some(EndReason::FoundInSpool);
+                s.bytes = self.spool.complete_len(&id).unwrap_or(0);
+            });
+            jobs.insert(id, Arc::clone(&job));
+            drop(jobs);
+            self.store.begin(&job);
+            job.event("job", EndReason::FoundInSpool.to_string(), None);
+            return Ok(job);
+        }
+        if let Some(free) = free.filter(|&f| f < self.config.free_bytes) {
+            return Err(Error::InsufficientStorage {
+                free,
+                needed: self.config.free_bytes,
+            });
+        }
+        // Jobs still `Queued` may be about to take a free permit: only those beyond the free
+        // permits really wait.
+        let waiting = jobs.values().filter(|j| j.state() == State::Queued).count();
+        if waiting >= self.config.max_queued + self.cx.0.permits.available_permits() {
+            return Err(Error::Busy(waiting));
+        }
+        let job = Arc::new(self.new_job(id, query, user, &selected, State::Queued));
+        jobs.insert(id, Arc::clone(&job));
+        drop(jobs);
+        self.store.begin(&job);
+        let span = tracing::info_span!("job", id = %id, query = %job.query.canonical());
+        let _g = span.enter();
+        job.event("job", "created", None);
+        drop(_g);
+        tokio::spawn(run::run(Arc::clone(&self.cx.0), Arc::clone(&job), selected).instrument(span));
+        Ok(job)
+    }
+
+    /// Whether a request for `j`'s query joins it (reads its capture from byte 0).
+    fn joinable(&self, j: &Job) -> bool {
+        match j.state() {
+            // A job streaming without a spool whose first bytes have left its feed cannot
+            // serve a newcomer from byte 0: the newcomer gets a job of its own.
+            State::Queued | State::Running => j.feed().replayable(),
+            // A hit (the file may have been cleaned up since).
+            State::Completed => self.spool.complete_len(&j.id).is_some(),
+            _ => false,
+        }
+    }
+
+    fn select(&self, query: &Query) -> Result<Vec<usize>, Error> {
+        let ups = self.upstreams();
+        for s in &query.sensors {
+            if !ups.iter().any(|u| u.name() == s) {
+                return Err(Error::UnknownSensor(s.clone()));
+            }
+        }
+        Ok((0..ups.len())
+            .filter(|&i| {
+                query.sensors.is_empty() || query.sensors.iter().any(|s| s == ups[i].name())
+            })
+            .collect())
+    }
+
+    fn new_job(
+        &self,
+        id: JobId,
+        query: Query,
+        user: Option<&str>,
+        selected: &[usize],
+        state: State,
+    ) -> Job {
+        let snapshot = Snapshot {
+            state,
+            upstreams: selected
+                .iter()
+                .map(|&i| UpstreamStatus {
+                    name: self.upstreams()[i].name().to_owned(),
+                    state: UpstreamState::Queued,
+                    packets: 0,
+                    bytes: 0,
+                    error: None::<Failure>,
+                    warnings: Vec::new(),
+                })
+                .collect(),
+            packets: 0,
+            bytes: 0,
+            mode: if self.config.spool {
+                Mode::Spooled
+            } else {
+                Mode::Direct(DirectReason::SpoolOff)
+            },
+            part: None,
+            truncated_by_limit: false,
+            end: None,
+            ended_ns: None,
+            events: Vec::new(),
+        };
+        Job::new(
+            id,
+            query,
+            user.map(str::to_owned),
+            SystemTime::now(),
+            snapshot,
+            self.spool.clone(),
+            self.store.clone(),
+        )
+    }
+
+    /// Stops every job still queued or running (they end Failed, "interrupted by shutdown"),
+    /// waits (bounded) for them to record their end, and flushes the job store.
+    pub async fn shutdown(&self, within: Duration) {
+        let live: Vec<Arc<Job>> = self
+            .all()
+            .into_iter()
+            .filter(|j| !j.state().is_final())
+            .collect();
+        for j in &live {
+            j.stop(Stop::Shutdown);
+        }
+        let _ = tokio::time::timeout(within, async {
+            for j in &live {
+                let mut rx = j.subscribe();
+                let _ = rx.wait_for(|s| s.state.is_final()).await;
+            }
+        })
+        .await;
+        if !live.is_empty() {
+            tracing::info!(
+                jobs = live.len(),
+                "shutdown: running jobs recorded as interrupted"
+            );
+        }
+        self.store.flush().await;
+    }
+}
