@@ -16,8 +16,8 @@
 //! connections), every connection is told to finish (HTTP/1.1: after the response in flight;
 //! HTTP/2: GOAWAY), and live streams get `shutdown_grace` to end on their own. Then
 //! [`AppState::cut`] fires: each capture stream ends at its next record boundary without the
-//! final chunk (a visibly truncated transfer), and `serve` returns once the connections are
-//! gone (bounded).
+//! final chunk (a visibly truncated transfer), jobs still running are stopped (recorded as
+//! interrupted), and `serve` returns once the connections are gone (bounded).
 
 pub mod api;
 pub mod audit;
@@ -211,9 +211,10 @@ pub async fn serve(
         return Ok(());
     }
     tracing::info!("shutdown: grace over; cutting live streams at a record boundary");
+    // Jobs still running stop first (their readers' streams end incomplete, at a record
+    // boundary), then streams of complete files are cut.
+    state.registry.interrupt();
     state.cut.cancel();
-    // Streams of running jobs end when their jobs stop (the caller stops them next); the
-    // others end at once on the cut.
     if tokio::time::timeout(CUT_WAIT, &mut all_closed)
         .await
         .is_err()

@@ -295,7 +295,8 @@ impl Registry {
         jobs.insert(id, Arc::clone(&job));
         drop(jobs);
         self.store.begin(&job);
-        let span = tracing::info_span!("job", id = %id, query = %job.query.canonical());
+        let span =
+            tracing::info_span!(parent: None, "job", id = %id, query = %job.query.canonical());
         let _g = span.enter();
         job.event("job", "created", None);
         drop(_g);
@@ -374,9 +375,9 @@ impl Registry {
         )
     }
 
-    /// Stops every job still queued or running (they end Failed, "interrupted by shutdown"),
-    /// waits (bounded) for them to record their end, and flushes the job store.
-    pub async fn shutdown(&self, within: Duration) {
+    /// Stops every job still queued or running (they end Failed, "interrupted by shutdown",
+    /// and their readers' streams end incomplete). Returns them.
+    pub fn interrupt(&self) -> Vec<Arc<Job>> {
         let live: Vec<Arc<Job>> = self
             .all()
             .into_iter()
@@ -385,6 +386,19 @@ impl Registry {
         for j in &live {
             j.stop(Stop::Shutdown);
         }
+        if !live.is_empty() {
+            tracing::info!(
+                jobs = live.len(),
+                "shutdown: running jobs stopped, recorded as interrupted"
+            );
+        }
+        live
+    }
+
+    /// [`Registry::interrupt`], then waits (bounded) for those jobs to record their end, and
+    /// flushes the job store.
+    pub async fn shutdown(&self, within: Duration) {
+        let live = self.interrupt();
         let _ = tokio::time::timeout(within, async {
             for j in &live {
                 let mut rx = j.subscribe();

@@ -101,6 +101,8 @@ struct Run<'a> {
     selected: &'a [usize],
     inputs: Vec<Input>,
     declared: Vec<(LinkType, Precision)>,
+    /// Packets written so far (kept when a cancel ends the merge).
+    packets: u64,
     /// Upstreams stop on this: a child of the job's cancel (a user or a shutdown), also
     /// cancelled alone when a limit ends the merge.
     stop: CancellationToken,
@@ -114,6 +116,7 @@ impl<'a> Run<'a> {
             selected,
             inputs: Vec::new(),
             declared: Vec::new(),
+            packets: 0,
             stop: job.cancel_token().child_token(),
         }
     }
@@ -207,13 +210,14 @@ impl<'a> Run<'a> {
                 failed: false,
             });
         }
-        let merged = self.merge(&mut sink, limits).await;
+        // A cancel ends the merge early; the packets written so far still count.
+        let _ = self.merge(&mut sink, limits).await;
         // Whatever ended the merge, the upstreams are no longer wanted.
         self.stop.cancel();
         let failed = self.inputs.iter().filter(|i| i.failed).count();
         let all_failed = failed > 0 && failed == self.inputs.len();
         let cancelled = self.job.stopped();
-        let packets = merged.unwrap_or(0);
+        let packets = self.packets;
         self.job.update(false, |s| {
             s.packets = packets;
             for u in &mut s.upstreams {
@@ -345,6 +349,7 @@ impl<'a> Run<'a> {
                 break;
             }
             packets += 1;
+            self.packets = packets;
             written += size;
             if buf.len() >= FLUSH_BYTES {
                 sink.emit(buf.split().freeze()).await;

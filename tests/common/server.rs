@@ -9,6 +9,10 @@ use tempfile::TempDir;
 
 use super::{first_line, run_ok, tshark_packets};
 
+/// The server's log file in its directory: create it (empty) before the start to have the
+/// server log at info level into it.
+pub const LOG: &str = "server.log";
+
 /// A running `docket serve`, killed (by PID) when dropped.
 pub struct Server {
     /// The process.
@@ -52,12 +56,21 @@ impl Server {
         conf.push_str(tables);
         let conf_path = dir.path().join("docket.toml");
         std::fs::write(&conf_path, conf).unwrap();
+        // With `DOCKET_TEST_LOG` in the directory, the server logs at info level into it.
+        let log = dir.path().join(LOG);
+        let (level, stderr) = match std::fs::File::open(&log) {
+            Ok(_) => (
+                "info",
+                Stdio::from(std::fs::OpenOptions::new().append(true).open(&log).unwrap()),
+            ),
+            Err(_) => ("warn", Stdio::inherit()),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_docket"))
             .args(["serve", "-c"])
             .arg(&conf_path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         // Readiness is the server's own line, not a sleep.
@@ -67,6 +80,26 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
         Server { child, base, dir }
+    }
+
+    /// What the server logged (see [`LOG`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG)).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the server process (by its PID).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signals the process this harness started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Stops the server (SIGTERM), requires a clean exit, and gives back its directory for a
+    /// restart on the same spool.
+    pub fn stop(mut self) -> TempDir {
+        self.signal(libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful stop exits 0: {status:?}");
+        std::mem::replace(&mut self.dir, TempDir::new().unwrap())
     }
 
     pub fn url(&self, rest: &str) -> String {
