@@ -5,6 +5,7 @@
 //! publish on the watch (so a waiting reader always wakes) and tell the job store when the
 //! change is one it keeps (state changes and events; never per chunk).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -72,6 +73,9 @@ pub struct Job {
     store: Store,
     cancel: CancellationToken,
     stop: OnceLock<Stop>,
+    /// Removed from the registry (deleted): its history is gone and must not be written back
+    /// by its own end (a new run under the same id has a row of its own).
+    detached: AtomicBool,
 }
 
 pub(super) fn now_ns() -> i128 {
@@ -107,6 +111,7 @@ impl Job {
             store,
             cancel: CancellationToken::new(),
             stop: OnceLock::new(),
+            detached: AtomicBool::new(false),
         }
     }
 
@@ -141,6 +146,15 @@ impl Job {
     /// Why it was stopped, if it was.
     pub(super) fn stopped(&self) -> Option<Stop> {
         self.stop.get().copied()
+    }
+
+    /// Stops writing its history (it was deleted).
+    pub(super) fn detach(&self) {
+        self.detached.store(true, Ordering::SeqCst);
+    }
+
+    fn keeps_history(&self) -> bool {
+        !self.detached.load(Ordering::SeqCst)
     }
 
     /// Asks the job to stop; the first reason given is kept. A user's cancel ends it
@@ -193,7 +207,7 @@ impl Job {
     /// Changes the state without an event; `keep` says whether the store records it.
     pub(super) fn update(&self, keep: bool, f: impl FnOnce(&mut Snapshot)) {
         self.state.send_modify(f);
-        if keep {
+        if keep && self.keeps_history() {
             self.store.save(self);
         }
     }
@@ -218,6 +232,9 @@ impl Job {
             ev = Some((s.events.len(), e.clone()));
             s.events.push(e);
         });
+        if !self.keeps_history() {
+            return;
+        }
         if let Some((seq, e)) = ev {
             self.store.event(self.id, seq, e);
         }

@@ -138,7 +138,12 @@ impl Registry {
                 state = State::Failed;
                 end = Some(EndReason::Restart);
                 interrupted += 1;
-            } else if matches!(state, State::Completed | State::Partial) && !has_file {
+            } else if matches!(state, State::Completed | State::Partial)
+                && !has_file
+                && row.direct.is_none()
+            {
+                // A kept capture cleanup or a user deleted: its history goes with it. (A job
+                // streamed without a spool never had a file: its history stays.)
                 self.store.delete(row.id);
                 forgotten += 1;
                 continue;
@@ -218,6 +223,7 @@ impl Registry {
         let job = self.jobs.lock().expect("jobs lock").remove(id);
         let file = self.spool.remove(id);
         if let Some(j) = &job {
+            j.detach();
             j.stop(Stop::ByUser);
         }
         self.store.delete(*id);
@@ -235,6 +241,7 @@ impl Registry {
             let stale = matches!(state, State::Failed | State::Cancelled)
                 && now.duration_since(j.created).unwrap_or_default() > keep_failed;
             if deleted || stale {
+                j.detach();
                 gone.push(*id);
             }
             !(deleted || stale)

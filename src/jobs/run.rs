@@ -220,9 +220,12 @@ impl<'a> Run<'a> {
         let packets = self.packets;
         self.job.update(false, |s| {
             s.packets = packets;
-            for u in &mut s.upstreams {
-                if u.state == UpstreamState::Requesting {
-                    u.state = UpstreamState::Done;
+            // A stopped job's upstreams did not answer in full.
+            if cancelled.is_none() {
+                for u in &mut s.upstreams {
+                    if u.state == UpstreamState::Requesting {
+                        u.state = UpstreamState::Done;
+                    }
                 }
             }
         });
@@ -235,12 +238,13 @@ impl<'a> Run<'a> {
         } else {
             Ok(())
         });
-        let kept = match cancelled {
-            Some(_) => {
-                sink.abandon();
-                None
-            }
-            None => sink.finish().await,
+        // A cancelled job, or one whose every upstream failed, keeps no file: a header-only
+        // capture must never become a hit.
+        let kept = if cancelled.is_some() || all_failed {
+            sink.abandon();
+            None
+        } else {
+            sink.finish().await
         };
         match cancelled {
             Some(Stop::ByUser) => return (State::Cancelled, EndReason::Cancelled),
@@ -439,6 +443,7 @@ impl<'a> Sink<'a> {
         let w = self.writer.take()?;
         let r = w.finish().await.map_err(Arc::new);
         if let Err(e) = &r {
+            self.job.feed().set_direct();
             let why = DirectReason::Failed(Arc::clone(e));
             self.job.update(true, |s| {
                 s.mode = Mode::Direct(why);
