@@ -246,13 +246,15 @@ impl Job {
     /// Ends the job: its final state and reason, one event, stored.
     pub(super) fn end(&self, state: State, reason: EndReason) {
         let msg = reason.to_string();
-        self.update(false, |s| {
+        // State and reason change together (`end` is set exactly when the state is final).
+        self.update(true, |s| {
             if !s.state.is_final() {
+                s.state = state;
                 s.end = Some(reason);
                 s.ended_ns = Some(now_ns());
                 s.part = None;
             }
         });
-        self.event("job", msg, Some(state));
+        self.event("job", msg, None);
     }
 }

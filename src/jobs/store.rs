@@ -83,7 +83,7 @@ pub struct Row {
     pub id: JobId,
     /// The query in the URL grammar (absolute times), to parse back.
     pub query_path: String,
-    /// The canonical query (shown, and checked against the parsed query).
+    /// The canonical query (for readers of the database; the id is what identifies the job).
     pub canonical: String,
     /// When it was requested (ns since the epoch).
     pub created_ns: i128,
