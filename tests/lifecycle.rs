@@ -142,10 +142,20 @@ fn a_completed_job_survives_a_restart() {
 
 /// Starts a stream of the 20-minute bulk window read at `rate` (curl's `--limit-rate`).
 fn slow_stream(server: &Server, out: &Path, rate: &str) -> std::process::Child {
+    stream_at(
+        server,
+        &format!("q/after/{AFTER}/before/{BEFORE}/pcap"),
+        out,
+        rate,
+    )
+}
+
+/// Starts a stream of `path` into `out`, read at `rate`.
+fn stream_at(server: &Server, path: &str, out: &Path, rate: &str) -> std::process::Child {
     Command::new("curl")
         .args(["-sS", "-N", "--limit-rate", rate, "-o"])
         .arg(out)
-        .arg(server.url(&format!("q/after/{AFTER}/before/{BEFORE}/pcap")))
+        .arg(server.url(path))
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -205,13 +215,7 @@ fn sigterm_cuts_a_stream_past_the_grace_at_a_record_boundary_and_records_the_job
     // A spool-less job is still running when the grace ends (the slow client paces it).
     let mut server = Server::start_in(logged_dir(), &locals, "shutdown_grace = 1\nspool = false");
     let out = work.path().join("cut.pcap");
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", "200k", "-o"])
-        .arg(&out)
-        .arg(server.url(BIG_PATH))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl = stream_at(&server, BIG_PATH, &out, "200k");
     wait_for_bytes(&out);
     let id = server.json("ids")[0].as_str().unwrap().to_owned();
     server.signal(libc::SIGTERM);
@@ -396,13 +400,7 @@ fn kill_9_leaves_a_failed_job_without_files_and_asking_again_runs_it() {
     let mut server = Server::start_in(TempDir::new().unwrap(), &locals, "spool = false");
     let spool = server.dir.path().join("spool");
     let out = work.path().join("first.pcap");
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", "200k", "-o"])
-        .arg(&out)
-        .arg(server.url(BIG_PATH))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl = stream_at(&server, BIG_PATH, &out, "200k");
     wait_for_bytes(&out);
     let id = server.json("ids")[0].as_str().unwrap().to_owned();
     assert_eq!(
