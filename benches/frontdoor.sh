@@ -19,8 +19,8 @@ secs="${SECONDS_EACH:-5}"
 bulk="${DOCKET_PCAPS:-../shared/pcaps}/bulk/mix-19-real-captures-10min.pcap"
 command -v nginx >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null; }
 command -v htpasswd >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q apache2-utils >/dev/null; }
-cargo build --release -q
-docket="$PWD/target/release/docket"
+# DOCKET_BIN runs a given build instead (e.g. an older commit's, for a before/after figure).
+if [ -n "${DOCKET_BIN:-}" ]; then docket="$DOCKET_BIN"; else cargo build --release -q; docket="$PWD/target/release/docket"; fi
 dir="${BENCH_DIR:-$(mktemp -d /tmp/docket-fd.XXXXXX)}"
 mkdir -p "$dir/data" "$dir/spool" "$dir/nginx" "$dir/pki"
 chmod 755 "$dir" "$dir/spool"

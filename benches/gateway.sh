@@ -18,22 +18,24 @@ cd "$(dirname "$0")/.."
 runs="${RUNS:-5}"
 bulk="${DOCKET_PCAPS:-../shared/pcaps}/bulk/mix-19-real-captures-10min.pcap"
 command -v nginx >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null; }
-cargo build --release -q
-docket="$PWD/target/release/docket"
-dir="${BENCH_DIR:-$(mktemp -d /tmp/docket-gw.XXXXXX)}"
+# DOCKET_BIN runs a given build instead (e.g. an older commit's, for a before/after figure).
+if [ -n "${DOCKET_BIN:-}" ]; then docket="$DOCKET_BIN"; else cargo build --release -q; docket="$PWD/target/release/docket"; fi
+# A given BENCH_DIR is kept (it holds the generated data for the next run); a temporary one
+# is removed at the end.
+if [ -n "${BENCH_DIR:-}" ]; then dir="$BENCH_DIR"; keep=1; else dir=$(mktemp -d /tmp/docket-gw.XXXXXX); keep=0; fi
 mkdir -p "$dir/data" "$dir/spool" "$dir/nginx"
 # nginx's workers run unprivileged: let them read the spool.
 chmod 755 "$dir" "$dir/spool"
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
+    [ "$keep" = 1 ] || rm -rf "$dir"
 }
 trap cleanup EXIT
 
 # ~1 GiB of rotated capture files.
 reps=$(( 1073741824 / $(stat -c %s "$bulk") ))
-if [ ! -e "$dir/data/rep-$((reps - 1)).pcap" ]; then
+if [ ! -e "$dir/data/rep-$(printf %03d $((reps - 1))).pcap" ]; then
     for ((r = 0; r < reps; r++)); do
         # pcap, as tcpdump -G writes its rotated files (editcap's default would be pcapng).
         editcap -F pcap -t $((r * 700)) "$bulk" "$dir/data/rep-$(printf %03d $r).pcap"

@@ -625,6 +625,21 @@ impl Config {
         }
     }
 
+    /// The HTTP front's part.
+    pub fn http(&self) -> crate::http::HttpConfig {
+        crate::http::HttpConfig {
+            prefix: self.prefix.clone(),
+            auth: self.auth.clone(),
+            login_required: self.auth.required(self.tls.as_ref()),
+            audit_path: self.audit_path.clone(),
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+            trusted_proxies: self.trusted_proxies.clone(),
+            shutdown_grace: self.shutdown_grace,
+            query: self.query_config(),
+        }
+    }
+
     /// The job registry's part.
     pub fn jobs(&self) -> crate::jobs::JobsConfig {
         crate::jobs::JobsConfig {

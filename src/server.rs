@@ -109,7 +109,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
-    let state = Arc::new(AppState::new(config, registry).map_err(Error::Audit)?);
+    let state = Arc::new(AppState::new(config.http(), registry).map_err(Error::Audit)?);
     if let Some(tls) = &tls {
         let tls = Arc::clone(tls);
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

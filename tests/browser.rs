@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::corpus;
-use common::front::{tls_server, Front};
+use common::front::{self, tls_server};
 use serde_json::{json, Value};
 
 /// How long any single wait may take before the test fails (a hang guard, not a timing claim).
@@ -345,7 +345,7 @@ fn query_job_and_download_in_a_real_browser() {
 
     // The browser logs in the way a user's browser does: HTTP Basic, credentials in the URL
     // for the first navigation, then from its own cache for every request of the origin.
-    let (user, pw) = Front::user("alice")
+    let (user, pw) = front::user("alice")
         .split_once(':')
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .unwrap();
@@ -403,7 +403,7 @@ fn query_job_and_download_in_a_real_browser() {
     // The API's capture of the same query, by curl with the same user.
     let (code, api) = s.get(
         "q/host/2620:1ec:c11::200/port/443/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/sensor/sensor-merge/pcap",
-        &["-u", &Front::user("alice")],
+        &["-u", &front::user("alice")],
     );
     assert_eq!(code, 200);
     assert!(

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::corpus;
-use common::front::{tls_server, write_htpasswd, Ca, Front, KeyKind, USERS};
+use common::front::{self, tls_server, write_htpasswd, Ca, KeyKind, USERS};
+use common::server::Server;
 use tempfile::TempDir;
 
 /// A syntactically valid job id that no job has.
@@ -72,7 +73,7 @@ fn apr1_bcrypt_and_sha_entries_log_in() {
     let s = tls_server(&sensors(), "");
     for (user, _, kind) in USERS {
         for route in ["", "jobs", "ui/jobs", "ui/sensors", "stats"] {
-            let (code, body) = s.get(route, &["-u", &Front::user(user)]);
+            let (code, body) = s.get(route, &["-u", &front::user(user)]);
             assert_eq!(
                 code,
                 200,
@@ -101,14 +102,14 @@ fn the_password_file_is_reread_when_it_changes() {
         "a user added with htpasswd -B is accepted at once"
     );
     // A changed password: the old one (verified, and remembered, a moment ago) is refused.
-    assert_eq!(s.get("jobs", &["-u", &Front::user("bob")]).0, 200);
+    assert_eq!(s.get("jobs", &["-u", &front::user("bob")]).0, 200);
     common::run_ok(
         Command::new("htpasswd")
             .arg("-bB")
             .arg(&pw)
             .args(["bob", "changed-secret"]),
     );
-    assert_eq!(s.get("jobs", &["-u", &Front::user("bob")]).0, 401);
+    assert_eq!(s.get("jobs", &["-u", &front::user("bob")]).0, 401);
     assert_eq!(s.get("jobs", &["-u", "bob:changed-secret"]).0, 200);
     // A removed user is refused.
     common::run_ok(Command::new("htpasswd").arg("-D").arg(&pw).arg("dave"));
@@ -120,7 +121,7 @@ fn security_headers_on_every_answer() {
     let s = tls_server(&sensors(), "");
     let out = s
         .curl()
-        .args(["-D", "-", "-o", "/dev/null", "-u", &Front::user("alice")])
+        .args(["-D", "-", "-o", "/dev/null", "-u", &front::user("alice")])
         .arg(s.url(""))
         .output()
         .unwrap();
@@ -158,12 +159,12 @@ fn failed_logins_are_rate_limited_per_address() {
         "[auth]\nhtpasswd = \"{}\"\nmax_failures = 3\nfailure_window = 3600\n",
         htpasswd.display()
     );
-    let s = Front::start(dir, &conf, None);
+    let s = Server::launch(dir, &conf, None);
     for _ in 0..3 {
         assert_eq!(s.get("jobs", &["-u", "alice:wrong"]).0, 401);
     }
     // Locked out: even the right password is refused until the window ends.
-    assert_eq!(s.get("jobs", &["-u", &Front::user("alice")]).0, 429);
+    assert_eq!(s.get("jobs", &["-u", &front::user("alice")]).0, 429);
     assert_eq!(s.get("healthz", &[]).0, 200);
 }
 
@@ -178,7 +179,7 @@ fn tls_12_and_13_alpn_and_every_key_format() {
             cert.display(),
             key.display()
         );
-        let s = Front::start(dir, &conf, Some(ca.cert.clone()));
+        let s = Server::launch(dir, &conf, Some(ca.cert.clone()));
         assert!(s.base.starts_with("https://"), "{}", s.base);
         for (flags, version) in [
             (&["--tlsv1.2", "--tls-max", "1.2"][..], "TLSv1.2"),
@@ -235,7 +236,7 @@ fn client_certificates_from_the_configured_ca_only() {
         htpasswd.display(),
         audit.display()
     );
-    let s = Front::start(dir, &conf, Some(server_ca.cert.clone()));
+    let s = Server::launch(dir, &conf, Some(server_ca.cert.clone()));
     let with = |c: &PathBuf, k: &PathBuf, rest: &str| {
         s.get(
             rest,
@@ -254,7 +255,7 @@ fn client_certificates_from_the_configured_ca_only() {
     assert!(code == 0 || code == 401, "foreign CA gave {code}");
     // No certificate: passwords still work (client certificates are optional here).
     assert_eq!(s.get("jobs", &[]).0, 401);
-    assert_eq!(s.get("jobs", &["-u", &Front::user("carol")]).0, 200);
+    assert_eq!(s.get("jobs", &["-u", &front::user("carol")]).0, 200);
 }
 
 #[test]
@@ -271,7 +272,7 @@ fn a_required_client_certificate_refuses_the_handshake_without_one() {
         key.display(),
         clients.cert.display(),
     );
-    let s = Front::start(dir, &conf, Some(server_ca.cert.clone()));
+    let s = Server::launch(dir, &conf, Some(server_ca.cert.clone()));
     assert_eq!(s.get("jobs", &[]).0, 0, "no certificate, no TLS session");
     let args = [
         "--cert",
@@ -285,7 +286,7 @@ fn a_required_client_certificate_refuses_the_handshake_without_one() {
 #[test]
 fn path_traversal_in_ids_is_refused() {
     let s = tls_server(&sensors(), "");
-    let alice = Front::user("alice");
+    let alice = front::user("alice");
     for path in [
         "../../../../etc/passwd",
         "../../../../etc/passwd/merged.pcap",
@@ -309,7 +310,7 @@ fn path_traversal_in_ids_is_refused() {
 #[test]
 fn cross_site_posts_are_refused() {
     let s = tls_server(&sensors(), "");
-    let alice = Front::user("alice");
+    let alice = front::user("alice");
     let post = |headers: &[&str]| {
         let mut args = vec![
             "-u",
@@ -341,7 +342,7 @@ fn oversized_bodies_get_413() {
         "q",
         &[
             "-u",
-            &Front::user("alice"),
+            &front::user("alice"),
             "-H",
             "Content-Type: application/json",
             "--data-binary",
@@ -396,7 +397,7 @@ fn slow_header_clients_are_cut_off() {
     );
     assert!(long_request.len() >= 120);
 
-    let plain = Front::start(
+    let plain = Server::launch(
         TempDir::new().unwrap(),
         "[http]\nheader_timeout = 2\n",
         None,
@@ -434,7 +435,7 @@ fn slow_header_clients_are_cut_off() {
 fn sighup_reloads_the_certificate_without_dropping_a_live_stream() {
     let s = tls_server(&[("bulk", corpus().join("bulk"))], "");
     let pki = s.dir.path().join("pki");
-    let alice = Front::user("alice");
+    let alice = front::user("alice");
     // A stream held open for a few seconds by a slow reader.
     let query = "q/sensor/bulk/after/2000-01-01T00:00:00Z/pcap";
     let slow_out = s.dir.path().join("slow.pcap");
@@ -460,7 +461,7 @@ fn sighup_reloads_the_certificate_without_dropping_a_live_stream() {
         assert!(Instant::now() < deadline, "the stream never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let subject = |s: &Front| {
+    let subject = |s: &Server| {
         let o = s
             .curl()
             .args(["-v", "-o", "/dev/null"])
@@ -560,8 +561,8 @@ fn the_audit_log_has_one_line_per_packet_request() {
         audit.display(),
         corpus().join("merge").display()
     );
-    let s = Front::start(dir, &conf, None);
-    let bob = Front::user("bob");
+    let s = Server::launch(dir, &conf, None);
+    let bob = front::user("bob");
     let q = "q/sensor/merge/after/2000-01-01T00:00:00Z/pcap";
     let (code, body) = s.get(q, &["-u", &bob, "-H", "X-Forwarded-For: 198.51.100.7"]);
     assert_eq!(code, 200);
@@ -613,7 +614,7 @@ fn a_client_that_leaves_early_is_audited_as_disconnected_with_the_bytes_it_got()
         audit.display(),
         corpus().join("bulk").display()
     );
-    let s = Front::start(dir, &conf, None);
+    let s = Server::launch(dir, &conf, None);
     let q = "q/sensor/bulk/after/2000-01-01T00:00:00Z/pcap";
     // The whole capture first (a spool hit afterwards), for its size.
     let (code, whole) = s.get(q, &[]);
@@ -704,6 +705,6 @@ fn gen_cert_makes_a_pair_docket_serves_and_curl_trusts() {
         key.display()
     );
     // The self-signed certificate is its own CA for curl.
-    let s = Front::start(dir, &conf, Some(cert.clone()));
+    let s = Server::launch(dir, &conf, Some(cert.clone()));
     assert_eq!(s.get("healthz", &[]).0, 200);
 }

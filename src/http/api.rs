@@ -140,7 +140,7 @@ async fn route(
                 Some((&"pcap", head)) => (head, true),
                 _ => (clauses, false),
             };
-            match query::parse_path(&clauses.join("/"), now(), &state.query_config()) {
+            match query::parse_path(&clauses.join("/"), Timestamp::now(), &state.query_config()) {
                 Ok(q) => {
                     let id = q.id();
                     let r = start(state, q.clone(), want_pcap, req).await;
@@ -230,13 +230,6 @@ fn user_of<B>(req: &Request<B>) -> Option<&str> {
     req.extensions().get::<User>().map(|u| u.0.as_str())
 }
 
-fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_nanos() as i128)
-}
-
 /// The query of a POST body (JSON or form).
 async fn read_query(
     req: &Request<()>,
@@ -262,9 +255,9 @@ async fn read_query(
     };
     let qc = state.query_config();
     Ok(if json_body {
-        query::parse_json(&body, now(), &qc)?
+        query::parse_json(&body, Timestamp::now(), &qc)?
     } else {
-        query::parse_form(&body, now(), &qc)?
+        query::parse_form(&body, Timestamp::now(), &qc)?
     })
 }
 

@@ -102,7 +102,7 @@ async fn authenticate(
     conn: &ConnInfo,
     client: IpAddr,
 ) -> Result<Option<String>, ApiError> {
-    if !state.config.auth.required(state.config.tls.as_ref()) {
+    if !state.config.login_required {
         return Ok(None);
     }
     if let Some(u) = &conn.cert_user {

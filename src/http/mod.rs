@@ -44,7 +44,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::AuthConfig;
 use crate::jobs::Registry;
 use crate::query::QueryConfig;
 
@@ -58,11 +58,34 @@ const CUT_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct User(pub String);
 
+/// The HTTP front's configuration (built by [`crate::config::Config::http`]).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The path prefix every route is under (`/app/docket/`).
+    pub prefix: String,
+    /// Password file, realm, failed-login limits.
+    pub auth: AuthConfig,
+    /// Whether every route but `healthz` needs a user (a password file or a client CA).
+    pub login_required: bool,
+    /// Audit log file.
+    pub audit_path: Option<std::path::PathBuf>,
+    /// Time a client has to send its request head (and, on a refused request, its body).
+    pub header_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Time live streams get to finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// How the query grammar quantises and defaults times.
+    pub query: QueryConfig,
+}
+
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct AppState {
-    /// The configuration.
-    pub config: Config,
+    /// The front's configuration.
+    pub config: HttpConfig,
     /// The jobs.
     pub registry: Arc<Registry>,
     /// Password store, if `[auth] htpasswd` is set.
@@ -81,7 +104,7 @@ impl AppState {
     ///
     /// # Errors
     /// The audit log cannot be opened.
-    pub fn new(config: Config, registry: Arc<Registry>) -> std::io::Result<AppState> {
+    pub fn new(config: HttpConfig, registry: Arc<Registry>) -> std::io::Result<AppState> {
         let audit = match &config.audit_path {
             Some(p) => Some(Arc::new(audit::AuditLog::open(p).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("audit log {}: {e}", p.display()))
@@ -100,7 +123,7 @@ impl AppState {
 
     /// How the query grammar quantises and defaults times.
     pub fn query_config(&self) -> QueryConfig {
-        self.config.query_config()
+        self.config.query
     }
 }
 

@@ -187,10 +187,7 @@ pub fn url(state: &AppState, job: &Job) -> String {
 
 /// RFC 3339 of a system time.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let ns = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
-    crate::query::rfc3339(ns)
+    crate::query::rfc3339(crate::pcap::Timestamp::from(t).as_nanos())
 }
 
 /// `/jobs?limit=N&before=ID&state=S&user=U`: newest first, a page of `limit` jobs older than

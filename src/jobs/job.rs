@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{EndReason, Event, Mode, Snapshot, State};
 use super::store::Store;
+use crate::pcap::Timestamp;
 use crate::query::{JobId, Query};
 use crate::spool::{Complete, Feed, Follower, Spool};
 
@@ -76,10 +77,6 @@ pub struct Job {
     /// Removed from the registry (deleted): its history is gone and must not be written back
     /// by its own end (a new run under the same id has a row of its own).
     detached: AtomicBool,
-}
-
-pub(super) fn now_ns() -> i128 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos()
 }
 
 impl Job {
@@ -224,7 +221,7 @@ impl Job {
             }
             tracing::info!(who, state = s.state.as_str(), "{msg}");
             let e = Event {
-                datetime: crate::query::rfc3339(now_ns()),
+                datetime: crate::query::rfc3339(Timestamp::now().as_nanos()),
                 name: who.to_owned(),
                 msg,
                 state: s.state,
@@ -251,7 +248,7 @@ impl Job {
             if !s.state.is_final() {
                 s.state = state;
                 s.end = Some(reason);
-                s.ended_ns = Some(now_ns());
+                s.ended_ns = Some(Timestamp::now().as_nanos());
                 s.part = None;
             }
         });

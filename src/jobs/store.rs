@@ -19,6 +19,7 @@ use rusqlite::{params, Connection};
 
 use super::job::Job;
 use super::state::{Event, Mode, State, UpstreamStatus};
+use crate::pcap::Timestamp;
 use crate::query::JobId;
 
 /// Schema migrations; migration `i` takes the database from version `i` to `i + 1`.
@@ -115,10 +116,7 @@ impl Row {
             id: job.id,
             query_path: job.query.to_path(),
             canonical: job.query.canonical(),
-            created_ns: job
-                .created
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i128),
+            created_ns: Timestamp::from(job.created).as_nanos(),
             user: job.user.clone(),
             state: s.state,
             end_reason: s.end.as_ref().map(ToString::to_string),

@@ -38,3 +38,50 @@ impl BpfFilter {
         self.0.filter(data)
     }
 }
+
+/// What an upstream lets through: the exact window `[after, before)` and the raw BPF clause,
+/// compiled once per link type on first use. One gate serves every upstream kind, so that a
+/// local directory and a sensor's stream can never disagree about what a query admits.
+#[derive(Debug)]
+pub struct Gate {
+    after: super::Timestamp,
+    before: super::Timestamp,
+    expr: Option<String>,
+    /// Few link types appear in one answer: a short list beats a map. `None` marks a link
+    /// type the expression cannot compile for.
+    programs: Vec<(LinkType, Option<BpfFilter>)>,
+}
+
+impl Gate {
+    /// A gate for the window `[after, before)` and the optional BPF expression.
+    pub fn new(after: super::Timestamp, before: super::Timestamp, expr: Option<String>) -> Gate {
+        Gate {
+            after,
+            before,
+            expr,
+            programs: Vec::new(),
+        }
+    }
+
+    /// True when the packet falls in the window and matches the expression. A link type the
+    /// expression cannot compile for matches nothing (tcpdump would refuse to filter it); the
+    /// query was validated for Ethernet when it was parsed.
+    pub fn admits(&mut self, p: &super::Packet) -> bool {
+        if p.ts < self.after || p.ts >= self.before {
+            return false;
+        }
+        let Some(expr) = &self.expr else { return true };
+        let i = match self.programs.iter().position(|(lt, _)| *lt == p.link_type) {
+            Some(i) => i,
+            None => {
+                let program = BpfFilter::compile(expr, p.link_type).ok();
+                self.programs.push((p.link_type, program));
+                self.programs.len() - 1
+            }
+        };
+        self.programs[i]
+            .1
+            .as_ref()
+            .is_some_and(|f| f.matches(&p.data))
+    }
+}

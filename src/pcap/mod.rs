@@ -9,7 +9,7 @@ mod reader;
 mod writer;
 
 pub use error::Error;
-pub use filter::BpfFilter;
+pub use filter::{BpfFilter, Gate};
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,

@@ -19,6 +19,11 @@ pub const NANOS_PER_SEC: i128 = 1_000_000_000;
 pub struct Timestamp(pub i128);
 
 impl Timestamp {
+    /// The wall clock now (the one clock every job time and relative query is read from).
+    pub fn now() -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
+    }
+
     /// From whole seconds and a sub-second fraction in `units_per_sec` units. A fraction of
     /// one second or more (invalid, but present in real files) is carried into the seconds.
     pub fn from_parts(secs: i128, frac: u64, units_per_sec: u64) -> Timestamp {
@@ -75,4 +80,14 @@ pub struct Packet {
     pub orig_len: u32,
     /// Captured bytes: a slice of the reader's input chunk whenever the record lay inside one.
     pub data: Bytes,
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    /// A time before the epoch (a broken clock) reads as the epoch.
+    fn from(t: std::time::SystemTime) -> Timestamp {
+        Timestamp(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128),
+        )
+    }
 }

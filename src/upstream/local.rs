@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Error, Message, BATCH_PACKETS};
 use crate::merge::KWay;
-use crate::pcap::{self, LinkType, Packet, Precision, Reader, Timestamp};
+use crate::pcap::{self, LinkType, Precision, Reader, Timestamp};
 
 /// What the index knows of one file.
 #[derive(Debug, Clone)]
@@ -229,7 +229,7 @@ impl LocalUpstream {
                 }
             })
             .collect();
-        let mut filters = Filters::new(bpf);
+        let mut gate = pcap::Gate::new(after, before, bpf.map(str::to_owned));
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
         let fill = |i: usize, kway: &mut KWay, readers: &mut [(PathBuf, Option<Reader>)]| {
@@ -262,7 +262,7 @@ impl LocalUpstream {
                 return;
             }
             fill(i, &mut kway, &mut readers);
-            if p.ts < after || p.ts >= before || !filters.matches(&p) {
+            if !gate.admits(&p) {
                 continue;
             }
             batch.push(p);
@@ -279,29 +279,5 @@ impl LocalUpstream {
         if !batch.is_empty() {
             let _ = tx.blocking_send(Message::Batch(batch));
         }
-    }
-}
-
-/// BPF programs per link type, compiled on first use.
-struct Filters<'a> {
-    expr: Option<&'a str>,
-    programs: HashMap<LinkType, Option<pcap::BpfFilter>>,
-}
-
-impl<'a> Filters<'a> {
-    fn new(expr: Option<&'a str>) -> Filters<'a> {
-        Filters {
-            expr,
-            programs: HashMap::new(),
-        }
-    }
-
-    fn matches(&mut self, p: &Packet) -> bool {
-        let Some(expr) = self.expr else { return true };
-        let prog = self
-            .programs
-            .entry(p.link_type)
-            .or_insert_with(|| pcap::BpfFilter::compile(expr, p.link_type).ok());
-        prog.as_ref().is_some_and(|f| f.matches(&p.data))
     }
 }

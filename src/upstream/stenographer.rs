@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{sensor_tls, Error, Limits, Message, BATCH_PACKETS};
 use crate::config;
-use crate::pcap::{BpfFilter, LinkType, Next, Packet, Reader, Timestamp};
+use crate::pcap::{Gate, Next, Packet, Reader, Timestamp};
 use crate::query::Query;
 
 /// Bytes of a non-200 body kept as the error text.
@@ -298,7 +298,7 @@ impl Sensor {
         let mut body = head.into_body();
         let mut out = Stream {
             reader: Reader::new(),
-            gate: Gate::new(query),
+            gate: Gate::new(query.after, query.before, query.bpf.clone()),
             batch: Vec::with_capacity(BATCH_PACKETS),
             declared: false,
             received: 0,
@@ -480,45 +480,5 @@ impl Stream {
                 }
             }
         }
-    }
-}
-
-/// The exact window and the post-filter (the raw BPF clause, compiled per link type).
-struct Gate {
-    after: Timestamp,
-    before: Timestamp,
-    expr: Option<String>,
-    programs: Vec<(LinkType, Option<BpfFilter>)>,
-}
-
-impl Gate {
-    fn new(q: &Query) -> Gate {
-        Gate {
-            after: q.after,
-            before: q.before,
-            expr: q.bpf.clone(),
-            programs: Vec::new(),
-        }
-    }
-
-    fn admits(&mut self, p: &Packet) -> bool {
-        if p.ts < self.after || p.ts >= self.before {
-            return false;
-        }
-        let Some(expr) = &self.expr else { return true };
-        let i = match self.programs.iter().position(|(lt, _)| *lt == p.link_type) {
-            Some(i) => i,
-            None => {
-                // A link type the expression cannot compile for matches nothing (as tcpdump
-                // would refuse it); the query was validated for Ethernet at parse time.
-                self.programs
-                    .push((p.link_type, BpfFilter::compile(expr, p.link_type).ok()));
-                self.programs.len() - 1
-            }
-        };
-        self.programs[i]
-            .1
-            .as_ref()
-            .is_some_and(|f| f.matches(&p.data))
     }
 }

@@ -1,12 +1,12 @@
-//! The front door's test harness: certificates made by `openssl`, password files made by
-//! `openssl passwd` and Debian's `htpasswd`, a real `docket serve` over TLS, and curl as the
-//! client. Every process is killed by PID on drop, even when the test fails.
+//! The front door's test material: certificates made by `openssl`, password files made by
+//! `openssl passwd` and Debian's `htpasswd`, and a real `docket serve` over TLS with them
+//! (a [`Server`], killed by PID on drop even when the test fails).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use super::run_ok;
+use super::server::Server;
 use tempfile::TempDir;
 
 /// The users every password file of these tests holds: (user, password, how it was hashed).
@@ -200,107 +200,14 @@ impl Ca {
     }
 }
 
-/// A running `docket serve`, killed (by PID) when dropped.
-pub struct Front {
-    /// The process.
-    pub child: Child,
-    /// `https://127.0.0.1:PORT/app/docket/` (or http).
-    pub base: String,
-    /// The test's directory (config, certificates, spool, downloads).
-    pub dir: TempDir,
-    /// The CA that signed the server certificate (curl's `--cacert`), if TLS.
-    pub ca: Option<PathBuf>,
-}
-
-impl Front {
-    /// Starts Docket in `dir` with `conf` (TOML; `listen`, `spool_dir` and `free_bytes` are
-    /// added) and waits for its readiness line.
-    pub fn start(dir: TempDir, conf: &str, ca: Option<PathBuf>) -> Front {
-        let spool = dir.path().join("spool");
-        let full = format!(
-            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{conf}\n",
-            spool.display()
-        );
-        let conf_path = dir.path().join("docket.toml");
-        std::fs::write(&conf_path, full).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_docket"))
-            .args(["serve", "-c"])
-            .arg(&conf_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("docket listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Front {
-            child,
-            base,
-            dir,
-            ca,
-        }
-    }
-
-    /// The URL of `rest` under the prefix.
-    pub fn url(&self, rest: &str) -> String {
-        format!("{}{rest}", self.base)
-    }
-
-    /// A curl command trusting the test CA.
-    pub fn curl(&self) -> Command {
-        let mut c = Command::new("curl");
-        c.args(["-sS", "--max-time", "60"]);
-        if let Some(ca) = &self.ca {
-            c.arg("--cacert").arg(ca);
-        }
-        c
-    }
-
-    /// Runs curl on `rest` with `extra` arguments; returns (status, body). Status 0 means curl
-    /// got no HTTP answer (e.g. the TLS handshake was refused).
-    pub fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        let out = self
-            .dir
-            .path()
-            .join(format!("body-{}", super::server::rand_suffix()));
-        let o = self
-            .curl()
-            .arg("-o")
-            .arg(&out)
-            .args(["-w", "%{http_code}"])
-            .args(extra)
-            .arg(self.url(rest))
-            .output()
-            .unwrap();
-        let code = String::from_utf8_lossy(&o.stdout).parse().unwrap_or(0);
-        let body = std::fs::read(&out).unwrap_or_default();
-        let _ = std::fs::remove_file(&out);
-        (code, body)
-    }
-
-    /// `-u user:password` for curl.
-    pub fn user(name: &str) -> String {
-        let (u, p, _) = USERS.iter().find(|(u, _, _)| *u == name).unwrap();
-        format!("{u}:{p}")
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `user:password` of one of [`USERS`], for curl's `-u`.
+pub fn user(name: &str) -> String {
+    let (u, p, _) = USERS.iter().find(|(u, _, _)| *u == name).unwrap();
+    format!("{u}:{p}")
 }
 
 /// A TLS server over `locals` with passwords ([`USERS`]), returning it; `extra` adds config.
-pub fn tls_server(locals: &[(&str, PathBuf)], extra: &str) -> Front {
+pub fn tls_server(locals: &[(&str, PathBuf)], extra: &str) -> Server {
     let dir = TempDir::new().unwrap();
     let ca = Ca::new(&dir.path().join("pki"), "server");
     let (cert, key) = ca.issue("server", "localhost", true, KeyKind::EcSec1);
@@ -318,5 +225,5 @@ pub fn tls_server(locals: &[(&str, PathBuf)], extra: &str) -> Front {
             path.display()
         ));
     }
-    Front::start(dir, &conf, Some(ca.cert.clone()))
+    Server::launch(dir, &conf, Some(ca.cert.clone()))
 }

@@ -19,8 +19,10 @@ pub struct Server {
     pub child: Child,
     /// `http://ADDR/PREFIX`.
     pub base: String,
-    /// The server's working directory (config, spool).
+    /// The server's working directory (config, spool, certificates, downloads).
     pub dir: TempDir,
+    /// The CA that signed the server's certificate, if TLS.
+    pub ca: Option<PathBuf>,
 }
 
 impl Server {
@@ -42,11 +44,7 @@ impl Server {
         extra: &str,
         tables: &str,
     ) -> Server {
-        let spool = dir.path().join("spool");
-        let mut conf = format!(
-            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{extra}\n",
-            spool.display()
-        );
+        let mut conf = format!("{extra}\n");
         for (name, path) in locals {
             conf.push_str(&format!(
                 "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
@@ -54,9 +52,21 @@ impl Server {
             ));
         }
         conf.push_str(tables);
+        Server::launch(dir, &conf, None)
+    }
+
+    /// Starts Docket in `dir` with `conf` (TOML; `listen`, `spool_dir` and `free_bytes` are
+    /// put first) and waits for its readiness line. `ca` is the CA of the server's
+    /// certificate when `conf` turns TLS on (curl's `--cacert`).
+    pub fn launch(dir: TempDir, conf: &str, ca: Option<PathBuf>) -> Server {
+        let spool = dir.path().join("spool");
+        let conf = format!(
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{conf}",
+            spool.display()
+        );
         let conf_path = dir.path().join("docket.toml");
         std::fs::write(&conf_path, conf).unwrap();
-        // With `DOCKET_TEST_LOG` in the directory, the server logs at info level into it.
+        // With `LOG` in the directory, the server logs at info level into it.
         let log = dir.path().join(LOG);
         let (level, stderr) = match std::fs::File::open(&log) {
             Ok(_) => (
@@ -79,7 +89,12 @@ impl Server {
             .strip_prefix("docket listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { child, base, dir }
+        Server {
+            child,
+            base,
+            dir,
+            ca,
+        }
     }
 
     /// What the server logged (see [`LOG`]).
@@ -106,11 +121,24 @@ impl Server {
         format!("{}{rest}", self.base)
     }
 
-    /// GET with curl into a file; returns (HTTP status, body).
+    /// A curl command trusting the server's CA; bounded, so that a hung server fails the
+    /// test instead of hanging it.
+    pub fn curl(&self) -> Command {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "300"]);
+        if let Some(ca) = &self.ca {
+            c.arg("--cacert").arg(ca);
+        }
+        c
+    }
+
+    /// GET with curl into a file; returns (HTTP status, body). Status 0 means curl got no
+    /// HTTP answer (e.g. the TLS handshake was refused).
     pub fn get(&self, rest: &str, extra: &[&str]) -> (u16, Vec<u8>) {
         let out = self.dir.path().join(format!("body-{}", rand_suffix()));
-        let o = Command::new("curl")
-            .args(["-sS", "-o"])
+        let o = self
+            .curl()
+            .arg("-o")
             .arg(&out)
             .args(["-w", "%{http_code}"])
             .args(extra)
@@ -118,7 +146,9 @@ impl Server {
             .output()
             .unwrap();
         let code = String::from_utf8_lossy(&o.stdout).parse().unwrap_or(0);
-        (code, std::fs::read(&out).unwrap_or_default())
+        let body = std::fs::read(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        (code, body)
     }
 
     pub fn json(&self, rest: &str) -> serde_json::Value {
