@@ -31,6 +31,7 @@ use hyper::body::Incoming;
 use super::audit::AuditInfo;
 use super::error::{self, ApiError};
 use super::views::{self, JobView, StatusView};
+use super::wire::{Guarded, Wire};
 use super::{full, json, AppState, Body, User};
 use crate::jobs::{Capture, Job, State};
 use crate::pcap::Timestamp;
@@ -291,11 +292,14 @@ async fn capture<B>(
     job: Arc<Job>,
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
-    match job.open().await {
-        Capture::Complete(c) => Ok(complete(state, &job.id, c, req)),
-        Capture::Follow(f) => Ok(follow(state, &job, f)),
-        Capture::Gone(g) => Err(ApiError::Gone(g, job.id.to_string())),
-    }
+    let r = match job.open().await {
+        Capture::Complete(c) => complete(state, &job.id, c, req),
+        Capture::Follow(f) => follow(state, &job, f),
+        Capture::Gone(g) => return Err(ApiError::Gone(g, job.id.to_string())),
+    };
+    // A stream that ends early does so after its last whole record has left.
+    let wire = req.extensions().get::<Arc<Wire>>().cloned();
+    Ok(r.map(|b| Guarded::new(b, wire).boxed()))
 }
 
 /// How long a client of a job streaming without a spool may take nothing before it is cut

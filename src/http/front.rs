@@ -235,6 +235,7 @@ async fn admit(
     if let Some(u) = &who.user {
         req.extensions_mut().insert(User(u.clone()));
     }
+    req.extensions_mut().insert(Arc::clone(&conn.wire));
     let mut r = super::api::handle(req, Arc::clone(state)).await;
     let info = r.extensions_mut().remove::<AuditInfo>();
     (r, info)

@@ -27,6 +27,7 @@ pub mod front;
 pub mod tls;
 pub mod ui;
 pub mod views;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,8 +52,9 @@ use crate::query::QueryConfig;
 /// The body type of every response.
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// How long connections may take to close once their streams are cut.
-const CUT_WAIT: Duration = Duration::from_secs(5);
+/// How long connections may take to close once their streams are cut (a cut body waits up
+/// to [`wire::HOLD`] for its last bytes to be flushed).
+const CUT_WAIT: Duration = Duration::from_secs(8);
 
 /// The user a request is made by (a request extension for the routes).
 #[derive(Debug, Clone)]
@@ -136,6 +138,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The user named by a verified client certificate.
     pub cert_user: Option<String>,
+    /// What the connection's writer has flushed (capture bodies end after their bytes left).
+    pub wire: Arc<wire::Wire>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down gracefully (see the
@@ -180,10 +184,12 @@ pub async fn serve(
             let timeout = state.config.header_timeout;
             match tls {
                 None => {
+                    let (stream, wire) = wire::Watched::new(stream);
                     let info = ConnInfo {
                         peer,
                         tls: false,
                         cert_user: None,
+                        wire,
                     };
                     serve_conn(TokioIo::new(stream), info, state, false, timeout, watcher).await;
                 }
@@ -209,10 +215,12 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(tls::cert_user);
+                    let (s, wire) = wire::Watched::new(s);
                     let info = ConnInfo {
                         peer,
                         tls: true,
                         cert_user,
+                        wire,
                     };
                     serve_conn(TokioIo::new(s), info, state, h2, timeout, watcher).await;
                 }
