@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::corpus;
 use common::server::{assert_same_packets, epoch, oracle, spool_files, Server, LOG};
+use common::server::{big_dir, BIG_PATH};
 use tempfile::TempDir;
 
 const AFTER: &str = "2023-06-01T12:00:00Z";
@@ -31,35 +32,6 @@ fn bulk_oracle(work: &Path) -> PathBuf {
     )
     .expect("the bulk trace has packets in the window")
 }
-
-/// A directory holding one capture of four time-shifted copies of the bulk trace (about
-/// 50 MB, 12:00 to 12:45), made by editcap and mergecap: a job over it streamed without a
-/// spool is paced by a slow client, so it is surely running when the test acts.
-fn big_dir(work: &Path) -> PathBuf {
-    let bulk = corpus().join("bulk/mix-19-real-captures-10min.pcap");
-    let mut reps = Vec::new();
-    for r in 0..4 {
-        let p = work.join(format!("rep{r}"));
-        common::run_ok(
-            Command::new("editcap")
-                .args(["-t", &(r * 700).to_string()])
-                .arg(&bulk)
-                .arg(&p),
-        );
-        reps.push(p);
-    }
-    let big = work.join("big");
-    std::fs::create_dir(&big).unwrap();
-    common::run_ok(
-        Command::new("mergecap")
-            .args(["-a", "-w"])
-            .arg(big.join("big.pcap"))
-            .args(&reps),
-    );
-    big
-}
-
-const BIG_PATH: &str = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:00Z/pcap";
 
 /// A directory whose server logs at info level into [`LOG`].
 fn logged_dir() -> TempDir {

@@ -1,14 +1,17 @@
 //! Capture files and streams: the [`Packet`] type, the incremental [`Reader`] (pcap and pcapng
 //! from byte chunks, zero-copy where a record lies in one chunk), and the [`Writer`] (pcap or
-//! pcapng into a buffer). This module knows nothing of HTTP, jobs or files on disk.
+//! pcapng into a buffer), and [`CaptureFile`] (a capture file on disk read with `pread`,
+//! safe against truncation under it). This module knows nothing of HTTP or jobs.
 
 mod error;
+mod file;
 mod filter;
 mod packet;
 mod reader;
 mod writer;
 
 pub use error::Error;
+pub use file::{CaptureFile, OpenError, ReadError, CHUNK};
 pub use filter::{BpfFilter, Gate};
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{

@@ -13,24 +13,29 @@
 //!   packet's link type, so `host/net/port/proto/bpf` mean what they mean to tcpdump. A link
 //!   type the expression cannot be compiled for (`port 80` on netlink) matches nothing.
 //! - **Damage.** A file that fails part-way contributes its packets before the damage and is
-//!   reported as a warning; the rest of the directory still answers.
-//! - **mmap.** Files are mapped (read-only, private): packets are slices of the map, and the
-//!   merge copies nothing. The index scan maps too. A file truncated while mapped would raise
-//!   SIGBUS; capture directories are appended to, not truncated, while Docket runs.
+//!   reported as a warning; the rest of the directory still answers. A file that yields no
+//!   packet because it cannot be read (bad magic, empty, first record corrupt, not a regular
+//!   file, …) is named with its reason in every job over the directory and in `/stats`.
+//! - **Files that change underneath.** Files are read with `pread` ([`CaptureFile`]), never
+//!   mapped: a file truncated or rotated in place while a query reads it ends at its last whole
+//!   record, with a warning naming it. FIFOs and devices are never opened for reading.
+//! - **Stuck reads.** The directory is read on a blocking thread; a relay task forwards its
+//!   messages and watches its progress. A thread that makes none for [`STUCK_AFTER`] (a hung
+//!   network mount) fails the upstream alone, naming the file, and the job's slot is freed;
+//!   the thread itself stays blocked in the kernel until the mount answers.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Error, Message, BATCH_PACKETS};
+use super::{Error, Message, BATCH_PACKETS, CHANNEL_BATCHES};
 use crate::merge::KWay;
-use crate::pcap::{self, LinkType, Precision, Reader, Timestamp};
+use crate::pcap::{self, CaptureFile, LinkType, Precision, Timestamp};
 
 /// What the index knows of one file.
 #[derive(Debug, Clone)]
@@ -59,13 +64,33 @@ pub struct LocalUpstream {
     refreshing: Mutex<()>,
 }
 
-/// Maps a file read-only; empty files give empty bytes.
-fn map(path: &Path) -> std::io::Result<Bytes> {
-    // SAFETY: capture directories are appended to, not truncated (see the module doc).
-    unsafe { crate::mapped::map_file(&File::open(path)?) }
+/// A thread that makes no progress for this long is stuck (a hung mount).
+pub const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+/// Unreadable files named one by one in a job; more are counted.
+const NAMED_UNREADABLE: usize = 20;
+
+/// What the blocking reader has done, for the relay that watches it.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bumped at every file opened and every packet read.
+    steps: AtomicU64,
+    /// The file being opened or read.
+    file: Mutex<Option<PathBuf>>,
 }
 
-fn scan(path: &Path, size: u64, mtime: SystemTime) -> FileEntry {
+impl Progress {
+    fn opening(&self, path: &Path) {
+        *self.file.lock().expect("progress lock") = Some(path.to_owned());
+        self.steps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn step(&self) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileEntry {
     let mut e = FileEntry {
         size,
         mtime,
@@ -75,15 +100,16 @@ fn scan(path: &Path, size: u64, mtime: SystemTime) -> FileEntry {
         packets: 0,
         error: None,
     };
-    let data = match map(path) {
-        Ok(d) => d,
+    progress.opening(path);
+    let mut f = match CaptureFile::open(path) {
+        Ok(f) => f,
         Err(err) => {
             e.error = Some(err.to_string());
             return e;
         }
     };
-    let mut r = Reader::from_bytes(data);
-    for p in r.by_ref() {
+    while let Some(p) = f.next_packet() {
+        progress.step();
         match p {
             Ok(p) => {
                 e.packets += 1;
@@ -93,7 +119,11 @@ fn scan(path: &Path, size: u64, mtime: SystemTime) -> FileEntry {
             Err(err) => e.error = Some(err.to_string()),
         }
     }
-    e.declared = r.declared().to_vec();
+    if f.shrunk().is_some() {
+        // Read again at the next refresh: its size and mtime changed.
+        e.size = f.size();
+    }
+    e.declared = f.declared().to_vec();
     e
 }
 
@@ -119,6 +149,10 @@ impl LocalUpstream {
     /// # Errors
     /// The directory cannot be listed.
     pub fn refresh(&self) -> Result<(), Error> {
+        self.refresh_watched(&Progress::default())
+    }
+
+    fn refresh_watched(&self, progress: &Progress) -> Result<(), Error> {
         let _one_at_a_time = self.refreshing.lock().expect("refresh lock");
         let listing = std::fs::read_dir(&self.dir).map_err(|source| Error::Directory {
             path: self.dir.clone(),
@@ -126,15 +160,16 @@ impl LocalUpstream {
         })?;
         let mut present = std::collections::HashSet::new();
         for entry in listing.flatten() {
+            let path = entry.path();
+            progress.opening(&path);
             // Follows symlinks (a directory of links to capture files is a fine upstream);
             // `DirEntry::metadata` would not.
-            let Ok(meta) = std::fs::metadata(entry.path()) else {
+            let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            if !meta.is_file() {
+            if meta.is_dir() {
                 continue;
             }
-            let path = entry.path();
             let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let known = {
                 let idx = self.index.lock().expect("index lock");
@@ -142,7 +177,8 @@ impl LocalUpstream {
                     .is_some_and(|e| e.size == meta.len() && e.mtime == mtime)
             };
             if !known {
-                let e = scan(&path, meta.len(), mtime);
+                // A FIFO or device is refused by the open, without blocking, and named.
+                let e = scan(&path, meta.len(), mtime, progress);
                 self.index
                     .lock()
                     .expect("index lock")
@@ -172,14 +208,43 @@ impl LocalUpstream {
         v
     }
 
+    /// Files that yield no packet because they cannot be read, with the reason, in name order.
+    pub fn unreadable(&self) -> Vec<(PathBuf, String)> {
+        let idx = self.index.lock().expect("index lock");
+        let mut v: Vec<(PathBuf, String)> = idx
+            .iter()
+            .filter(|(_, e)| e.packets == 0)
+            .filter_map(|(p, e)| Some((p.clone(), e.error.clone()?)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Readable and unreadable files, for `/stats`.
+    pub fn files(&self) -> FileCounts {
+        let unreadable = self.unreadable();
+        let total = self.index.lock().expect("index lock").len();
+        FileCounts {
+            readable: total - unreadable.len(),
+            unreadable: unreadable
+                .into_iter()
+                .map(|(p, reason)| UnreadableFile {
+                    file: p.display().to_string(),
+                    reason,
+                })
+                .collect(),
+        }
+    }
+
     /// Earliest packet time in the directory (data availability).
     pub fn oldest(&self) -> Option<Timestamp> {
         let idx = self.index.lock().expect("index lock");
         idx.values().filter_map(|e| e.first).min()
     }
 
-    /// Answers `[after, before)` filtered by `bpf` on `tx`, on a blocking thread, until done,
-    /// the receiver goes away, or `cancel` fires.
+    /// Answers `[after, before)` filtered by `bpf` on `tx`, on a blocking thread watched by a
+    /// relay task, until done, the receiver goes away, or `cancel` fires. A thread stuck for
+    /// [`STUCK_AFTER`] fails this upstream with [`Error::Stuck`].
     pub fn query(
         self: &Arc<Self>,
         after: Timestamp,
@@ -189,13 +254,25 @@ impl LocalUpstream {
         cancel: CancellationToken,
     ) {
         let me = Arc::clone(self);
+        let progress = Arc::new(Progress::default());
+        let (inner_tx, inner_rx) = mpsc::channel(CHANNEL_BATCHES);
+        let watched = Arc::clone(&progress);
+        let thread_cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = me.refresh() {
-                let _ = tx.blocking_send(Message::Failed(e));
+            if let Err(e) = me.refresh_watched(&watched) {
+                let _ = inner_tx.blocking_send(Message::Failed(e));
                 return;
             }
-            me.answer(after, before, bpf.as_deref(), &tx, &cancel);
+            me.answer(
+                after,
+                before,
+                bpf.as_deref(),
+                &inner_tx,
+                &thread_cancel,
+                &watched,
+            );
         });
+        tokio::spawn(relay(inner_rx, tx, progress, cancel));
     }
 
     fn answer(
@@ -205,7 +282,22 @@ impl LocalUpstream {
         bpf: Option<&str>,
         tx: &mpsc::Sender<Message>,
         cancel: &CancellationToken,
+        progress: &Progress,
     ) {
+        let unreadable = self.unreadable();
+        for (path, reason) in unreadable.iter().take(NAMED_UNREADABLE) {
+            let w = format!("{}: unreadable, skipped: {reason}", path.display());
+            if tx.blocking_send(Message::Warning(w)).is_err() {
+                return;
+            }
+        }
+        if unreadable.len() > NAMED_UNREADABLE {
+            let w = format!(
+                "{} more unreadable files skipped (see /stats)",
+                unreadable.len() - NAMED_UNREADABLE
+            );
+            let _ = tx.blocking_send(Message::Warning(w));
+        }
         let files = self.overlapping(after, before);
         let mut declared: Vec<(LinkType, Precision)> = Vec::new();
         for (_, e) in &files {
@@ -218,36 +310,48 @@ impl LocalUpstream {
         if tx.blocking_send(Message::Declared(declared)).is_err() {
             return;
         }
-        let mut readers: Vec<(PathBuf, Option<Reader>)> = files
+        let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
-            .map(|(p, _)| match map(&p) {
-                Ok(data) => (p, Some(Reader::from_bytes(data))),
-                Err(e) => {
-                    let warning = format!("{}: {e}; skipped", p.display());
-                    let _ = tx.blocking_send(Message::Warning(warning));
-                    (p, None)
+            .map(|(p, _)| {
+                progress.opening(&p);
+                match CaptureFile::open(&p) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        let warning = format!("{}: {e}; skipped", p.display());
+                        let _ = tx.blocking_send(Message::Warning(warning));
+                        None
+                    }
                 }
             })
             .collect();
         let mut gate = pcap::Gate::new(after, before, bpf.map(str::to_owned));
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
-        let fill = |i: usize, kway: &mut KWay, readers: &mut [(PathBuf, Option<Reader>)]| {
-            let (path, reader) = &mut readers[i];
-            let Some(r) = reader else {
+        let fill = |i: usize, kway: &mut KWay, readers: &mut [Option<CaptureFile>]| {
+            let Some(f) = &mut readers[i] else {
                 kway.end(i);
                 return;
             };
-            match r.next() {
+            progress.step();
+            match f.next_packet() {
                 Some(Ok(p)) => kway.push(i, p),
                 Some(Err(e)) => {
                     let _ = tx.blocking_send(Message::Warning(format!(
                         "{}: {e}; packets after it are skipped",
-                        path.display()
+                        f.path().display()
                     )));
                     kway.end(i);
                 }
-                None => kway.end(i),
+                None => {
+                    if let Some(end) = f.shrunk() {
+                        let _ = tx.blocking_send(Message::Warning(format!(
+                            "{}: the file shrank to {end} bytes while being read (truncated \
+                             or rotated in place); packets up to its last whole record were used",
+                            f.path().display()
+                        )));
+                    }
+                    kway.end(i);
+                }
             }
         };
         for i in 0..readers.len() {
@@ -280,4 +384,64 @@ impl LocalUpstream {
             let _ = tx.blocking_send(Message::Batch(batch));
         }
     }
+}
+
+/// Forwards the reading thread's messages to the job, and fails the upstream when the thread
+/// has made no progress for [`STUCK_AFTER`] while the job was waiting for it.
+async fn relay(
+    mut rx: mpsc::Receiver<Message>,
+    tx: mpsc::Sender<Message>,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = progress.steps.load(Ordering::Relaxed);
+    let mut still_since = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            // Messages first: a tick is looked at only when the thread has nothing queued,
+            // so a thread waiting on a slow job is never taken for a stuck one.
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => {
+                    if tx.send(m).await.is_err() {
+                        return;
+                    }
+                    still_since = tokio::time::Instant::now();
+                }
+                None => return,
+            },
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let now = progress.steps.load(Ordering::Relaxed);
+                if now != seen {
+                    seen = now;
+                    still_since = tokio::time::Instant::now();
+                } else if still_since.elapsed() >= STUCK_AFTER {
+                    let file = progress.file.lock().expect("progress lock").clone();
+                    let _ = tx.send(Message::Failed(Error::Stuck { file, after: STUCK_AFTER })).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Readable and unreadable files of a directory (`/stats`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileCounts {
+    /// Files that yield packets (or could).
+    pub readable: usize,
+    /// Files that yield nothing because they cannot be read, with the reason.
+    pub unreadable: Vec<UnreadableFile>,
+}
+
+/// A file that cannot be read.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnreadableFile {
+    /// Its path.
+    pub file: String,
+    /// Why.
+    pub reason: String,
 }

@@ -92,6 +92,14 @@ pub enum Error {
     /// The job no longer wants the answer (internal: never reported).
     #[error("the job has gone")]
     Gone,
+    /// A local directory's reader made no progress (a hung mount): it fails alone.
+    #[error("stuck: no progress for {} s{}", after.as_secs(), file.as_ref().map(|f| format!(" reading {}", f.display())).unwrap_or_default())]
+    Stuck {
+        /// The file being opened or read, if known.
+        file: Option<std::path::PathBuf>,
+        /// How long nothing happened.
+        after: Duration,
+    },
 }
 
 /// Result limits to push down to an upstream that can apply them (`None`: no limit).
@@ -127,6 +135,9 @@ pub struct Health {
     /// The sensor's own counters (`/debug/stats`), for sensors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A local directory's files: readable, and unreadable with reasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<local::FileCounts>,
 }
 
 impl Upstream {
@@ -171,6 +182,7 @@ impl Upstream {
                 oldest_timestamp: u.oldest().map(|t| crate::query::rfc3339(t.0)),
                 error: None,
                 stats: None,
+                files: Some(u.files()),
             },
             Upstream::Stenographer(s) => match s.stats().await {
                 Ok(st) => Health {
@@ -178,6 +190,7 @@ impl Upstream {
                     up: true,
                     oldest_timestamp: st.oldest().map(|t: Timestamp| crate::query::rfc3339(t.0)),
                     error: None,
+                    files: None,
                     stats: Some(
                         st.values
                             .into_iter()
@@ -191,6 +204,7 @@ impl Upstream {
                     oldest_timestamp: None,
                     error: Some(e.to_string()),
                     stats: None,
+                    files: None,
                 },
             },
         }

@@ -297,3 +297,33 @@ pub fn spool_files(spool: &Path) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// A directory holding one capture of four time-shifted copies of the bulk trace (about
+/// 50 MB, 12:00 to 12:45), made by editcap and mergecap: a job over it streamed without a
+/// spool is paced by a slow client, so it is surely running when the test acts.
+pub fn big_dir(work: &Path) -> PathBuf {
+    let bulk = super::corpus().join("bulk/mix-19-real-captures-10min.pcap");
+    let mut reps = Vec::new();
+    for r in 0..4 {
+        let p = work.join(format!("rep{r}"));
+        super::run_ok(
+            Command::new("editcap")
+                .args(["-t", &(r * 700).to_string()])
+                .arg(&bulk)
+                .arg(&p),
+        );
+        reps.push(p);
+    }
+    let big = work.join("big");
+    std::fs::create_dir(&big).unwrap();
+    super::run_ok(
+        Command::new("mergecap")
+            .args(["-a", "-w"])
+            .arg(big.join("big.pcap"))
+            .args(&reps),
+    );
+    big
+}
+
+/// The whole of [`big_dir`]'s capture as a query path.
+pub const BIG_PATH: &str = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:00Z/pcap";

@@ -1,0 +1,183 @@
+//! Capture files Docket did not write, read with `pread` in bounded chunks — never mapped.
+//!
+//! A capture directory changes under its readers: ring buffers (`tcpdump -C … -W …`) reopen
+//! their oldest file with `O_TRUNC`, `copytruncate` rotation empties a file in place. A mapped
+//! page past a new end raises SIGBUS and kills the process; a `pread` past it returns 0. So a
+//! [`CaptureFile`] reads chunk by chunk and a file that ends before the size it had when opened
+//! simply ends: packets up to its last whole record, and [`CaptureFile::shrunk`] says so.
+//!
+//! Opening never blocks on something that is not a file: the open is non-blocking (a FIFO
+//! opens at once instead of waiting for a writer) and anything but a regular file is refused
+//! before a byte is read ([`OpenError::NotRegular`]).
+//!
+//! Invariants: reading stops at the size the file had when opened (bytes appended later belong
+//! to a later query); at most one chunk ([`CHUNK`]) is read ahead; packets are slices of the
+//! chunk they lie in (no copy per packet).
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
+
+use super::reader::{Next, Precision, Reader};
+use super::{Error, LinkType, Packet};
+
+/// Bytes read per `pread`. Every file of a merge keeps the chunk of its current packet alive,
+/// so this is also the memory per open file.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Why a capture file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A FIFO, socket, device or directory: reading it could block forever.
+    #[error("not a regular file")]
+    NotRegular,
+    /// The open or the `fstat` failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why reading a capture file stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The bytes are not a valid capture from here on.
+    #[error("{0}")]
+    Capture(#[from] Error),
+    /// The read itself failed (an I/O error of the disk or mount).
+    #[error("read failed at offset {offset}: {source}")]
+    Io {
+        /// File offset of the failed read.
+        offset: u64,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One capture file being read.
+#[derive(Debug)]
+pub struct CaptureFile {
+    path: PathBuf,
+    file: File,
+    reader: Reader,
+    /// File offset of the next `pread`.
+    offset: u64,
+    /// The size when opened: where reading stops.
+    size: u64,
+    /// The file ended at this offset, before `size` (truncated or rotated under us).
+    shrunk_at: Option<u64>,
+}
+
+impl CaptureFile {
+    /// Opens `path` for reading, refusing anything but a regular file without blocking.
+    ///
+    /// # Errors
+    /// [`OpenError::NotRegular`], or the I/O error of the open.
+    pub fn open(path: &Path) -> Result<CaptureFile, OpenError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // A FIFO opens at once instead of waiting for a writer; no controlling terminal
+            // from a tty device. O_NONBLOCK has no effect on reads of regular files.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(CaptureFile {
+            path: path.to_owned(),
+            file,
+            reader: Reader::new(),
+            offset: 0,
+            size: meta.len(),
+            shrunk_at: None,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The size the file had when opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// `Some(end)` when the file ended at `end`, before the size it had when opened: it was
+    /// truncated or rewritten while being read, and packets up to its last whole record before
+    /// `end` were returned.
+    pub fn shrunk(&self) -> Option<u64> {
+        self.shrunk_at
+    }
+
+    /// The (link type, precision) pairs declared so far.
+    pub fn declared(&self) -> &[(LinkType, Precision)] {
+        self.reader.declared()
+    }
+
+    /// The next packet in file order; `None` at the end (or after an error).
+    pub fn next_packet(&mut self) -> Option<Result<Packet, ReadError>> {
+        loop {
+            match self.reader.next_packet() {
+                Ok(Next::Packet(p)) => return Some(Ok(p)),
+                Ok(Next::End) => return None,
+                Ok(Next::NeedMore) => {
+                    if let Err(e) = self.fill() {
+                        return Some(Err(e));
+                    }
+                }
+                // A file that shrank ends at its last whole record: the partial record the
+                // shrink left is not damage of the file.
+                Err(Error::Truncated { .. }) if self.shrunk_at.is_some() => return None,
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// Reads the next chunk into the reader, or tells it the file has ended.
+    fn fill(&mut self) -> Result<(), ReadError> {
+        let want = (self.size - self.offset).min(CHUNK as u64) as usize;
+        if want == 0 {
+            self.reader.finish();
+            return Ok(());
+        }
+        let mut buf = BytesMut::zeroed(want);
+        let mut got = 0;
+        while got < want {
+            match self.file.read_at(&mut buf[got..], self.offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ReadError::Io {
+                        offset: self.offset + got as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        buf.truncate(got);
+        self.offset += got as u64;
+        if got < want {
+            self.shrunk_at = Some(self.offset);
+            self.size = self.offset;
+        }
+        if got > 0 {
+            self.reader.push(buf.freeze());
+        }
+        if self.offset == self.size {
+            self.reader.finish();
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for CaptureFile {
+    type Item = Result<Packet, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_packet()
+    }
+}

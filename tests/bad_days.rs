@@ -1,0 +1,148 @@
+//! Bad days for a local capture directory, reproduced with real processes: a capture file
+//! truncated in place while a query reads it (as `tcpdump -C … -W …` ring buffers and
+//! `copytruncate` rotation do), a FIFO among the captures, and files that cannot be read at all.
+//! The real `docket serve`, curl over loopback, tshark as the reader of what arrived.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{big_dir, Server, BIG_PATH};
+use tempfile::TempDir;
+
+/// Waits (bounded) until `out` has at least `n` bytes.
+fn wait_for_bytes(out: &Path, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the stream never reached {n} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn events(st: &serde_json::Value) -> String {
+    st["events"].to_string()
+}
+
+#[test]
+fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_on() {
+    let work = TempDir::new().unwrap();
+    let big = big_dir(work.path());
+    let file = big.join("big.pcap");
+    let original = work.path().join("original.pcap");
+    std::fs::copy(&file, &original).unwrap();
+    // Without a spool a slow client paces the job, so the file is being read when it shrinks.
+    let server = Server::start(&[("ring", big.clone())], "spool = false");
+    let out = work.path().join("got.pcap");
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "--limit-rate", "2M", "-o"])
+        .arg(&out)
+        .arg(server.url(BIG_PATH))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&out, 1 << 20);
+    // What a ring buffer does to its oldest file: reopen it with O_TRUNC and start writing.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    drop(f);
+    let status = curl.wait().unwrap();
+    assert!(status.success(), "the stream ends cleanly: {status:?}");
+    // The gateway is alive and still answers.
+    assert_eq!(server.get("healthz", &[]).0, 200);
+    let id = server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = server.wait_final(&id);
+    assert!(
+        events(&st).contains("shrank"),
+        "the job names the file: {st:#}"
+    );
+    assert!(events(&st).contains("big.pcap"), "{st:#}");
+    // What arrived is a readable prefix of the file as it was.
+    let got = common::tshark_packets(&out);
+    let all = common::tshark_packets(&original);
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} of {}",
+        got.len(),
+        all.len()
+    );
+    assert_eq!(
+        got[..],
+        all[..got.len()],
+        "a prefix of the file before the truncation"
+    );
+    // Refilled (as the ring writes it again), the directory answers anew.
+    std::fs::copy(&original, &file).unwrap();
+    let again = work.path().join("again.pcap");
+    let again = {
+        let (code, body) = server.get(
+            "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:01:00Z/pcap",
+            &[],
+        );
+        assert_eq!(code, 200);
+        std::fs::write(&again, body).unwrap();
+        again
+    };
+    assert!(!common::tshark_packets(&again).is_empty());
+}
+
+#[test]
+fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("caps");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        common::corpus().join("bulk/mix-19-real-captures-10min.pcap"),
+        dir.join("good.pcap"),
+    )
+    .unwrap();
+    // A FIFO with no writer: opening it for reading would block forever.
+    let fifo = dir.join("stuck.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain mkfifo on a path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    std::fs::write(dir.join("empty.pcap"), b"").unwrap();
+    std::fs::write(
+        dir.join("text.pcap"),
+        b"this is not a capture file at all\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("short.pcap"), [0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).unwrap();
+    let server = Server::start(&[("caps", dir.clone())], "");
+    let path = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:01:00Z";
+    let id = server.job_id(path);
+    let st = server.wait_final(&id);
+    assert_eq!(st["state"], "Completed", "{st:#}");
+    let ev = events(&st);
+    for (name, why) in [
+        ("stuck.fifo", "not a regular file"),
+        ("empty.pcap", "unreadable"),
+        ("text.pcap", "not a pcap"),
+        ("short.pcap", "truncated"),
+    ] {
+        assert!(ev.contains(name), "the job names {name}: {ev}");
+        assert!(ev.contains(why), "the job says {why}: {ev}");
+    }
+    assert!(!ev.contains("good.pcap"), "{ev}");
+    // The good file answered as usual.
+    let (code, body) = server.get(&format!("{path}/pcap"), &[]);
+    assert_eq!(code, 200);
+    assert!(body.len() > 24);
+    // /stats names them too, with reasons.
+    let stats = server.json("stats");
+    let files = &stats["caps"]["files"];
+    assert_eq!(files["readable"], 1, "{stats:#}");
+    let bad = files["unreadable"].as_array().unwrap();
+    assert_eq!(bad.len(), 4, "{stats:#}");
+    assert!(files.to_string().contains("stuck.fifo"), "{stats:#}");
+    // Nothing was left blocked: the next job runs at once.
+    let id2 = server.job_id("q/after/2023-06-01T12:01:00Z/before/2023-06-01T12:02:00Z");
+    assert_eq!(server.wait_final(&id2)["state"], "Completed");
+}
