@@ -85,3 +85,181 @@ impl Gate {
             .is_some_and(|f| f.matches(&p.data))
     }
 }
+
+/// The first host name in a tcpdump expression, if any: a word libpcap would resolve through
+/// the system resolver (DNS) when compiling it. Compiling must never make a request leave the
+/// machine, so callers refuse such expressions.
+///
+/// libpcap's scanner makes an identifier of any word that is not one of its keywords; the
+/// grammar resolves it by the most recent qualifier (`host foo or bar` resolves both as hosts).
+/// Identifiers after `port`/`portrange` (services), `proto`/`protochain` (protocols), `net`
+/// (networks), `ether`/`link` (ethers), and the 802.11/llc/pf qualifiers are looked up in local
+/// files, not the resolver; after `host`, `gateway` or no qualifier they are host names.
+pub fn host_name(expr: &str) -> Option<&str> {
+    let mut context = Context::Host;
+    for word in words(expr) {
+        let lower = word.to_ascii_lowercase();
+        if let Some(c) = qualifier(&lower) {
+            context = c;
+            continue;
+        }
+        if KEYWORDS.contains(&lower.as_str())
+            || lower.starts_with("icmp-")
+            || lower.starts_with("icmp6-")
+            || lower.starts_with("tcp-")
+            || literal(word)
+        {
+            continue;
+        }
+        if context == Context::Host {
+            return Some(word);
+        }
+    }
+    None
+}
+
+/// What an identifier after the most recent qualifier names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    /// A host (resolved by DNS).
+    Host,
+    /// Anything looked up in local files or taken literally.
+    Local,
+}
+
+fn qualifier(word: &str) -> Option<Context> {
+    match word {
+        "host" | "gateway" => Some(Context::Host),
+        "port" | "portrange" | "proto" | "protochain" | "net" | "ether" | "link" | "ppp"
+        | "slip" | "fddi" | "tr" | "wlan" | "type" | "subtype" | "dir" | "direction" | "llc"
+        | "on" | "ifname" | "rset" | "ruleset" | "reason" | "action" | "addr1" | "addr2"
+        | "addr3" | "addr4" | "address1" | "address2" | "address3" | "address4" | "ra" | "ta" => {
+            Some(Context::Local)
+        }
+        _ => None,
+    }
+}
+
+/// libpcap's keywords that are not qualifiers (scanner.l).
+const KEYWORDS: &[&str] = &[
+    "dst",
+    "src",
+    "arp",
+    "rarp",
+    "ip",
+    "sctp",
+    "tcp",
+    "udp",
+    "icmp",
+    "igmp",
+    "igrp",
+    "pim",
+    "vrrp",
+    "carp",
+    "radio",
+    "ip6",
+    "icmp6",
+    "ah",
+    "esp",
+    "atalk",
+    "aarp",
+    "decnet",
+    "lat",
+    "sca",
+    "moprc",
+    "mopdl",
+    "iso",
+    "esis",
+    "es-is",
+    "isis",
+    "is-is",
+    "l1",
+    "l2",
+    "iih",
+    "lsp",
+    "snp",
+    "csnp",
+    "psnp",
+    "clnp",
+    "stp",
+    "ipx",
+    "netbeui",
+    "mask",
+    "less",
+    "greater",
+    "byte",
+    "broadcast",
+    "multicast",
+    "and",
+    "or",
+    "not",
+    "len",
+    "length",
+    "inbound",
+    "outbound",
+    "ifindex",
+    "vlan",
+    "mpls",
+    "pppoed",
+    "pppoes",
+    "geneve",
+    "lane",
+    "metac",
+    "bcc",
+    "oam",
+    "oamf4",
+    "oamf4ec",
+    "oamf4sc",
+    "sc",
+    "ilmic",
+    "vpi",
+    "vci",
+    "connectmsg",
+    "metaconnect",
+    "rnr",
+    "rulenum",
+    "srnr",
+    "subrulenum",
+    "fisu",
+    "lssu",
+    "lsu",
+    "msu",
+    "hfisu",
+    "hlssu",
+    "hmsu",
+    "sio",
+    "opc",
+    "dpc",
+    "sls",
+    "hsio",
+    "hopc",
+    "hdpc",
+    "hsls",
+    "icmptype",
+    "icmpcode",
+    "icmp6type",
+    "icmp6code",
+    "tcpflags",
+];
+
+/// Numbers and numeric addresses (IPv4 with 1–4 parts, IPv6, MAC, `$` addresses).
+fn literal(word: &str) -> bool {
+    let w = word.split('/').next().unwrap_or(word);
+    w.starts_with('$')
+        || w.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || (w.len() > 2
+            && w[..2].eq_ignore_ascii_case("0x")
+            && w[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        || w.parse::<std::net::Ipv6Addr>().is_ok()
+        || (w.contains([':', '-', '.'])
+            && w.split([':', '-', '.'])
+                .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+}
+
+/// The words of an expression as libpcap's scanner splits them: runs of letters, digits and
+/// `-_.:$`, or a backslash-escaped run (`\tcp`), between operators and blanks.
+fn words(expr: &str) -> impl Iterator<Item = &str> {
+    expr.split(|c: char| c.is_whitespace() || "+*/%[]!<>()&|^=".contains(c))
+        .map(|w| w.trim_start_matches('\\'))
+        .filter(|w| !w.is_empty())
+}

@@ -12,7 +12,7 @@ mod writer;
 
 pub use error::Error;
 pub use file::{CaptureFile, OpenError, ReadError, CHUNK};
-pub use filter::{BpfFilter, Gate};
+pub use filter::{host_name, BpfFilter, Gate};
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,

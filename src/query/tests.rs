@@ -300,6 +300,51 @@ fn bpf_clause() {
 }
 
 #[test]
+fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
+    // Each of these would make libpcap ask the system resolver (DNS) while compiling.
+    for expr in [
+        "host example.invalid",
+        "src host localhost",
+        "gateway router1",
+        "foo",
+        "tcp and foo",
+        "host 10.0.0.1 or foo",
+        "dst foo.example",
+        "ip host \\foo",
+        "not (port 80 and host bar)",
+    ] {
+        let e = path_err(&format!("{WIN}/bpf/{}", expr.replace(' ', "%20").replace('/', "%2F")));
+        assert_eq!(e.clause, "bpf", "{expr}");
+        assert!(e.message.contains("not resolved"), "{expr}: {}", e.message);
+    }
+    // Numbers, addresses and names looked up in local files only stay allowed.
+    for expr in [
+        "host 10.0.0.1",
+        "ip6 host ::1",
+        "net 10.0.0.0/8",
+        "tcp port http",
+        "port 80 or domain",
+        "portrange 1-1024",
+        "ip proto \\tcp",
+        "ether host 00:11:22:33:44:55",
+        "ether src 00-11-22-33-44-55",
+        "tcp[tcpflags] & (tcp-syn|tcp-ack) != 0",
+        "icmp[icmptype] == icmp-echo",
+        "vlan 100 and ip",
+        "ip[2:2] > 576",
+        "len <= 0x200",
+        "pppoes and udp",
+    ] {
+        assert!(
+            path(&format!("{WIN}/bpf/{}", expr.replace(' ', "%20").replace('/', "%2F")))
+                .bpf
+                .is_some(),
+            "{expr}"
+        );
+    }
+}
+
+#[test]
 fn format_and_ignore_weight() {
     assert_eq!(path(WIN).output, OutputKind::Auto);
     assert_eq!(path(&format!("{WIN}/format/pcap")).output, OutputKind::Auto);

@@ -207,6 +207,9 @@ pub(crate) fn bpf(clause: &str, text: &str) -> Result<String, Error> {
         format!("longer than {MAX_BPF_LEN} bytes")
     } else if text.contains('\0') {
         "must not contain NUL".to_owned()
+    } else if let Some(name) = crate::pcap::host_name(text) {
+        // libpcap would resolve it through DNS while the request is handled.
+        format!("host names are not resolved ({name:?}): use a numeric address")
     } else {
         match crate::pcap::BpfFilter::compile(text, 1) {
             Ok(_) => return Ok(text.to_owned()),
