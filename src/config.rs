@@ -129,6 +129,12 @@ pub struct RawAuth {
     /// The failure window (seconds or `"1m"`). Default 60 s.
     #[serde(deserialize_with = "duration::de")]
     pub failure_window: Duration,
+    /// Users who may delete any job (everyone else deletes only their own). Default none.
+    pub admins: Vec<String>,
+    /// Whether every user sees every job in listings (`/jobs`, `/status`, `/ids`, `/urls`,
+    /// the UI), as in ROCK's single-team use. Default true; false shows users their own jobs
+    /// (admins see all).
+    pub share_jobs: bool,
 }
 
 impl Default for RawAuth {
@@ -138,6 +144,8 @@ impl Default for RawAuth {
             realm: "Docket".into(),
             max_failures: 10,
             failure_window: Duration::from_secs(60),
+            admins: Vec::new(),
+            share_jobs: true,
         }
     }
 }
@@ -357,6 +365,10 @@ pub struct AuthConfig {
     pub max_failures: u32,
     /// Window, seconds.
     pub failure_window: Duration,
+    /// Users who may delete any job.
+    pub admins: Vec<String>,
+    /// Whether listings show every user's jobs.
+    pub share_jobs: bool,
 }
 
 impl AuthConfig {
@@ -590,6 +602,8 @@ impl Config {
                 realm: raw.auth.realm,
                 max_failures: raw.auth.max_failures,
                 failure_window: raw.auth.failure_window.max(Duration::from_secs(1)),
+                admins: raw.auth.admins,
+                share_jobs: raw.auth.share_jobs,
             },
             audit_path: raw.audit.path.as_deref().map(resolve),
             header_timeout: raw.http.header_timeout,

@@ -570,13 +570,14 @@ fn the_audit_log_has_one_line_per_packet_request() {
     assert_eq!(code, 400);
     // Not a packet request: no line.
     assert_eq!(s.get("jobs", &["-u", &bob]).0, 200);
-    // The line is written when the body ends, which is after curl has it: wait for it.
+    // The end line is written when the body ends, which is after curl has it: wait for it.
     let deadline = Instant::now() + Duration::from_secs(30);
     let lines = loop {
         let text = std::fs::read_to_string(&audit).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["event"] == "end")
             .collect();
         if lines.len() >= 2 {
             break lines;
@@ -596,6 +597,15 @@ fn the_audit_log_has_one_line_per_packet_request() {
     assert_eq!(cap["result"], "complete");
     assert_eq!(cap["job"].as_str().unwrap().len(), 32);
     assert!(cap["query"].as_str().unwrap().contains("merge"), "{cap}");
+    // Each end line has a start line with the same request id, written before the body.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let start = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["event"] == "start" && l["request"] == cap["request"])
+        .expect("a start line");
+    assert_eq!(start["user"], "bob");
+    assert_eq!(start["job"], cap["job"]);
     let bad = lines.iter().find(|l| l["status"] == 400).unwrap();
     assert_eq!(bad["client"], "127.0.0.1");
     assert_eq!(bad["job"], serde_json::Value::Null);
@@ -636,7 +646,8 @@ fn a_client_that_leaves_early_is_audited_as_disconnected_with_the_bytes_it_got()
         let text = std::fs::read_to_string(&audit).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["event"] == "end")
             .collect();
         if lines.len() >= 2 {
             break lines;

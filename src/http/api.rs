@@ -84,6 +84,7 @@ fn audited(
         query: query.map(Query::canonical),
         job: job.map(JobId::to_string),
         capture,
+        request: String::new(),
     });
     r
 }
@@ -165,6 +166,9 @@ async fn route(
                 Err(_) => return plain(Err(ApiError::BadJobId((*id).to_owned()))),
             };
             match state.registry.get(&id) {
+                Some(job) if !state.may_see(user_of(req), &job) => {
+                    plain(Err(ApiError::NoSuchJob(id.to_string())))
+                }
                 Some(job) => {
                     let q = job.query.clone();
                     (
@@ -181,30 +185,50 @@ async fn route(
                 },
             }
         }
-        (Method::DELETE, [id]) => plain(match id.parse::<JobId>() {
-            Ok(id) if state.registry.remove(&id) => Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"id": id.to_string(), "deleted": true}),
-            )),
-            Ok(id) => Err(ApiError::NoSuchJob(id.to_string())),
-            Err(_) => Err(ApiError::BadJobId((*id).to_owned())),
-        }),
+        (Method::DELETE, [id]) => {
+            let id = match id.parse::<JobId>() {
+                Ok(id) => id,
+                Err(_) => return plain(Err(ApiError::BadJobId((*id).to_owned()))),
+            };
+            let user = user_of(req);
+            let job = state.registry.get(&id).filter(|j| state.may_see(user, j));
+            // Deleting is audited: who removed whose job.
+            let audit = Some((job.as_ref().map(|j| j.query.clone()), Some(id), false));
+            let r = match job {
+                None => Err(ApiError::NoSuchJob(id.to_string())),
+                Some(j) if !state.may_manage(user, &j) => Err(ApiError::NotOwner {
+                    id: id.to_string(),
+                    owner: j.user.clone().unwrap_or_else(|| "nobody".to_owned()),
+                    action: "delete",
+                }),
+                Some(_) if state.registry.remove(&id) => {
+                    tracing::info!(job = %id, "job deleted");
+                    Ok(json(
+                        StatusCode::OK,
+                        &serde_json::json!({"id": id.to_string(), "deleted": true}),
+                    ))
+                }
+                Some(_) => Err(ApiError::NoSuchJob(id.to_string())),
+            };
+            (audit, r)
+        }
         (Method::GET, ["status", ids @ ..]) => {
-            let m: std::collections::BTreeMap<String, StatusView> = selected(state, ids)
-                .iter()
-                .map(|j| (j.id.to_string(), StatusView::of(j)))
-                .collect();
+            let m: std::collections::BTreeMap<String, StatusView> =
+                selected(state, user_of(req), ids)
+                    .iter()
+                    .map(|j| (j.id.to_string(), StatusView::of(j)))
+                    .collect();
             plain(Ok(json(StatusCode::OK, &m)))
         }
         (Method::GET, ["ids", ids @ ..]) => {
-            let v: Vec<String> = selected(state, ids)
+            let v: Vec<String> = selected(state, user_of(req), ids)
                 .iter()
                 .map(|j| j.id.to_string())
                 .collect();
             plain(Ok(json(StatusCode::OK, &v)))
         }
         (Method::GET, ["urls", ids @ ..]) => {
-            let m: std::collections::BTreeMap<String, String> = selected(state, ids)
+            let m: std::collections::BTreeMap<String, String> = selected(state, user_of(req), ids)
                 .iter()
                 .filter(|j| {
                     matches!(
@@ -216,10 +240,12 @@ async fn route(
                 .collect();
             plain(Ok(json(StatusCode::OK, &m)))
         }
-        (Method::GET, ["jobs"]) => plain(
-            views::Listing::parse(req.uri().query())
-                .map(|l| json(StatusCode::OK, &l.apply(state, &state.registry.all()))),
-        ),
+        (Method::GET, ["jobs"]) => plain(views::Listing::parse(req.uri().query()).map(|l| {
+            json(
+                StatusCode::OK,
+                &l.apply(state, &state.jobs_for(user_of(req))),
+            )
+        })),
         (Method::GET, ["stats", names @ ..]) => {
             plain(Ok(json(StatusCode::OK, &views::stats(state, names).await)))
         }
@@ -247,12 +273,26 @@ async fn read_query(
     if !json_body && !ctype.starts_with("application/x-www-form-urlencoded") && !ctype.is_empty() {
         return Err(ApiError::UnsupportedMedia(ctype));
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    // A declared length over the limit is refused before the body is polled, so that hyper
+    // never sends `100 Continue` for a body that will not be read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::BodyTooLarge(MAX_BODY));
+    }
+    // The body gets the time the head had: a client dribbling it holds a connection for no
+    // longer than one dribbling its headers.
+    let within = state.config.header_timeout;
+    let body = match tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect()).await {
+        Err(_) => return Err(ApiError::BodyTimeout(within)),
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::BodyTooLarge(MAX_BODY))
         }
-        Err(_) => return Err(ApiError::BodyUnreadable),
+        Ok(Err(_)) => return Err(ApiError::BodyUnreadable),
     };
     let qc = state.query_config();
     Ok(if json_body {
@@ -433,13 +473,14 @@ fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> R
 }
 
 /// Jobs named in `ids` (separated by `,`, `;`, `+` or spaces), or all.
-pub(super) fn selected(state: &AppState, ids: &[&str]) -> Vec<Arc<Job>> {
+pub(super) fn selected(state: &AppState, user: Option<&str>, ids: &[&str]) -> Vec<Arc<Job>> {
     if ids.is_empty() {
-        return state.registry.all();
+        return state.jobs_for(user);
     }
     ids.iter()
         .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
         .filter_map(|s| s.parse::<JobId>().ok())
         .filter_map(|id| state.registry.get(&id))
+        .filter(|j| state.may_see(user, j))
         .collect()
 }

@@ -10,6 +10,10 @@
 //! ended cleanly, `"aborted"` when the job failed mid-stream, `"disconnected"` when the client
 //! went away first. Each line is written with one `write` on an `O_APPEND` file, so
 //! concurrent lines never interleave.
+//!
+//! An audited request has two lines sharing a `request` id: `"event": "start"` when its
+//! response begins (who, from where, which query and job), and `"event": "end"` with the bytes
+//! and the result. A transfer cut by a crash or `kill -9` keeps its start line.
 
 use std::fs::File;
 use std::io::Write;
@@ -31,6 +35,8 @@ pub struct AuditInfo {
     pub job: Option<String>,
     /// Whether the body is a capture (bytes delivered count) or job JSON.
     pub capture: bool,
+    /// The id the start and end lines share (set when the start line is written).
+    pub request: String,
 }
 
 /// The audit file.
@@ -87,16 +93,49 @@ pub struct Tracked<B> {
     result: Option<&'static str>,
 }
 
+/// A process-unique id for an audited request: the start time of the process (hex ns) and a
+/// counter, so ids do not repeat across restarts.
+fn request_id() -> String {
+    static STARTED: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let boot = STARTED.get_or_init(|| crate::pcap::Timestamp::now().as_nanos());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{boot:x}-{n}")
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 impl<B> Tracked<B> {
-    /// Wraps `inner`; `audit` when the response is one the audit log records.
+    /// Wraps `inner`; `audit` when the response is one the audit log records (its start line
+    /// is written now).
     pub fn new(
         inner: B,
-        audit: Option<(Arc<AuditLog>, AuditInfo)>,
+        mut audit: Option<(Arc<AuditLog>, AuditInfo)>,
         who: Who,
         start: std::time::Instant,
         status: u16,
         expect: Option<u64>,
     ) -> Self {
+        if let Some((log, info)) = &mut audit {
+            info.request = request_id();
+            log.write(&serde_json::json!({
+                "event": "start",
+                "request": info.request,
+                "time": now_rfc3339(),
+                "user": who.user,
+                "client": who.client.to_string(),
+                "method": who.method,
+                "path": who.path,
+                "query": info.query,
+                "job": info.job,
+                "kind": if info.capture { "capture" } else { "job" },
+                "status": status,
+            }));
+        }
         Tracked {
             inner,
             audit,
@@ -132,11 +171,10 @@ impl<B> Drop for Tracked<B> {
         let Some((log, info)) = &self.audit else {
             return;
         };
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         log.write(&serde_json::json!({
-            "time": time,
+            "event": "end",
+            "request": info.request,
+            "time": now_rfc3339(),
             "user": self.who.user,
             "client": self.who.client.to_string(),
             "method": self.who.method,
@@ -147,6 +185,7 @@ impl<B> Drop for Tracked<B> {
             "status": self.status,
             "bytes": self.bytes,
             "result": result,
+            "duration_ms": self.start.elapsed().as_millis() as u64,
         }));
     }
 }

@@ -46,9 +46,22 @@ pub enum ApiError {
     /// The body is over the limit.
     #[error("request body over {0} bytes")]
     BodyTooLarge(usize),
-    /// The body could not be read (the client went away or stalled).
+    /// The body could not be read (the client went away).
     #[error("the request body could not be read")]
     BodyUnreadable,
+    /// The body did not arrive within the time a client has to send its request.
+    #[error("the request body did not arrive within {} s", .0.as_secs())]
+    BodyTimeout(Duration),
+    /// The job is another user's.
+    #[error("job {id} belongs to {owner}: only its owner or an admin may {action} it")]
+    NotOwner {
+        /// The job.
+        id: String,
+        /// Who started it.
+        owner: String,
+        /// What was refused.
+        action: &'static str,
+    },
     /// A body type other than JSON or a form.
     #[error("send application/json or application/x-www-form-urlencoded")]
     UnsupportedMedia(String),
@@ -92,6 +105,8 @@ impl ApiError {
             }
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NotOwner { .. } => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -109,7 +124,10 @@ impl ApiError {
                 Some(("id", id))
             }
             ApiError::BadParameter { name, value, .. } => Some((name, value)),
-            ApiError::BodyTooLarge(_) | ApiError::BodyUnreadable => Some(("body", "")),
+            ApiError::BodyTooLarge(_) | ApiError::BodyUnreadable | ApiError::BodyTimeout(_) => {
+                Some(("body", ""))
+            }
+            ApiError::NotOwner { id, .. } => Some(("id", id)),
             ApiError::UnsupportedMedia(t) => Some(("content-type", t)),
             _ => None,
         }
@@ -143,6 +161,11 @@ impl ApiError {
             ApiError::LockedOut(wait) => {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+            }
+            // The rest of a stalled body may still come: the connection cannot be reused.
+            ApiError::BodyTimeout(_) => {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

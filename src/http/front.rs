@@ -59,8 +59,9 @@ pub fn client_addr(req: &Request<Incoming>, conn: &ConnInfo, trusted: &[IpAddr])
     addr
 }
 
-/// Whether a state-changing request comes from another site.
-fn cross_site(req: &Request<Incoming>) -> bool {
+/// Whether a state-changing request comes from another site: an origin is this site only
+/// with the same scheme and the same host and port.
+fn cross_site(req: &Request<Incoming>, scheme: &str) -> bool {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return false;
     }
@@ -79,8 +80,11 @@ fn cross_site(req: &Request<Incoming>) -> bool {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             });
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        return origin_host.is_none() || origin_host != host.as_deref();
+        let same = match (origin.split_once("://"), host) {
+            (Some((s, rest)), Some(host)) => s.eq_ignore_ascii_case(scheme) && rest == host,
+            _ => false,
+        };
+        return !same;
     }
     // Not a browser (curl, scripts): no ambient credentials to abuse.
     false
@@ -204,7 +208,14 @@ pub async fn handle(
         (Some(log), Some(info)) => Some((Arc::clone(log), info)),
         _ => None,
     };
-    let (parts, body) = r.into_parts();
+    let (parts, mut body) = r.into_parts();
+    let mut expect = expect;
+    if who.method == "HEAD" {
+        // The headers of a GET without its body, on every protocol (hyper drops the body of
+        // a HEAD answer on HTTP/1.1 only; on HTTP/2 a body is a protocol error).
+        body = super::full("");
+        expect = None;
+    }
     let body = Tracked::new(body, audit, who, start, status, expect);
     secure(Response::from_parts(parts, body.boxed()), conn.tls)
 }
@@ -217,7 +228,9 @@ async fn admit(
     client: IpAddr,
     who: &mut Who,
 ) -> (Response<Body>, Option<AuditInfo>) {
-    let health = req.uri().path() == format!("{}healthz", state.config.prefix);
+    // Only reading the health check goes without a user.
+    let health = req.uri().path() == format!("{}healthz", state.config.prefix)
+        && matches!(*req.method(), Method::GET | Method::HEAD);
     if !health {
         match authenticate(&req, state, conn, client).await {
             Ok(u) => who.user = u,
@@ -227,7 +240,17 @@ async fn admit(
             }
         }
     }
-    if cross_site(&req) {
+    // The scheme the browser used: a trusted proxy that terminates TLS says so.
+    let forwarded = state
+        .config
+        .trusted_proxies
+        .contains(&conn.peer.ip())
+        .then(|| req.headers().get("x-forwarded-proto"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let scheme = forwarded.unwrap_or_else(|| if conn.tls { "https" } else { "http" }.to_owned());
+    if cross_site(&req, &scheme) {
         tracing::warn!("cross-site request refused");
         drain(req, state).await;
         return (ApiError::CrossSite.into_response(), None);

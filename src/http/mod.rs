@@ -46,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthConfig;
-use crate::jobs::Registry;
+use crate::jobs::{Job, Registry};
 use crate::query::QueryConfig;
 
 /// The body type of every response.
@@ -126,6 +126,28 @@ impl AppState {
     /// How the query grammar quantises and defaults times.
     pub fn query_config(&self) -> QueryConfig {
         self.config.query
+    }
+
+    /// Whether `user` may delete (stop) `job`: its owner or an admin; anyone when nobody
+    /// logs in. A job started before logins were required has no owner: admins only.
+    pub fn may_manage(&self, user: Option<&str>, job: &Job) -> bool {
+        if !self.config.login_required {
+            return true;
+        }
+        let Some(user) = user else { return false };
+        job.user.as_deref() == Some(user) || self.config.auth.admins.iter().any(|a| a == user)
+    }
+
+    /// Whether `user` sees `job` in listings and by id (`[auth] share_jobs`).
+    pub fn may_see(&self, user: Option<&str>, job: &Job) -> bool {
+        self.config.auth.share_jobs || self.may_manage(user, job)
+    }
+
+    /// Every job `user` may see, newest first as the registry lists them.
+    pub fn jobs_for(&self, user: Option<&str>) -> Vec<Arc<Job>> {
+        let mut all = self.registry.all();
+        all.retain(|j| self.may_see(user, j));
+        all
     }
 }
 

@@ -90,7 +90,7 @@ pub async fn handle(
         ["ui", "app.js"] => asset(APP_JS, "text/javascript; charset=utf-8"),
         ["ui", "style.css"] => asset(STYLE_CSS, "text/css; charset=utf-8"),
         ["ui", "jobs"] => jobs_page(state, user, query),
-        ["ui", "jobs.json"] => json(StatusCode::OK, &jobs_rows(state, query)),
+        ["ui", "jobs.json"] => json(StatusCode::OK, &jobs_rows(state, user, query)),
         ["ui", "job", id] => match id.parse::<JobId>() {
             Ok(id) => job_page(state, &id, user),
             Err(_) => not_found("../../", user, "not a job id"),
@@ -227,15 +227,15 @@ async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
 const JOBS_PAGE: usize = 200;
 
 /// The jobs table's rows, newest first: a page of [`JOBS_PAGE`], after job `before`.
-fn jobs_rows(state: &AppState, query: Option<&str>) -> Vec<JobView> {
+fn jobs_rows(state: &AppState, user: Option<&str>, query: Option<&str>) -> Vec<JobView> {
     let mut l = views::Listing::parse(query).unwrap_or_default();
     l.limit = Some(l.limit.unwrap_or(JOBS_PAGE).min(JOBS_PAGE));
-    l.apply(state, &state.registry.all())
+    l.apply(state, &state.jobs_for(user))
 }
 
 fn jobs_page(state: &AppState, user: Option<&str>, query: Option<&str>) -> Response<Body> {
     let mut rows = String::new();
-    let jobs = jobs_rows(state, query);
+    let jobs = jobs_rows(state, user, query);
     for j in &jobs {
         let id = &j.id;
         let get = if j.capture {
@@ -269,7 +269,7 @@ fn jobs_page(state: &AppState, user: Option<&str>, query: Option<&str>) -> Respo
 }
 
 fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> {
-    let Some(job) = state.registry.get(id) else {
+    let Some(job) = state.registry.get(id).filter(|j| state.may_see(user, j)) else {
         return not_found("../../", user, "no such job (it may have expired)");
     };
     let j = JobView::of(state, &job);

@@ -11,6 +11,34 @@ use super::time::{parse_ago, parse_time};
 use super::{values, Error, Query, QueryConfig};
 use crate::pcap::Timestamp;
 
+/// A JSON object's members in order, repeated keys kept.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    v.push(entry);
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// How a JSON field may be typed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -129,16 +157,35 @@ pub fn parse_json(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Quer
         let shown: String = String::from_utf8_lossy(body).chars().take(64).collect();
         Error::new("body", &shown, format!("body is not valid JSON: {e}"))
     })?;
-    let Value::Object(map) = value else {
+    if !value.is_object() {
         let shown: String = value.to_string().chars().take(64).collect();
         return Err(Error::new(
             "body",
             &shown,
             "body must be a JSON object".to_owned(),
         ));
+    }
+    // Read again keeping every member: a map keeps only the last of a repeated key, and a
+    // repeated key means two different queries to whoever reads the body next.
+    let Ok(Members(members)) = serde_json::from_slice::<Members>(body) else {
+        return Err(Error::new(
+            "body",
+            "",
+            "body must be a JSON object".to_owned(),
+        ));
     };
+    let mut seen = std::collections::HashSet::new();
+    for (key, _) in &members {
+        if !seen.insert(key.as_str()) {
+            return Err(Error::new(
+                key,
+                "",
+                format!("{key}: given twice; use a list for several values"),
+            ));
+        }
+    }
     let mut b = Builder::default();
-    for (key, value) in &map {
+    for (key, value) in &members {
         let shape = shape(key).ok_or_else(|| unknown(key))?;
         for text in texts(key, value, shape)? {
             field(&mut b, key, &text)?;

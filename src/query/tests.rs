@@ -313,7 +313,10 @@ fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
         "ip host \\foo",
         "not (port 80 and host bar)",
     ] {
-        let e = path_err(&format!("{WIN}/bpf/{}", expr.replace(' ', "%20").replace('/', "%2F")));
+        let e = path_err(&format!(
+            "{WIN}/bpf/{}",
+            expr.replace(' ', "%20").replace('/', "%2F")
+        ));
         assert_eq!(e.clause, "bpf", "{expr}");
         assert!(e.message.contains("not resolved"), "{expr}: {}", e.message);
     }
@@ -336,9 +339,12 @@ fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
         "pppoes and udp",
     ] {
         assert!(
-            path(&format!("{WIN}/bpf/{}", expr.replace(' ', "%20").replace('/', "%2F")))
-                .bpf
-                .is_some(),
+            path(&format!(
+                "{WIN}/bpf/{}",
+                expr.replace(' ', "%20").replace('/', "%2F")
+            ))
+            .bpf
+            .is_some(),
             "{expr}"
         );
     }
@@ -982,4 +988,13 @@ mod props {
             prop_assert_eq!(parse_path(&c.join("/"), now(), &cfg()).unwrap(), q);
         }
     }
+}
+
+#[test]
+fn a_json_key_given_twice_is_refused_naming_it() {
+    let e = json_err(r#"{"host": "10.0.0.1", "port": 80, "host": "10.0.0.2"}"#);
+    assert_eq!(e.clause, "host");
+    assert!(e.message.contains("twice"), "{}", e.message);
+    // A list is how several values are given.
+    assert_eq!(json(r#"{"host": ["10.0.0.1", "10.0.0.2"]}"#).hosts.len(), 2);
 }
