@@ -167,9 +167,16 @@ pub struct RawHttp {
     #[serde(deserialize_with = "duration::de")]
     pub header_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue. Default 1024.
+    /// At most half of them may be connections that have not yet made an authenticated
+    /// request: past that, the oldest such connection is closed for the new one.
     pub max_connections: usize,
     /// Proxy addresses whose `X-Forwarded-For` is believed. Default none.
     pub trusted_proxies: Vec<String>,
+    /// A connection (HTTP/1.1 keep-alive or HTTP/2) with no request in flight for this long
+    /// is closed. Default 60 s. One that has not made an authenticated request is closed
+    /// after `header_timeout` instead.
+    #[serde(deserialize_with = "duration::de")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for RawHttp {
@@ -178,6 +185,7 @@ impl Default for RawHttp {
             header_timeout: Duration::from_secs(30),
             max_connections: 1024,
             trusted_proxies: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -335,6 +343,8 @@ pub struct Config {
     pub audit_path: Option<PathBuf>,
     /// Header/handshake timeout, seconds (at least 1).
     pub header_timeout: Duration,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
     /// Connections served at once (at least 1).
     pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -607,6 +617,7 @@ impl Config {
             },
             audit_path: raw.audit.path.as_deref().map(resolve),
             header_timeout: raw.http.header_timeout,
+            idle_timeout: raw.http.idle_timeout.max(Duration::from_secs(1)),
             max_connections: raw.http.max_connections,
             trusted_proxies,
             listen,
@@ -647,6 +658,7 @@ impl Config {
             login_required: self.auth.required(self.tls.as_ref()),
             audit_path: self.audit_path.clone(),
             header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             trusted_proxies: self.trusted_proxies.clone(),
             shutdown_grace: self.shutdown_grace,

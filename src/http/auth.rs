@@ -7,17 +7,21 @@
 //! Hash formats, as Apache's `htpasswd` and `openssl passwd` write them: `$apr1$` (Apache
 //! MD5, the `unix-crypt` crate), `$2y$`/`$2a$`/`$2b$` (bcrypt, `pwhash`), `{SHA}` (base64 SHA-1,
 //! the `sha1` crate) and 13-character DES `crypt` (`pwhash`). Computed hashes are compared in
-//! constant time; an unknown user costs the same kind of work as a known one (a dummy bcrypt).
-//! Plain-text entries are refused.
+//! constant time. An unknown user costs what the median known user costs: the password is
+//! checked (and the answer discarded) against the entry of median cost in the file, so that a
+//! user name cannot be found by timing whatever mix of schemes the file holds. Plain-text
+//! entries are refused.
 //!
 //! Verified credentials are remembered as a keyed SHA-256 (a random key per process) until
 //! the file changes, so the UI's once-a-second polling does not run bcrypt (cost 10+ is tens
 //! of milliseconds of CPU) on every request; a wrong password never matches a remembered one,
 //! and the memory is dropped with the file's old contents.
 //!
-//! [`Limiter`]: failures per client address in a fixed window; over the limit, the address
-//! is refused (429) without checking the password until the window ends. Its table is
-//! bounded: expired entries are pruned when it grows.
+//! [`Limiter`]: attempts per client address in a fixed window. An attempt is counted before
+//! its password is checked and given back when it succeeds, so parallel guesses cannot all be
+//! checked before the first failure is counted; over the limit, the address is refused (429)
+//! without checking the password until the window ends. Its table is bounded: expired entries
+//! are pruned when it grows.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +42,16 @@ enum Hash {
 }
 
 impl Hash {
+    /// Orders schemes by the work a check costs (bcrypt by its cost factor).
+    fn cost(&self) -> u32 {
+        match self {
+            Hash::Sha1(_) => 0,
+            Hash::Crypt(_) => 1,
+            Hash::Apr1 { .. } => 2,
+            Hash::Bcrypt(h) => 10 + h.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0),
+        }
+    }
+
     fn parse(h: &str) -> Option<Hash> {
         if let Some(rest) = h.strip_prefix("$apr1$") {
             let salt = rest.split('$').next()?;
@@ -105,6 +119,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 struct Loaded {
     stamp: Option<Stamp>,
     users: HashMap<String, Hash>,
+    /// The entry of median cost: what an unknown user's password is checked against.
+    decoy: Option<Hash>,
     /// user → keyed digest of a password that verified against this version of the file.
     verified: HashMap<String, [u8; 32]>,
 }
@@ -121,8 +137,8 @@ pub struct Htpasswd {
     key: [u8; 32],
 }
 
-/// A bcrypt hash of nothing in particular, checked for unknown users so that they take as
-/// long as known ones.
+/// A bcrypt hash of nothing in particular, checked for unknown users while the file has no
+/// entry to take the cost of.
 const DUMMY: &str = "$2y$05$abcdefghijklmnopqrstuu5Ud5n5yCmyNbyhAc9xXr2mnyEhv1AFm";
 
 impl Htpasswd {
@@ -180,9 +196,13 @@ impl Htpasswd {
                         }
                     }
                     tracing::info!(file = %self.path.display(), users = users.len(), "htpasswd loaded");
+                    let mut by_cost: Vec<&Hash> = users.values().collect();
+                    by_cost.sort_by_key(|h| h.cost());
+                    let decoy = by_cost.get(by_cost.len() / 2).map(|h| (*h).clone());
                     *l = Loaded {
                         stamp: now,
                         users,
+                        decoy,
                         verified: HashMap::new(),
                     };
                 }
@@ -206,12 +226,20 @@ impl Htpasswd {
             {
                 return true;
             }
-            (l.users.get(user).cloned(), l.stamp)
+            (
+                l.users.get(user).cloned().ok_or_else(|| l.decoy.clone()),
+                l.stamp,
+            )
         };
         // The slow check runs without the lock.
         let ok = match hash {
-            Some(h) => h.check(password),
-            None => {
+            Ok(h) => h.check(password),
+            // An unknown user: the same work as the median known one, then no.
+            Err(Some(decoy)) => {
+                let _ = decoy.check(password);
+                false
+            }
+            Err(None) => {
                 let _ = pwhash::bcrypt::verify(password, DUMMY);
                 false
             }
@@ -265,27 +293,32 @@ impl Limiter {
         }
     }
 
-    /// If `addr` is locked out, how long until it may try again.
-    pub fn blocked(&self, addr: IpAddr) -> Option<Duration> {
-        let t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, n) = t.get(&addr)?;
-        let elapsed = start.elapsed();
-        (*n >= self.max && elapsed < self.window).then(|| self.window - elapsed)
-    }
-
-    /// Records a failure; returns the failures counted in the current window.
-    pub fn fail(&self, addr: IpAddr) -> u32 {
+    /// Counts a login attempt from `addr` before its password is checked: `Err(wait)` when
+    /// the address has used up its attempts in the window. A successful attempt is given back
+    /// with [`succeeded`](Self::succeeded).
+    pub fn attempt(&self, addr: IpAddr) -> Result<u32, Duration> {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if t.len() >= LIMITER_PRUNE_AT {
             let w = self.window;
             t.retain(|_, (s, _)| s.elapsed() < w);
         }
         let e = t.entry(addr).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= self.window {
+        let elapsed = e.0.elapsed();
+        if elapsed >= self.window {
             *e = (Instant::now(), 0);
+        } else if e.1 >= self.max {
+            return Err(self.window - elapsed);
         }
         e.1 += 1;
-        e.1
+        Ok(e.1)
+    }
+
+    /// Gives back the attempt of a login that succeeded.
+    pub fn succeeded(&self, addr: IpAddr) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = t.get_mut(&addr) {
+            e.1 = e.1.saturating_sub(1);
+        }
     }
 }
 
@@ -328,15 +361,16 @@ mod tests {
     }
 
     #[test]
-    fn limiter_locks_out_then_forgets() {
+    fn limiter_counts_attempts_before_checking_and_gives_back_successes() {
         let l = Limiter::new(2, Duration::from_secs(3600));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(l.blocked(a).is_none());
-        l.fail(a);
-        assert!(l.blocked(a).is_none());
-        l.fail(a);
-        assert!(l.blocked(a).is_some());
+        assert_eq!(l.attempt(a), Ok(1));
+        l.succeeded(a);
+        // Two attempts in flight at once: a third is refused before any is checked.
+        assert_eq!(l.attempt(a), Ok(1));
+        assert_eq!(l.attempt(a), Ok(2));
+        assert!(l.attempt(a).is_err());
         let b: IpAddr = "::1".parse().unwrap();
-        assert!(l.blocked(b).is_none());
+        assert_eq!(l.attempt(b), Ok(1));
     }
 }

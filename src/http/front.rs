@@ -124,22 +124,28 @@ async fn authenticate(
     else {
         return Err(unauthorized(state));
     };
-    if let Some(wait) = state.limiter.blocked(client) {
-        tracing::warn!(%client, user = %user.escape_debug(), "login refused: too many failures from this address");
-        return Err(ApiError::LockedOut(wait));
-    }
-    let st = Arc::clone(state);
-    let (u, p) = (user.clone(), password);
-    // bcrypt is deliberately slow: keep it off the async workers.
-    let ok =
+    // Counted before the check: parallel guesses cannot outrun the limit.
+    let attempt = match state.limiter.attempt(client) {
+        Ok(n) => n,
+        Err(wait) => {
+            tracing::warn!(%client, user = %user.escape_debug(), "login refused: too many failures from this address");
+            return Err(ApiError::LockedOut(wait));
+        }
+    };
+    // bcrypt is deliberately slow: off the async workers, and a bounded number at once.
+    let ok = {
+        let _slot = state.hashing.acquire().await.expect("never closed");
+        let st = Arc::clone(state);
+        let (u, p) = (user.clone(), password);
         tokio::task::spawn_blocking(move || st.htpasswd.as_ref().is_some_and(|s| s.verify(&u, &p)))
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+    };
     if ok {
+        state.limiter.succeeded(client);
         Ok(Some(user))
     } else {
-        let n = state.limiter.fail(client);
-        tracing::warn!(%client, user = %user.escape_debug(), failures = n, "login failed");
+        tracing::warn!(%client, user = %user.escape_debug(), attempts = attempt, "login failed");
         Err(unauthorized(state))
     }
 }
@@ -233,7 +239,10 @@ async fn admit(
         && matches!(*req.method(), Method::GET | Method::HEAD);
     if !health {
         match authenticate(&req, state, conn, client).await {
-            Ok(u) => who.user = u,
+            Ok(u) => {
+                who.user = u;
+                conn.activity.authenticated();
+            }
             Err(e) => {
                 drain(req, state).await;
                 return (e.into_response(), None);

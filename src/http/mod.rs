@@ -22,6 +22,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod conn;
 pub mod error;
 pub mod front;
 pub mod tls;
@@ -75,6 +76,8 @@ pub struct HttpConfig {
     pub header_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// A connection without a request in flight for this long is closed.
+    pub idle_timeout: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Time live streams get to finish after a stop signal.
@@ -94,6 +97,9 @@ pub struct AppState {
     pub htpasswd: Option<auth::Htpasswd>,
     /// Failed-login limiter.
     pub limiter: auth::Limiter,
+    /// Password checks running at once (one per core): a flood of logins queues here
+    /// instead of filling the blocking pool.
+    pub hashing: tokio::sync::Semaphore,
     /// Audit log, if `[audit] path` is set.
     pub audit: Option<Arc<audit::AuditLog>>,
     /// Fired when the shutdown grace is over: capture streams end at their next record
@@ -116,6 +122,9 @@ impl AppState {
         Ok(AppState {
             htpasswd: config.auth.htpasswd.clone().map(auth::Htpasswd::new),
             limiter: auth::Limiter::new(config.auth.max_failures, config.auth.failure_window),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
             audit,
             cut: CancellationToken::new(),
             config,
@@ -162,6 +171,8 @@ pub struct ConnInfo {
     pub cert_user: Option<String>,
     /// What the connection's writer has flushed (capture bodies end after their bytes left).
     pub wire: Arc<wire::Wire>,
+    /// Requests in flight, idleness, whether it has authenticated.
+    pub activity: Arc<conn::Activity>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down gracefully (see the
@@ -178,6 +189,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let graceful = GracefulShutdown::new();
+    let strangers = conn::Strangers::new(state.config.max_connections / 2);
     // Connections still in their TLS handshake when the shutdown starts are dropped.
     let stopping = CancellationToken::new();
     loop {
@@ -197,6 +209,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let (stranger, evicted) = strangers.join();
+        let activity = Arc::new(conn::Activity::new(Some((
+            stranger,
+            Arc::clone(&strangers),
+        ))));
         let state = Arc::clone(&state);
         let tls = tls.clone();
         let watcher = graceful.watcher();
@@ -204,48 +221,57 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let timeout = state.config.header_timeout;
-            match tls {
-                None => {
-                    let (stream, wire) = wire::Watched::new(stream);
-                    let info = ConnInfo {
-                        peer,
-                        tls: false,
-                        cert_user: None,
-                        wire,
-                    };
-                    serve_conn(TokioIo::new(stream), info, state, false, timeout, watcher).await;
+            let served = async move {
+                match tls {
+                    None => {
+                        let (stream, wire) = wire::Watched::new(stream);
+                        let info = ConnInfo {
+                            peer,
+                            tls: false,
+                            cert_user: None,
+                            wire,
+                            activity,
+                        };
+                        serve_conn(TokioIo::new(stream), info, state, false, timeout, watcher)
+                            .await;
+                    }
+                    Some(tls) => {
+                        // A client that stalls its handshake is cut off like a slow header.
+                        let s = tokio::select! {
+                            r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            },
+                            () = stopping.cancelled() => return,
+                        };
+                        let (_, conn) = s.get_ref();
+                        let h2 = conn.alpn_protocol() == Some(b"h2");
+                        let cert_user = conn
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(tls::cert_user);
+                        let (s, wire) = wire::Watched::new(s);
+                        let info = ConnInfo {
+                            peer,
+                            tls: true,
+                            cert_user,
+                            wire,
+                            activity,
+                        };
+                        serve_conn(TokioIo::new(s), info, state, h2, timeout, watcher).await;
+                    }
                 }
-                Some(tls) => {
-                    // A client that stalls its handshake is cut off like a slow header.
-                    let s = tokio::select! {
-                        r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        () = stopping.cancelled() => return,
-                    };
-                    let (_, conn) = s.get_ref();
-                    let h2 = conn.alpn_protocol() == Some(b"h2");
-                    let cert_user = conn
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(tls::cert_user);
-                    let (s, wire) = wire::Watched::new(s);
-                    let info = ConnInfo {
-                        peer,
-                        tls: true,
-                        cert_user,
-                        wire,
-                    };
-                    serve_conn(TokioIo::new(s), info, state, h2, timeout, watcher).await;
-                }
+            };
+            tokio::select! {
+                () = served => {}
+                () = evicted.cancelled() => {}
             }
         });
     }
@@ -288,10 +314,17 @@ async fn serve_conn<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let activity = Arc::clone(&info.activity);
+    let (idle_timeout, stranger_timeout) = (state.config.idle_timeout, timeout);
     let svc = service_fn(move |req: http::Request<Incoming>| {
         let state = Arc::clone(&state);
         let info = info.clone();
-        async move { Ok::<_, Infallible>(front::handle(req, state, info).await) }
+        async move {
+            // In flight until the response body ends: a long download is never idle.
+            let in_flight = info.activity.begin();
+            let r = front::handle(req, state, info).await;
+            Ok::<_, Infallible>(r.map(|b| conn::Held::new(b, in_flight).boxed()))
+        }
     });
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -307,8 +340,15 @@ async fn serve_conn<I>(
     // The protocol is known (ALPN, or plain HTTP/1.1 behind a proxy): no sniffing of the
     // first bytes, which would wait on a slow client without a timeout.
     let b = if h2 { b.http2_only() } else { b.http1_only() };
-    if let Err(e) = watcher.watch(b.serve_connection(io, svc)).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    tokio::select! {
+        r = watcher.watch(b.serve_connection(io, svc)) => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = activity.idle(idle_timeout, stranger_timeout) => {
+            tracing::debug!(%peer, "idle connection closed");
+        }
     }
 }
 
