@@ -108,8 +108,19 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
     let (parts, body) = req.into_parts();
     let req = Request::from_parts(parts, ());
     // Packet routes carry their audit record whatever the outcome.
-    let (audit, r) = route(&req, body, &state, &segs).await;
+    let mut body = Some(body);
+    let (audit, r) = route(&req, &mut body, &state, &segs).await;
     let r = r.unwrap_or_else(ApiError::into_response);
+    if let Some(unread) = body {
+        // A request body refused unread is read and dropped beside the answer (bounded in
+        // bytes and time): dropping it at once resets an HTTP/2 stream, and clients still
+        // sending then lose the answer.
+        let within = state.config.header_timeout;
+        tokio::spawn(async move {
+            let drain = Limited::new(unread, DRAIN_MAX).collect();
+            let _ = tokio::time::timeout(within, drain).await;
+        });
+    }
     match audit {
         Some((q, id, capture)) => audited(r, q.as_ref(), id.as_ref(), capture),
         None => r,
@@ -122,11 +133,15 @@ type AuditOf = Option<(Option<Query>, Option<JobId>, bool)>;
 
 async fn route(
     req: &Request<()>,
-    body: Incoming,
+    body: &mut Option<Incoming>,
     state: &Arc<AppState>,
     segs: &[&str],
 ) -> (AuditOf, Result<Response<Body>, ApiError>) {
-    let method = req.method().clone();
+    // HEAD is answered as GET; the front door sends the headers only.
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let plain = |r| (None, r);
     match (method, segs) {
         (Method::GET, ["healthz"]) => plain(Ok(Response::new(full("ok\n")))),
@@ -257,10 +272,13 @@ fn user_of<B>(req: &Request<B>) -> Option<&str> {
     req.extensions().get::<User>().map(|u| u.0.as_str())
 }
 
+/// Most bytes of a refused request body read (and dropped) so that its answer arrives.
+const DRAIN_MAX: usize = 16 << 20;
+
 /// The query of a POST body (JSON or form).
 async fn read_query(
     req: &Request<()>,
-    body: Incoming,
+    body: &mut Option<Incoming>,
     state: &AppState,
 ) -> Result<Query, ApiError> {
     let ctype = req
@@ -286,6 +304,9 @@ async fn read_query(
     // The body gets the time the head had: a client dribbling it holds a connection for no
     // longer than one dribbling its headers.
     let within = state.config.header_timeout;
+    let Some(body) = body.take() else {
+        return Err(ApiError::BodyUnreadable);
+    };
     let body = match tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect()).await {
         Err(_) => return Err(ApiError::BodyTimeout(within)),
         Ok(Ok(b)) => b.to_bytes(),

@@ -114,23 +114,22 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight until it ends.
-pub struct Held {
+/// A response body that keeps something alive until it ends: its request in flight
+/// ([`InFlight`]), or an unread request body (dropping an HTTP/2 request body resets the
+/// stream, which would destroy a refusal sent before reading it).
+pub struct Held<T> {
     inner: Body,
-    _in_flight: InFlight,
+    _held: T,
 }
 
-impl Held {
-    /// Holds `in_flight` as long as `inner`.
-    pub fn new(inner: Body, in_flight: InFlight) -> Held {
-        Held {
-            inner,
-            _in_flight: in_flight,
-        }
+impl<T> Held<T> {
+    /// Holds `held` as long as `inner`.
+    pub fn new(inner: Body, held: T) -> Held<T> {
+        Held { inner, _held: held }
     }
 }
 
-impl http_body::Body for Held {
+impl<T: Unpin> http_body::Body for Held<T> {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -208,13 +208,18 @@ pub fn user(name: &str) -> String {
 
 /// A TLS server over `locals` with passwords ([`USERS`]), returning it; `extra` adds config.
 pub fn tls_server(locals: &[(&str, PathBuf)], extra: &str) -> Server {
+    tls_server_auth(locals, extra, "max_failures = 1000")
+}
+
+/// [`tls_server`] with `auth` as the rest of the `[auth]` table.
+pub fn tls_server_auth(locals: &[(&str, PathBuf)], extra: &str, auth: &str) -> Server {
     let dir = TempDir::new().unwrap();
     let ca = Ca::new(&dir.path().join("pki"), "server");
     let (cert, key) = ca.issue("server", "localhost", true, KeyKind::EcSec1);
     let htpasswd = dir.path().join("htpasswd");
     write_htpasswd(&htpasswd);
     let mut conf = format!(
-        "{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nhtpasswd = \"{}\"\nmax_failures = 1000\n",
+        "{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nhtpasswd = \"{}\"\n{auth}\n",
         cert.display(),
         key.display(),
         htpasswd.display()
