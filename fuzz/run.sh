@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for FUZZ_SECONDS (default 60) each, seeded from the team corpus
-# (../shared/pcaps/fuzz-seeds, read-only: libFuzzer writes new inputs to fuzz/corpus/<target>).
+# (../shared/pcaps/fuzz-seeds and fuzz/seeds/http_request, read-only: libFuzzer writes new inputs
+# to fuzz/corpus/<target>).
 # Crashes land in fuzz/artifacts/<target>/ and fail the run.
 #
 # cargo-fuzz needs nightly-only compiler flags (sanitizers): nightly is used when installed,
@@ -23,10 +24,11 @@ if ! cargo "${toolchain[@]}" fuzz --version >/dev/null 2>&1; then
         exit 0
     fi
 fi
-for target in pcap_reader merge query_parse; do
+for target in pcap_reader merge query_parse http_request; do
     mkdir -p "fuzz/corpus/$target"
     extra=()
     [ "$target" = pcap_reader ] && extra=("$seeds")
+    [ "$target" = http_request ] && extra=(fuzz/seeds/http_request)
     echo "fuzzing $target for ${seconds}s"
     log="fuzz/corpus/$target.log"
     status=0

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use crate::merge::KWay;
 use crate::pcap::{Next, Packet, Reader, Timestamp, MAX_BLOCK};
@@ -125,4 +126,130 @@ pub fn query_roundtrip(input: &[u8]) {
     assert_eq!(q.canonical(), again.canonical(), "{path:?}");
     assert_eq!(q.id(), again.id());
     let _ = (q.stenographer(), q.bpf_filter());
+}
+
+/// The HTTP front door on a request a client controls: the bytes are one HTTP/1.1 connection's
+/// input (request line, headers — `Authorization`, `Range`, `Content-Type`… — and body),
+/// served in-process by the real front door, routes and query parsers over an empty capture
+/// directory. The first byte chooses a server without or with passwords (user `a`, password
+/// `a`). Must answer without panicking, within a bound, never with a 500.
+pub fn http_request(input: &[u8]) {
+    let Some((&mode, data)) = input.split_first() else {
+        return;
+    };
+    let fx = http_fixture();
+    let state = Arc::clone(&fx.states[usize::from(mode & 1)]);
+    let data = data.to_vec();
+    let answer = fx.runtime.block_on(async move {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (server, wire) = crate::http::wire::Watched::new(server);
+        let info = crate::http::ConnInfo {
+            peer: "127.0.0.1:9".parse().expect("an address"),
+            tls: false,
+            cert_user: None,
+            wire,
+            activity: Arc::new(crate::http::conn::Activity::new(None)),
+        };
+        let st = Arc::clone(&state);
+        let svc = hyper::service::service_fn(move |req| {
+            let (st, info) = (Arc::clone(&st), info.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(crate::http::front::handle(req, st, info).await)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        let talk = async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut rd, mut wr) = tokio::io::split(client);
+            let _ = wr.write_all(&data).await;
+            let _ = wr.shutdown().await;
+            let mut out = Vec::new();
+            let _ = rd.read_to_end(&mut out).await;
+            out
+        };
+        let bounded = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let (_, out) = tokio::join!(conn, talk);
+            out
+        });
+        let out = bounded.await.expect("the front door answers within 10 s");
+        for job in state.registry.all() {
+            state.registry.remove(&job.id);
+        }
+        out
+    });
+    // Every answer's status line: never a 500.
+    for line in answer.split(|&b| b == b'\n') {
+        assert!(
+            !line.starts_with(b"HTTP/1.1 500"),
+            "internal error: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+struct HttpFixture {
+    runtime: tokio::runtime::Runtime,
+    states: [Arc<crate::http::AppState>; 2],
+}
+
+fn http_fixture() -> &'static HttpFixture {
+    static FX: std::sync::OnceLock<HttpFixture> = std::sync::OnceLock::new();
+    FX.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dir = std::env::temp_dir().join(format!("docket-fuzz-http-{}", std::process::id()));
+        let caps = dir.join("caps");
+        std::fs::create_dir_all(&caps).expect("a temporary directory");
+        // {SHA} of "a": user `a`, password `a`.
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, "a:{SHA}hvfkN/qlp/zhXR3cuerq6jd2Z7g=\n").expect("htpasswd");
+        let state = |name: &str, auth: &str| {
+            let conf = dir.join(format!("{name}.toml"));
+            let text = format!(
+                "spool_dir = \"{}\"\nfree_bytes = 0\n{auth}\n[[local]]\nname = \"caps\"\npath = \"{}\"\n",
+                dir.join(format!("spool-{name}")).display(),
+                caps.display()
+            );
+            std::fs::write(&conf, text).expect("config");
+            let config = crate::config::Config::load(&conf).expect("a valid config");
+            let spool = crate::spool::Spool::open(&config.spool_dir).expect("a spool");
+            let _guard = runtime.enter();
+            let registry = Arc::new(
+                crate::jobs::Registry::new(
+                    config.jobs(),
+                    &config.local,
+                    &config.stenographer,
+                    spool,
+                    false,
+                )
+                .expect("a registry"),
+            );
+            Arc::new(crate::http::AppState::new(config.http(), registry).expect("state"))
+        };
+        let states = [
+            state("open", ""),
+            state("auth", &format!("[auth]\nhtpasswd = \"{}\"\nmax_failures = 1000000", htpasswd.display())),
+        ];
+        HttpFixture { runtime, states }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_request_examples() {
+        for req in [
+            &b"\x00GET /app/docket/q/host/10.0.0.1/pcap HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,3-4\r\n\r\n"[..],
+            b"\x01GET /app/docket/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YTph\r\n\r\n",
+            b"\x00POST /app/docket/q HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"host\":\"1.2.3.4\"",
+            b"\x00DELETE /app/docket/00000000000000000000000000000000 HTTP/1.1\r\n\r\n",
+            b"\x01garbage\r\n\r\n",
+        ] {
+            super::http_request(req);
+        }
+    }
 }
