@@ -146,3 +146,145 @@ fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
     let id2 = server.job_id("q/after/2023-06-01T12:01:00Z/before/2023-06-01T12:02:00Z");
     assert_eq!(server.wait_final(&id2)["state"], "Completed");
 }
+
+/// A tmpfs of `mib` MiB mounted at `at` (the test runs as root), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, mib: u32) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        common::run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(at),
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    /// Free bytes on it.
+    fn free(&self) -> u64 {
+        let c = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+        // SAFETY: statvfs into a zeroed struct we own, on a NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_spool_empties_as_slow_readers_read_and_admits_new_jobs_meanwhile() {
+    let work = TempDir::new().unwrap();
+    let big = big_dir(work.path());
+    let dir = TempDir::new().unwrap();
+    // 24 MiB of spool for a 48 MB answer: the disk fills mid-job.
+    let fs = Tmpfs::mount(&dir.path().join("spool"), 24);
+    let conf = format!(
+        "free_bytes = 1048576\n[[local]]\nname = \"big\"\npath = \"{}\"\n",
+        big.display()
+    );
+    let server = Server::launch(dir, &conf, None);
+    let out = work.path().join("slow.pcap");
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "--limit-rate", "3M", "-o"])
+        .arg(&out)
+        .arg(server.url(BIG_PATH))
+        .spawn()
+        .unwrap();
+    // The job fills the disk and goes on streaming to the client.
+    let id = server.json("ids")[0].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = server.json(&format!("status/{id}"))[&id].clone();
+        if events(&st).contains("spool failed mid-job") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool never filled: {st:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let full = fs.free();
+    // Meanwhile a new job is admitted: the space is held only by the abandoned file.
+    let (code, body) = server.get(
+        "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:00:10Z",
+        &[],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    // As the client reads on, the file system gets the space back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs.free() < full + (8 << 20) {
+        assert!(
+            curl.try_wait().unwrap().is_none() || fs.free() >= full + (8 << 20),
+            "the client finished before space came back: {} free",
+            fs.free()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no space came back: {} free",
+            fs.free()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And the client gets the whole answer, intact.
+    assert!(curl.wait().unwrap().success());
+    let got = common::tshark_packets(&out);
+    let all = common::tshark_packets(&big.join("big.pcap"));
+    assert!(got == all, "{} of {} packets", got.len(), all.len());
+    drop(server);
+}
+
+#[test]
+fn a_zero_filled_sparse_file_is_damage_and_the_floor_holds_while_writing() {
+    let work = TempDir::new().unwrap();
+    let caps = work.path().join("caps");
+    std::fs::create_dir(&caps).unwrap();
+    // A valid pcap header, then 2 GB of nothing (4 KB on disk).
+    let sparse = caps.join("prealloc.pcap");
+    let head = &std::fs::read(common::corpus().join("bulk/mix-19-real-captures-10min.pcap"))
+        .unwrap()[..24];
+    std::fs::write(&sparse, head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sparse)
+        .unwrap()
+        .set_len(2_000_000_000)
+        .unwrap();
+    let big = big_dir(work.path());
+    let dir = TempDir::new().unwrap();
+    let fs = Tmpfs::mount(&dir.path().join("spool"), 48);
+    let conf = format!(
+        "free_bytes = 20971520\ntime_window = 1\n[[local]]\nname = \"caps\"\npath = \"{}\"\n\
+         [[local]]\nname = \"big\"\npath = \"{}\"\n",
+        caps.display(),
+        big.display()
+    );
+    let server = Server::launch(dir, &conf, None);
+    // The sparse file is named as damage, and yields nothing.
+    let id = server.job_id("q/sensor/caps/after/1970-01-01T00:00:00Z/before/2030-01-01T00:00:00Z");
+    let st = server.wait_final(&id);
+    assert!(events(&st).contains("zero-filled"), "{st:#}");
+    assert!(st["bytes"].as_u64().unwrap() < 4096, "{st:#}");
+    // A 48 MB answer on a 48 MiB spool that must keep 20 MiB free: the job stops writing at
+    // the floor, not at a full disk, and still delivers everything.
+    let got = server.fetch(
+        &format!("q/sensor/big/{}", BIG_PATH.trim_start_matches("q/")),
+        work.path(),
+    );
+    let id = server
+        .json("ids")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .find(|i| *i != id)
+        .unwrap();
+    let st = server.wait_final(&id);
+    assert!(events(&st).contains("below free_bytes"), "{st:#}");
+    assert!(fs.free() >= 20 << 20, "the floor held: {} free", fs.free());
+    assert!(common::tshark_packets(&got) == common::tshark_packets(&big.join("big.pcap")));
+    drop(server);
+}

@@ -190,7 +190,16 @@ impl Job {
                     // Open the part file now: the descriptor survives the rename (or the
                     // unlink) at the end, and serves whatever has left the feed. If it has
                     // just been renamed, the job's end is about to be published.
-                    if let Some(f) = part.and_then(|p| std::fs::File::open(p).ok()) {
+                    // Writable: if the file is abandoned, the followers give back what they
+                    // have all read (`Feed::give_back`).
+                    let open = |p: std::path::PathBuf| {
+                        std::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .open(p)
+                            .ok()
+                    };
+                    if let Some(f) = part.and_then(open) {
                         return Capture::Follow(Follower::new(Some(f), &self.feed));
                     }
                 }

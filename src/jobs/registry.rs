@@ -95,6 +95,7 @@ impl Registry {
             permits: Arc::new(Semaphore::new(config.max_jobs)),
             limit_packets: config.limit_packets,
             limit_bytes: config.limit_bytes,
+            free_bytes: config.free_bytes,
         };
         let r = Registry {
             config,
@@ -286,7 +287,10 @@ impl Registry {
             job.event("job", EndReason::FoundInSpool.to_string(), None);
             return Ok(job);
         }
-        if let Some(free) = free.filter(|&f| f < self.config.free_bytes) {
+        // Space held only by abandoned part files that slow readers still follow comes back
+        // as they read: it does not count against admission.
+        let held: u64 = jobs.values().map(|j| j.feed().held_bytes()).sum();
+        if let Some(free) = free.filter(|&f| f.saturating_add(held) < self.config.free_bytes) {
             return Err(Error::InsufficientStorage {
                 free,
                 needed: self.config.free_bytes,

@@ -42,7 +42,12 @@ pub(super) struct Context {
     /// The configured global caps (0: none).
     pub limit_packets: u64,
     pub limit_bytes: u64,
+    /// Free space the spool's file system keeps: a job that would eat into it stops writing.
+    pub free_bytes: u64,
 }
+
+/// Bytes a job writes between two looks at the spool's free space.
+const SPACE_CHECK_BYTES: u64 = 16 << 20;
 
 /// Runs `job` over the upstreams `selected` (indexes into `cx.upstreams`) to its end.
 pub(super) async fn run(cx: Arc<Context>, job: Arc<Job>, selected: Vec<usize>) {
@@ -194,7 +199,7 @@ impl<'a> Run<'a> {
             packets: min_limit(q.limit_packets, self.cx.limit_packets),
             bytes: min_limit(q.limit_bytes, self.cx.limit_bytes),
         };
-        let mut sink = Sink::new(self.job, self.cx.spool.as_ref());
+        let mut sink = Sink::new(self.job, self.cx.spool.as_ref(), self.cx.free_bytes);
         for (k, &i) in self.selected.iter().enumerate() {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let u = &self.cx.upstreams[i];
@@ -374,10 +379,14 @@ struct Cancelled;
 struct Sink<'a> {
     job: &'a Job,
     writer: Option<SpoolWriter>,
+    /// The spool and the free space it must keep, for the checks while writing.
+    space: Option<(&'a Spool, u64)>,
+    /// Bytes written since the last look at the free space.
+    since_check: u64,
 }
 
 impl<'a> Sink<'a> {
-    fn new(job: &'a Job, spool: Option<&Spool>) -> Sink<'a> {
+    fn new(job: &'a Job, spool: Option<&'a Spool>, free_bytes: u64) -> Sink<'a> {
         let writer = spool.and_then(|sp| match sp.create(&job.id, Arc::clone(job.feed())) {
             Ok(w) => {
                 let part = w.part_path().to_owned();
@@ -396,7 +405,27 @@ impl<'a> Sink<'a> {
                 None
             }
         });
-        Sink { job, writer }
+        Sink {
+            job,
+            writer,
+            space: spool.map(|sp| (sp, free_bytes)),
+            since_check: 0,
+        }
+    }
+
+    /// Stops writing the spool file (the thread removes it) and streams on to the clients.
+    fn go_direct(&mut self, why: DirectReason) {
+        self.writer = None;
+        self.job.feed().set_direct();
+        self.job.event(
+            "job",
+            format!("{why}: streaming to the clients attached; the result will not be kept"),
+            None,
+        );
+        self.job.update(true, |s| {
+            s.mode = Mode::Direct(why);
+            s.part = None;
+        });
     }
 
     async fn emit(&mut self, chunk: Bytes) {
@@ -407,20 +436,19 @@ impl<'a> Sink<'a> {
         self.job.update(false, |s| s.bytes += chunk.len() as u64);
         if let Some(w) = &mut self.writer {
             if let Err(e) = w.write(chunk.clone()).await {
-                self.writer = None;
-                self.job.feed().set_direct();
-                let why = DirectReason::Failed(Arc::new(e));
-                self.job.event(
-                    "job",
-                    format!(
-                        "{why}: streaming to the clients attached; the result will not be kept"
-                    ),
-                    None,
-                );
-                self.job.update(true, |s| {
-                    s.mode = Mode::Direct(why);
-                    s.part = None;
-                });
+                self.go_direct(DirectReason::Failed(Arc::new(e)));
+            }
+        }
+        // Free space is checked while writing, not only at admission: a capture far larger
+        // than expected (a sparse file, a huge window) stops at the floor, not at a full disk.
+        self.since_check += chunk.len() as u64;
+        if self.writer.is_some() && self.since_check >= SPACE_CHECK_BYTES {
+            self.since_check = 0;
+            if let Some((spool, floor)) = self.space {
+                let free = spool.free_bytes();
+                if free < floor {
+                    self.go_direct(DirectReason::LowSpace { free, floor });
+                }
             }
         }
         tokio::select! {

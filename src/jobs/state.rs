@@ -140,6 +140,14 @@ pub enum DirectReason {
     /// Writing the part file failed mid-job (a full disk).
     #[error("the spool failed mid-job: {0}")]
     Failed(Arc<WriteError>),
+    /// The spool's free space fell below `free_bytes` while the job wrote.
+    #[error("the spool's free space fell to {free} bytes, below free_bytes = {floor}")]
+    LowSpace {
+        /// Free bytes seen.
+        free: u64,
+        /// The configured floor.
+        floor: u64,
+    },
 }
 
 impl Serialize for DirectReason {

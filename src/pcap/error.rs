@@ -88,6 +88,16 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// A run of all-zero record headers: a sparse or zero-filled file, not packets.
+    #[error(
+        "{count} all-zero record headers in a row at offset {offset}: zero-filled, not packets"
+    )]
+    ZeroFilled {
+        /// Offset of the first zero record of the run.
+        offset: u64,
+        /// The run length that stopped reading.
+        count: u32,
+    },
     /// An interface's `if_tsresol` cannot be represented (10^20 and up, 2^64 and up).
     #[error("interface timestamp resolution {tsresol:#04x} out of range at offset {offset}")]
     BadTsResolution {

@@ -16,5 +16,6 @@ pub use filter::{host_name, BpfFilter, Gate};
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,
+    MAX_ZERO_RECORDS,
 };
 pub use writer::{OutputFormat, Tail, Writer};

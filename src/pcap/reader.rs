@@ -22,7 +22,10 @@
 //! Deliberate tolerances (documented in the README): zero `caplen` records and `caplen` greater
 //! than the header's snaplen or than `orig_len` are passed through unchanged (Wireshark reads
 //! them, and the snaplen is advisory); a sub-second field of one second or more is carried
-//! into the seconds.
+//! into the seconds. One deliberate strictness: [`MAX_ZERO_RECORDS`] all-zero classic record
+//! headers in a row (time 0, both lengths 0 — what a preallocated or sparse file holds) end
+//! the stream as damage ([`Error::ZeroFilled`]); Wireshark would read gigabytes of them as
+//! empty frames.
 
 use std::collections::VecDeque;
 
@@ -137,7 +140,16 @@ pub struct Reader {
     format: Option<Format>,
     /// Distinct (link type, precision) pairs declared so far, in order of appearance.
     declared: Vec<(LinkType, Precision)>,
+    /// All-zero classic record headers in a row, and the offset of the first.
+    zeros: (u32, u64),
 }
+
+/// All-zero classic record headers (time 0, both lengths 0) in a row that end a stream as
+/// damage. No capture tool writes them, but damaged files Wireshark reads hold short runs (the
+/// corpus has one, `zero-caplen-records`): up to this many are read as Wireshark reads them (empty packets at
+/// the epoch); a preallocated, sparse or zero-filled file holds millions, and reading it as
+/// gigabytes of empty packets would fill a spool with nothing.
+pub const MAX_ZERO_RECORDS: u32 = 1024;
 
 impl Default for Reader {
     fn default() -> Self {
@@ -157,6 +169,7 @@ impl Reader {
             eof: false,
             format: None,
             declared: Vec::new(),
+            zeros: (0, 0),
         }
     }
 
@@ -434,6 +447,20 @@ impl Reader {
                 }
             }
         };
+        if ts_sec == 0 && frac == 0 && caplen == 0 && origlen == 0 {
+            if self.zeros.0 == 0 {
+                self.zeros.1 = self.offset;
+            }
+            self.zeros.0 += 1;
+            if self.zeros.0 >= MAX_ZERO_RECORDS {
+                return Err(Error::ZeroFilled {
+                    offset: self.zeros.1,
+                    count: self.zeros.0,
+                });
+            }
+        } else {
+            self.zeros.0 = 0;
+        }
         let record = self.consume(hdr_len + caplen as usize);
         Ok(Step::Out(Next::Packet(Packet {
             ts: Timestamp::from_parts(ts_sec as i128, frac as u64, st.units),

@@ -15,6 +15,7 @@
 //! always a record boundary (the producer pushes whole records); the outcome is set once.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -79,6 +80,9 @@ impl Window {
     }
 }
 
+/// Space is given back in steps of this many bytes (a power of two).
+const GIVE_BACK_STEP: u64 = 1 << 20;
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct Feed {
@@ -87,6 +91,10 @@ pub struct Feed {
     readers: Mutex<(u64, HashMap<u64, u64>)>,
     /// Bumped when a reader advances or leaves.
     advanced: watch::Sender<u64>,
+    /// Maps of the part file handed out and still alive (see `reader`).
+    live_maps: Arc<AtomicUsize>,
+    /// Bytes at the start of an abandoned part file already given back to the file system.
+    punched: AtomicU64,
 }
 
 /// What a reader finds at its offset.
@@ -112,7 +120,66 @@ impl Feed {
             window: watch::Sender::new(Window::default()),
             readers: Mutex::new((0, HashMap::new())),
             advanced: watch::Sender::new(0),
+            live_maps: Arc::new(AtomicUsize::new(0)),
+            punched: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes of an abandoned part file that its readers still hold on the disk (unlinked but
+    /// open, not yet given back): space the file system will get back as they read on.
+    pub fn held_bytes(&self) -> u64 {
+        let (direct, written) = {
+            let w = self.window.borrow();
+            (w.direct, w.written)
+        };
+        let readers = !self.readers.lock().expect("readers lock").1.is_empty();
+        if direct && readers {
+            written.saturating_sub(self.punched.load(Ordering::SeqCst))
+        } else {
+            0
+        }
+    }
+
+    /// The count of live maps of the part file (readers count the maps they hand out).
+    pub fn live_maps(&self) -> &Arc<AtomicUsize> {
+        &self.live_maps
+    }
+
+    /// In direct mode, after the part file was abandoned (unlinked, held open only by slow
+    /// readers): gives the bytes every reader has consumed back to the file system by punching
+    /// a hole in `file`, so that a full disk empties as the readers advance. Only while no map
+    /// of the file is alive — mapped pieces may still be on their way to a client — and only
+    /// below the slowest reader.
+    pub fn give_back(&self, file: &std::fs::File) {
+        if !self.is_direct() || self.live_maps.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let slowest = {
+            let r = self.readers.lock().expect("readers lock");
+            r.1.values().copied().min()
+        };
+        let Some(slowest) = slowest else { return };
+        let target = slowest & !(GIVE_BACK_STEP - 1);
+        let done = self.punched.load(Ordering::SeqCst);
+        if target <= done {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on a descriptor we own; the range is within the file's size and
+        // KEEP_SIZE leaves the size alone, so later reads past the hole are unaffected.
+        let r = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                done as libc::off_t,
+                (target - done) as libc::off_t,
+            )
+        };
+        if r == 0 {
+            self.punched.fetch_max(target, Ordering::SeqCst);
+        } else {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot give back spool space");
+        }
     }
 
     /// Switches to direct mode: from now on only readers free the feed.
@@ -282,6 +349,11 @@ impl FeedReader {
         }
         self.feed.advanced.send_modify(|n| *n = n.wrapping_add(1));
         self.feed.trim();
+    }
+
+    /// The feed this reader follows.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// Waits until the feed changes. `false` if the feed is gone.

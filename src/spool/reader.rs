@@ -13,9 +13,12 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 
 use super::feed::{Feed, FeedReader, Incomplete, Lookup};
+use crate::pcap::MAX_BLOCK;
 
 /// Largest piece a reader hands out at once (plus the rest of the record it cuts). Pieces are
 /// views of the mapped file, not heap copies, so a client costs file-backed pages only
@@ -23,10 +26,43 @@ use super::feed::{Feed, FeedReader, Incomplete, Lookup};
 /// anonymous memory).
 pub const READ_CHUNK: usize = 1024 * 1024;
 
-/// Maps `len` bytes of `file` from `offset` (page-aligned underneath) as `Bytes`.
+/// A map of a spool file counted while alive (see [`Feed::give_back`]).
+struct CountedMap {
+    map: memmap2::Mmap,
+    live: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for CountedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for CountedMap {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Reads `len` bytes of `file` from `offset` into memory (a copy, for abandoned part files
+/// whose consumed bytes are given back: no map may outlive the hole punched under it).
+fn read_copy(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Maps `len` bytes of `file` from `offset` (page-aligned underneath) as `Bytes`, counted in
+/// `live` while any slice of it is alive.
 ///
 /// Sound for spool files only; see the module invariants.
-fn map_range(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+fn map_range(
+    file: &File,
+    offset: u64,
+    len: usize,
+    live: &Arc<AtomicUsize>,
+) -> std::io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
@@ -40,6 +76,11 @@ fn map_range(file: &File, offset: u64, len: usize) -> std::io::Result<Bytes> {
             .offset(aligned)
             .len(skip + len)
             .map(file)?
+    };
+    live.fetch_add(1, Ordering::SeqCst);
+    let map = CountedMap {
+        map,
+        live: Arc::clone(live),
     };
     Ok(Bytes::from_owner(map).slice(skip..))
 }
@@ -159,8 +200,22 @@ impl Follower {
                         return Err(FollowEnd::StartLost);
                     };
                     let avail = start - self.offset;
-                    let chunk = map_range(file, self.offset, avail as usize)
-                        .map_err(|e| FollowEnd::Read(Arc::new(e)))?;
+                    // An abandoned part file (direct mode) is read by copies, so that what
+                    // every reader has consumed can be given back (see `Feed::give_back`).
+                    let direct = self.feed.feed().is_direct();
+                    let chunk = if direct {
+                        // Enough for READ_CHUNK and the whole record (or block) it cuts.
+                        let n = avail.min((READ_CHUNK + MAX_BLOCK as usize) as u64);
+                        read_copy(file, self.offset, n as usize)
+                    } else {
+                        map_range(
+                            file,
+                            self.offset,
+                            avail as usize,
+                            self.feed.feed().live_maps(),
+                        )
+                    }
+                    .map_err(|e| FollowEnd::Read(Arc::new(e)))?;
                     if self.offset == 0 {
                         self.walker = Walker::detect(&chunk);
                     }
@@ -171,6 +226,9 @@ impl Follower {
                     let chunk = chunk.slice(..n);
                     self.offset += n as u64;
                     self.feed.advance(self.offset);
+                    if direct {
+                        self.feed.feed().give_back(file);
+                    }
                     return Ok(chunk);
                 }
                 Lookup::Ended(Ok(())) => return Err(FollowEnd::Complete),
@@ -224,7 +282,8 @@ impl Complete {
         let meta = f.metadata()?;
         let len = meta.len() as usize;
         Ok(Complete {
-            data: map_range(&f, 0, len)?,
+            // A complete file is never given back while read: its maps need no count.
+            data: map_range(&f, 0, len, &Arc::new(AtomicUsize::new(0)))?,
             modified: meta.modified()?,
             inode: meta.ino(),
         })

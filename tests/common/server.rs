@@ -55,13 +55,19 @@ impl Server {
         Server::launch(dir, &conf, None)
     }
 
-    /// Starts Docket in `dir` with `conf` (TOML; `listen`, `spool_dir` and `free_bytes` are
-    /// put first) and waits for its readiness line. `ca` is the CA of the server's
+    /// Starts Docket in `dir` with `conf` (TOML; `listen`, `spool_dir` and, unless `conf` sets
+    /// it, `free_bytes = 0` are put first) and waits for its readiness line. `ca` is the CA of the server's
     /// certificate when `conf` turns TLS on (curl's `--cacert`).
     pub fn launch(dir: TempDir, conf: &str, ca: Option<PathBuf>) -> Server {
         let spool = dir.path().join("spool");
+        // No free-space floor unless the test sets one.
+        let floor = if conf.contains("free_bytes") {
+            ""
+        } else {
+            "free_bytes = 0\n"
+        };
         let conf = format!(
-            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n{conf}",
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\n{floor}{conf}",
             spool.display()
         );
         let conf_path = dir.path().join("docket.toml");
