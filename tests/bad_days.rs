@@ -267,7 +267,8 @@ fn a_zero_filled_sparse_file_is_damage_and_the_floor_holds_while_writing() {
     let id = server.job_id("q/sensor/caps/after/1970-01-01T00:00:00Z/before/2030-01-01T00:00:00Z");
     let st = server.wait_final(&id);
     assert!(events(&st).contains("zero-filled"), "{st:#}");
-    assert!(st["bytes"].as_u64().unwrap() < 4096, "{st:#}");
+    // At most the run that identifies it (empty packets at the epoch), not 2 GB.
+    assert!(st["bytes"].as_u64().unwrap() < 64 << 10, "{st:#}");
     // A 48 MB answer on a 48 MiB spool that must keep 20 MiB free: the job stops writing at
     // the floor, not at a full disk, and still delivers everything.
     let got = server.fetch(
