@@ -110,24 +110,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let state = Arc::new(AppState::new(config.http(), registry).map_err(Error::Audit)?);
-    if let Some(tls) = &tls {
-        let tls = Arc::clone(tls);
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        match tls.reload() {
-                            Ok(()) => tracing::info!("TLS certificate reloaded"),
-                            Err(e) => {
-                                tracing::error!(error = %e, "TLS reload failed; keeping the old certificate")
-                            }
+    // SIGHUP reloads the certificate; without TLS it is logged and ignored (its default
+    // action would end the process).
+    let reload = tls.clone();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let Some(tls) = &reload else {
+                        tracing::info!("SIGHUP: no [tls] to reload; ignored");
+                        continue;
+                    };
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "TLS reload failed; keeping the old certificate")
                         }
                     }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler: certificates cannot be reloaded")
-            }
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: certificates cannot be reloaded")
         }
     }
     let scheme = if tls.is_some() { "https" } else { "http" };

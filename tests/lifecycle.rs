@@ -421,3 +421,16 @@ fn kill_9_leaves_a_failed_job_without_files_and_asking_again_runs_it() {
     );
     assert_eq!(server.wait_final(&id)["state"], "Completed");
 }
+
+#[test]
+fn sighup_without_tls_is_ignored() {
+    let mut server = Server::start_in(logged_dir(), &bulk(), "");
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("no [tls] to reload") {
+        assert!(Instant::now() < deadline, "SIGHUP logged: {}", server.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(server.get("healthz", &[]).0, 200);
+}
