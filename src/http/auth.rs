@@ -360,6 +360,30 @@ mod tests {
         assert!(pwhash::bcrypt::hash_with(DUMMY, "x").is_ok());
     }
 
+    /// An unknown user is checked against the entry of median cost, whatever the mix.
+    #[test]
+    fn the_decoy_is_the_median_entry() {
+        let dir = std::env::temp_dir().join(format!("docket-decoy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("htpasswd");
+        let sha = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+        let apr1 = "$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/";
+        let bcrypt = "$2y$05$abcdefghijklmnopqrstuu5Ud5n5yCmyNbyhAc9xXr2mnyEhv1AFm";
+        for (lines, want) in [
+            (vec![("a", apr1), ("s", sha)], 2),
+            (vec![("a", apr1), ("s", sha), ("b", bcrypt)], 2),
+            (vec![("s", sha), ("b", bcrypt), ("c", bcrypt)], 15),
+        ] {
+            let text: String = lines.iter().map(|(u, h)| format!("{u}:{h}\n")).collect();
+            std::fs::write(&path, text).unwrap();
+            let h = Htpasswd::new(path.clone());
+            let mut l = h.loaded.lock().unwrap();
+            h.refresh(&mut l);
+            assert_eq!(l.decoy.as_ref().map(Hash::cost), Some(want), "{lines:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn limiter_counts_attempts_before_checking_and_gives_back_successes() {
         let l = Limiter::new(2, Duration::from_secs(3600));
