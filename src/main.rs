@@ -241,7 +241,11 @@ fn serve(path: &std::path::Path, listen: Option<String>, spool_dir: Option<PathB
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(async { docket::server::run(config, stop_signal()?).await }) {
+    let result = runtime.block_on(async { docket::server::run(config, stop_signal()?).await });
+    // A reader thread stuck in the kernel (a hung mount) must not hold the exit: blocking
+    // threads get a moment, then the process leaves them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("docket serve: {e}");

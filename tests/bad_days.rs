@@ -1,7 +1,9 @@
-//! Bad days for a local capture directory, reproduced with real processes: a capture file
-//! truncated in place while a query reads it (as `tcpdump -C … -W …` ring buffers and
-//! `copytruncate` rotation do), a FIFO among the captures, and files that cannot be read at all.
-//! The real `docket serve`, curl over loopback, tshark as the reader of what arrived.
+//! Bad days for a local capture directory and the spool, reproduced with real processes: a
+//! capture file truncated in place while a query reads it (as `tcpdump -C … -W …` ring buffers
+//! and `copytruncate` rotation do), a FIFO among the captures, files that cannot be read at
+//! all, a sparse zero-filled file, a hung mount (a real FUSE file system whose open never
+//! returns, `tests/hung-fs.py`), and a spool on a small tmpfs that fills while slow clients
+//! read. The real `docket serve`, curl over loopback, tshark as the reader of what arrived.
 
 mod common;
 
@@ -287,5 +289,81 @@ fn a_zero_filled_sparse_file_is_damage_and_the_floor_holds_while_writing() {
     assert!(events(&st).contains("below free_bytes"), "{st:#}");
     assert!(fs.free() >= 20 << 20, "the floor held: {} free", fs.free());
     assert!(common::tshark_packets(&got) == common::tshark_packets(&big.join("big.pcap")));
+    drop(server);
+}
+
+/// The hung mount of `tests/hung-fs.py` (a real FUSE file system), unmounted and stopped (by
+/// PID) when dropped.
+struct HungMount {
+    child: std::process::Child,
+    at: std::path::PathBuf,
+}
+
+impl HungMount {
+    fn start(at: &Path) -> HungMount {
+        use std::io::BufRead;
+        std::fs::create_dir_all(at).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hung-fs.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(at)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "MOUNTED");
+        HungMount {
+            child,
+            at: at.to_owned(),
+        }
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("fusermount")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.at)
+            .status();
+    }
+}
+
+#[test]
+fn a_hung_mount_fails_its_sensor_alone_and_frees_the_slot() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED: no /dev/fuse on this machine, so no hung mount can be made");
+        return;
+    }
+    let work = TempDir::new().unwrap();
+    let at = work.path().join("hung");
+    std::fs::create_dir(&at).unwrap();
+    let locals = [
+        ("good", common::corpus().join("bulk")),
+        ("hung", at.clone()),
+    ];
+    // One job slot: a stuck job that kept it would block every other.
+    let server = Server::start(&locals, "max_jobs = 1");
+    // Mounted after the server (dropped before it): a process with a thread blocked on the
+    // mount cannot be reaped until the mount is gone.
+    let hung = HungMount::start(&at);
+    let window = "after/2023-06-01T12:00:00Z/before/2023-06-01T12:01:00Z";
+    let id = server.job_id(&format!("q/{window}"));
+    let st = server.wait_final(&id);
+    let ev = events(&st);
+    assert!(ev.contains("stuck") && ev.contains("hung"), "{st:#}");
+    assert!(
+        st["packets"].as_u64().unwrap() > 0,
+        "the good sensor answered: {st:#}"
+    );
+    // The slot is free: a job on the good sensor runs to its end.
+    let id2 = server.job_id(&format!("q/sensor/good/{window}"));
+    assert_eq!(server.wait_final(&id2)["state"], "Completed");
+    drop(hung);
     drop(server);
 }
