@@ -248,6 +248,9 @@ mod tests {
             b"\x00POST /app/docket/q HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"host\":\"1.2.3.4\"",
             b"\x00DELETE /app/docket/00000000000000000000000000000000 HTTP/1.1\r\n\r\n",
             b"\x01garbage\r\n\r\n",
+            // Found by the fuzzer: a form `bpf` value with bytes that are not UTF-8 (replaced
+            // by U+FFFD) made the host-name check slice inside a character.
+            b"\x00POST /app/docket/api/ HTTP/1.1\r\nHost:coded\r\nContent-Length: 22\r\n\r\nhost=2.2.3.4&bpf=t\xff\xff\xffcp+port+1",
         ] {
             super::http_request(req);
         }

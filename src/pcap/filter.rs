@@ -247,9 +247,12 @@ fn literal(word: &str) -> bool {
     let w = word.split('/').next().unwrap_or(word);
     w.starts_with('$')
         || w.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        || (w.len() > 2
-            && w[..2].eq_ignore_ascii_case("0x")
-            && w[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+        // Byte-wise: the word may hold any character (slicing a `str` could split one).
+        || w
+            .as_bytes()
+            .strip_prefix(b"0x")
+            .or_else(|| w.as_bytes().strip_prefix(b"0X"))
+            .is_some_and(|h| !h.is_empty() && h.iter().all(u8::is_ascii_hexdigit))
         || w.parse::<std::net::Ipv6Addr>().is_ok()
         || (w.contains([':', '-', '.'])
             && w.split([':', '-', '.'])

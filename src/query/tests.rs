@@ -47,6 +47,13 @@ fn form(body: &str) -> Query {
     parse_form(body.as_bytes(), now(), &cfg()).unwrap_or_else(|e| panic!("{body}: {e:?}"))
 }
 
+fn form_err(body: &str) -> Error {
+    match parse_form(body.as_bytes(), now(), &cfg()) {
+        Ok(q) => panic!("{body} parsed: {q:?}"),
+        Err(e) => e,
+    }
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -997,4 +1004,11 @@ fn a_json_key_given_twice_is_refused_naming_it() {
     assert!(e.message.contains("twice"), "{}", e.message);
     // A list is how several values are given.
     assert_eq!(json(r#"{"host": ["10.0.0.1", "10.0.0.2"]}"#).hosts.len(), 2);
+}
+
+#[test]
+fn a_bpf_value_with_multibyte_characters_is_refused_without_a_panic() {
+    // Found by fuzzing the front door: `0x` checks sliced a `str` inside a character.
+    assert_eq!(form_err("bpf=t%FF%FFcp+port+1").clause, "bpf");
+    assert_eq!(path_err("bpf/0%C3%A9").clause, "bpf");
 }
