@@ -112,14 +112,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<AppState>) -> Response<Bo
     let (audit, r) = route(&req, &mut body, &state, &segs).await;
     let r = r.unwrap_or_else(ApiError::into_response);
     if let Some(unread) = body {
-        // A request body refused unread is read and dropped beside the answer (bounded in
-        // bytes and time): dropping it at once resets an HTTP/2 stream, and clients still
-        // sending then lose the answer.
-        let within = state.config.header_timeout;
-        tokio::spawn(async move {
-            let drain = Limited::new(unread, DRAIN_MAX).collect();
-            let _ = tokio::time::timeout(within, drain).await;
-        });
+        super::front::drain_beside(unread, &state);
     }
     match audit {
         Some((q, id, capture)) => audited(r, q.as_ref(), id.as_ref(), capture),
@@ -271,9 +264,6 @@ async fn route(
 fn user_of<B>(req: &Request<B>) -> Option<&str> {
     req.extensions().get::<User>().map(|u| u.0.as_str())
 }
-
-/// Most bytes of a refused request body read (and dropped) so that its answer arrives.
-const DRAIN_MAX: usize = 16 << 20;
 
 /// The query of a POST body (JSON or form).
 async fn read_query(

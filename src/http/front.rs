@@ -150,13 +150,20 @@ async fn authenticate(
     }
 }
 
-/// Reads and drops a refused request's body (at most `api::MAX_BODY`, within the header
-/// timeout), so the connection is not closed with unread bytes: the kernel would answer those
-/// with a reset that can destroy the 401 before the client reads it.
-async fn drain(req: Request<Incoming>, state: &AppState) {
-    let limited = http_body_util::Limited::new(req.into_body(), super::api::MAX_BODY);
-    let _ = tokio::time::timeout(state.config.header_timeout, limited.collect()).await;
+/// Reads and drops a refused request's body beside its answer (at most [`DRAIN_MAX`] bytes,
+/// within the header timeout). Dropping an unread body at once makes the kernel answer the
+/// client's unread bytes with a reset (HTTP/1.1), or resets the stream (HTTP/2), either of
+/// which can destroy the answer before the client reads it.
+pub(super) fn drain_beside(body: Incoming, state: &AppState) {
+    let within = state.config.header_timeout;
+    tokio::spawn(async move {
+        let drain = http_body_util::Limited::new(body, DRAIN_MAX).collect();
+        let _ = tokio::time::timeout(within, drain).await;
+    });
 }
+
+/// Most bytes of a refused request body read (and dropped) so that its answer arrives.
+const DRAIN_MAX: usize = 16 << 20;
 
 fn secure(mut r: Response<Body>, tls: bool) -> Response<Body> {
     let h = r.headers_mut();
@@ -244,7 +251,7 @@ async fn admit(
                 conn.activity.authenticated();
             }
             Err(e) => {
-                drain(req, state).await;
+                drain_beside(req.into_body(), state);
                 return (e.into_response(), None);
             }
         }
@@ -261,7 +268,7 @@ async fn admit(
     let scheme = forwarded.unwrap_or_else(|| if conn.tls { "https" } else { "http" }.to_owned());
     if cross_site(&req, &scheme) {
         tracing::warn!("cross-site request refused");
-        drain(req, state).await;
+        drain_beside(req.into_body(), state);
         return (ApiError::CrossSite.into_response(), None);
     }
     if let Some(u) = &who.user {
