@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # Stenographer sensors with tcpreplay and jq (../shared/steno/up.sh would install them too, but
 # two sensor sets starting at once would then race for the dpkg lock); for the front door:
 # apache2-utils (`htpasswd -B`/`-s`), headless Chromium and chromedriver (the browser test);
-# fuse3 and python3-fusepy (a real hung mount for the bad-days tests).
+# fuse3 and python3-fusepy (a real hung mount for the bad-days tests); lz4 and zstd (the
+# compressors that write the compressed capture stores; gzip is always there).
 packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
     stenographer stenographer-client tcpreplay jq apache2-utils chromium chromium-driver
-    fuse3 python3-fusepy)
+    fuse3 python3-fusepy lz4 zstd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

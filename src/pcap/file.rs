@@ -10,6 +10,14 @@
 //! opens at once instead of waiting for a writer) and anything but a regular file is refused
 //! before a byte is read ([`OpenError::NotRegular`]).
 //!
+//! **Compressed captures** are recognised from their first bytes, whatever the name: gzip
+//! (`flate2`, zlib-rs backend; concatenated members as `gzip` writes them), LZ4 frame
+//! (`lz4_flex`; what Suricata's pcap-log and Debian's `lz4` write) and zstd (`zstd`). They are
+//! decompressed as a stream, a chunk at a time — never inflated whole to disk or memory — into
+//! the same reader, so their packets are those of the uncompressed file. A damaged or cut
+//! compressed stream ends the file after the packets before the damage
+//! ([`ReadError::Decompress`]).
+//!
 //! Invariants: reading stops at the size the file had when opened (bytes appended later belong
 //! to a later query); at most one chunk ([`CHUNK`]) is read ahead; packets are slices of the
 //! chunk they lie in (no copy per packet).
@@ -53,6 +61,75 @@ pub enum ReadError {
         #[source]
         source: std::io::Error,
     },
+    /// The compressed stream is damaged or cut short.
+    #[error("{format} stream damaged after {decompressed} bytes of capture: {source}")]
+    Decompress {
+        /// The compression.
+        format: Compression,
+        /// Capture bytes decompressed before the damage.
+        decompressed: u64,
+        /// The decoder's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a capture file is compressed, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (RFC 1952), one or more members.
+    Gzip,
+    /// LZ4 frame format.
+    Lz4,
+    /// Zstandard frames.
+    Zstd,
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        })
+    }
+}
+
+impl Compression {
+    /// The compression whose magic number `head` starts with.
+    pub fn detect(head: &[u8]) -> Option<Compression> {
+        match head {
+            [0x1f, 0x8b, ..] => Some(Compression::Gzip),
+            [0x04, 0x22, 0x4d, 0x18, ..] => Some(Compression::Lz4),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Where a file's capture bytes come from.
+enum Source {
+    /// The bytes themselves, by `pread`.
+    Plain,
+    /// A decoder over the file's first `size` bytes.
+    Compressed {
+        format: Compression,
+        decoder: Box<dyn std::io::Read + Send>,
+        /// Capture bytes decompressed so far.
+        out: u64,
+        done: bool,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Plain => f.write_str("Plain"),
+            Source::Compressed { format, out, .. } => {
+                write!(f, "Compressed({format}, {out} bytes out)")
+            }
+        }
+    }
 }
 
 /// One capture file being read.
@@ -67,6 +144,9 @@ pub struct CaptureFile {
     size: u64,
     /// The file ended at this offset, before `size` (truncated or rotated under us).
     shrunk_at: Option<u64>,
+    source: Source,
+    /// Damage found by the decoder, reported once the packets before it are out.
+    damage: Option<ReadError>,
 }
 
 impl CaptureFile {
@@ -85,14 +165,46 @@ impl CaptureFile {
         if !meta.is_file() {
             return Err(OpenError::NotRegular);
         }
+        let size = meta.len();
+        let mut head = [0u8; 4];
+        let n = file.read_at(&mut head, 0)?;
+        let source = match Compression::detect(&head[..n]) {
+            None => Source::Plain,
+            Some(format) => {
+                // The decoder reads the file as it was when opened, through its own handle.
+                let raw = std::io::Read::take(file.try_clone()?, size);
+                let raw = std::io::BufReader::with_capacity(CHUNK, raw);
+                let decoder: Box<dyn std::io::Read + Send> = match format {
+                    Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+                    Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(raw)),
+                    Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw)?),
+                };
+                Source::Compressed {
+                    format,
+                    decoder,
+                    out: 0,
+                    done: false,
+                }
+            }
+        };
         Ok(CaptureFile {
             path: path.to_owned(),
             file,
             reader: Reader::new(),
             offset: 0,
-            size: meta.len(),
+            size,
             shrunk_at: None,
+            source,
+            damage: None,
         })
+    }
+
+    /// The compression, if the file is compressed.
+    pub fn compression(&self) -> Option<Compression> {
+        match &self.source {
+            Source::Plain => None,
+            Source::Compressed { format, .. } => Some(*format),
+        }
     }
 
     /// The file's path.
@@ -122,7 +234,7 @@ impl CaptureFile {
         loop {
             match self.reader.next_packet() {
                 Ok(Next::Packet(p)) => return Some(Ok(p)),
-                Ok(Next::End) => return None,
+                Ok(Next::End) => return self.damage.take().map(Err),
                 Ok(Next::NeedMore) => {
                     if let Err(e) = self.fill() {
                         return Some(Err(e));
@@ -131,6 +243,10 @@ impl CaptureFile {
                 // A file that shrank ends at its last whole record: the partial record the
                 // shrink left is not damage of the file.
                 Err(Error::Truncated { .. }) if self.shrunk_at.is_some() => return None,
+                // The record a damaged compressed stream cut is part of that damage.
+                Err(Error::Truncated { .. }) if self.damage.is_some() => {
+                    return self.damage.take().map(Err)
+                }
                 Err(e) => return Some(Err(e.into())),
             }
         }
@@ -138,6 +254,50 @@ impl CaptureFile {
 
     /// Reads the next chunk into the reader, or tells it the file has ended.
     fn fill(&mut self) -> Result<(), ReadError> {
+        if let Source::Compressed {
+            format,
+            decoder,
+            out,
+            done,
+        } = &mut self.source
+        {
+            if *done {
+                self.reader.finish();
+                return Ok(());
+            }
+            let mut buf = BytesMut::zeroed(CHUNK);
+            let mut got = 0;
+            while got < CHUNK {
+                match decoder.read(&mut buf[got..]) {
+                    Ok(0) => {
+                        *done = true;
+                        break;
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        // The packets decompressed before the damage still go out; the error
+                        // comes after them.
+                        *done = true;
+                        self.damage = Some(ReadError::Decompress {
+                            format: *format,
+                            decompressed: *out + got as u64,
+                            source,
+                        });
+                        break;
+                    }
+                }
+            }
+            buf.truncate(got);
+            *out += got as u64;
+            if got > 0 {
+                self.reader.push(buf.freeze());
+            }
+            if *done {
+                self.reader.finish();
+            }
+            return Ok(());
+        }
         let want = (self.size - self.offset).min(CHUNK as u64) as usize;
         if want == 0 {
             self.reader.finish();

@@ -11,7 +11,7 @@ mod reader;
 mod writer;
 
 pub use error::Error;
-pub use file::{CaptureFile, OpenError, ReadError, CHUNK};
+pub use file::{CaptureFile, Compression, OpenError, ReadError, CHUNK};
 pub use filter::{host_name, BpfFilter, Gate};
 pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
