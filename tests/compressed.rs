@@ -75,7 +75,7 @@ fn compressed_rotations_answer_like_the_uncompressed_files() {
     ] {
         let ours = server.fetch(&path, work.path());
         let expected = oracle(
-            &[plain.clone()],
+            std::slice::from_ref(&plain),
             &filter,
             epoch(AFTER),
             epoch(BEFORE),
