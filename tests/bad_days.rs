@@ -199,8 +199,14 @@ fn a_full_spool_empties_as_slow_readers_read_and_admits_new_jobs_meanwhile() {
         .spawn()
         .unwrap();
     // The job fills the disk and goes on streaming to the client.
-    let id = server.json("ids")[0].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        if let Some(id) = server.json("ids")[0].as_str() {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     loop {
         let st = server.json(&format!("status/{id}"))[&id].clone();
         if events(&st).contains("spool failed mid-job") {
