@@ -27,8 +27,8 @@ impl BpfFilter {
             expr: expr.to_owned(),
             reason,
         };
-        let dead = ::pcap::Capture::dead(::pcap::Linktype(link_type as i32))
-            .map_err(|e| bad(e.to_string()))?;
+        let dlt = dlt_of(link_type);
+        let dead = ::pcap::Capture::dead(::pcap::Linktype(dlt)).map_err(|e| bad(e.to_string()))?;
         let program = dead.compile(expr, true).map_err(|e| bad(e.to_string()))?;
         Ok(BpfFilter(program))
     }
@@ -37,6 +37,30 @@ impl BpfFilter {
     pub fn matches(&self, data: &[u8]) -> bool {
         self.0.filter(data)
     }
+}
+
+/// The DLT libpcap uses for a file's LINKTYPE (libpcap's `linktype_to_dlt` on Linux): a file
+/// records LINKTYPE values, `pcap_compile` wants the DLT the reading platform uses for them.
+/// They differ only where early DLT numbers clashed between systems.
+fn dlt_of(link_type: LinkType) -> i32 {
+    match link_type {
+        100 => 11, // ATM_RFC1483
+        101 => 12, // RAW: raw IPv4/IPv6
+        102 => 15, // SLIP_BSDOS
+        103 => 16, // PPP_BSDOS
+        106 => 19, // ATM_CLIP
+        other => i32::from(other),
+    }
+}
+
+/// DLT_NULL's 4-byte address family is in the byte order of the host that wrote the file;
+/// libpcap reading the file swaps it for its filter when the file's order is not the reader's.
+/// A packet's bytes do not say which host wrote them, so, as Wireshark does, a family that only
+/// makes sense swapped (above 0xFFFF) is taken as written in the other order.
+fn null_family_needs_swap(data: &[u8]) -> bool {
+    data.get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .is_some_and(|af| af > 0xFFFF)
 }
 
 /// What an upstream lets through: the exact window `[after, before)` and the raw BPF clause,
@@ -79,10 +103,17 @@ impl Gate {
                 self.programs.len() - 1
             }
         };
-        self.programs[i]
-            .1
-            .as_ref()
-            .is_some_and(|f| f.matches(&p.data))
+        let Some(f) = self.programs[i].1.as_ref() else {
+            return false;
+        };
+        if p.link_type == 0 && null_family_needs_swap(&p.data) {
+            // Filter a copy whose family is in this host's order (a rare link type: the copy
+            // costs nothing that matters).
+            let mut d = p.data.to_vec();
+            d[..4].reverse();
+            return f.matches(&d);
+        }
+        f.matches(&p.data)
     }
 }
 
@@ -97,19 +128,25 @@ impl Gate {
 /// files, not the resolver; after `host`, `gateway` or no qualifier they are host names.
 pub fn host_name(expr: &str) -> Option<&str> {
     let mut context = Context::Host;
-    for word in words(expr) {
-        let lower = word.to_ascii_lowercase();
-        if let Some(c) = qualifier(&lower) {
-            context = c;
-            continue;
-        }
-        if KEYWORDS.contains(&lower.as_str())
-            || lower.starts_with("icmp-")
-            || lower.starts_with("icmp6-")
-            || lower.starts_with("tcp-")
-            || literal(word)
-        {
-            continue;
+    for raw in words(expr) {
+        // A backslash makes any word an identifier (`\tcp` is a name, not the keyword).
+        let (escaped, word) = match raw.strip_prefix('\\') {
+            Some(w) => (true, w),
+            None => (false, raw),
+        };
+        if !escaped {
+            // libpcap's keywords are case-sensitive: `TCP` is an identifier.
+            if let Some(c) = qualifier(word) {
+                context = c;
+                continue;
+            }
+            if KEYWORDS.contains(&word) || literal(word) {
+                continue;
+            }
+            // `ip[2:2]`: a colon not in an address separates numbers.
+            if word.contains(':') && word.split(':').all(|p| p.is_empty() || literal(p)) {
+                continue;
+            }
         }
         if context == Context::Host {
             return Some(word);
@@ -140,7 +177,7 @@ fn qualifier(word: &str) -> Option<Context> {
     }
 }
 
-/// libpcap's keywords that are not qualifiers (scanner.l).
+/// libpcap's keywords that are not qualifiers, and its named constants (scanner.l).
 const KEYWORDS: &[&str] = &[
     "dst",
     "src",
@@ -240,29 +277,93 @@ const KEYWORDS: &[&str] = &[
     "icmp6type",
     "icmp6code",
     "tcpflags",
+    "icmp-echoreply",
+    "icmp-unreach",
+    "icmp-sourcequench",
+    "icmp-redirect",
+    "icmp-echo",
+    "icmp-routeradvert",
+    "icmp-routersolicit",
+    "icmp-timxceed",
+    "icmp-paramprob",
+    "icmp-tstamp",
+    "icmp-tstampreply",
+    "icmp-ireq",
+    "icmp-ireqreply",
+    "icmp-maskreq",
+    "icmp-maskreply",
+    "icmp6-destinationunreach",
+    "icmp6-packettoobig",
+    "icmp6-timeexceeded",
+    "icmp6-parameterproblem",
+    "icmp6-echo",
+    "icmp6-echoreply",
+    "icmp6-multicastlistenerquery",
+    "icmp6-multicastlistenerreportv1",
+    "icmp6-multicastlistenerdone",
+    "icmp6-routersolicit",
+    "icmp6-routeradvert",
+    "icmp6-neighborsolicit",
+    "icmp6-neighboradvert",
+    "icmp6-redirect",
+    "icmp6-routerrenum",
+    "icmp6-nodeinformationquery",
+    "icmp6-nodeinformationresponse",
+    "icmp6-ineighbordiscoverysolicit",
+    "icmp6-ineighbordiscoveryadvert",
+    "icmp6-multicastlistenerreportv2",
+    "icmp6-homeagentdiscoveryrequest",
+    "icmp6-homeagentdiscoveryreply",
+    "icmp6-mobileprefixsolicit",
+    "icmp6-mobileprefixadvert",
+    "icmp6-certpathsolicit",
+    "icmp6-certpathadvert",
+    "icmp6-multicastrouteradvert",
+    "icmp6-multicastroutersolicit",
+    "icmp6-multicastrouterterm",
+    "tcp-fin",
+    "tcp-syn",
+    "tcp-rst",
+    "tcp-push",
+    "tcp-ack",
+    "tcp-urg",
+    "tcp-ece",
+    "tcp-cwr",
 ];
 
-/// Numbers and numeric addresses (IPv4 with 1–4 parts, IPv6, MAC, `$` addresses).
-fn literal(word: &str) -> bool {
-    let w = word.split('/').next().unwrap_or(word);
-    w.starts_with('$')
-        || w.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        // Byte-wise: the word may hold any character (slicing a `str` could split one).
-        || w
-            .as_bytes()
-            .strip_prefix(b"0x")
-            .or_else(|| w.as_bytes().strip_prefix(b"0X"))
-            .is_some_and(|h| !h.is_empty() && h.iter().all(u8::is_ascii_hexdigit))
-        || w.parse::<std::net::Ipv6Addr>().is_ok()
-        || (w.contains([':', '-', '.'])
-            && w.split([':', '-', '.'])
-                .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_hexdigit())))
+/// What libpcap's scanner reads as a number or an address, never as a name: a number
+/// (decimal, or hex with `0x`), an IPv4 address of 2–4 numeric parts, an IPv6 address, a MAC
+/// address (six 1–2 digit hex bytes separated by `:`, `-` or `.`, three 4-digit groups
+/// separated by `.`, or 12 hex digits), an ARCnet `$` address. Anything else is an
+/// identifier libpcap would look up.
+fn literal(w: &str) -> bool {
+    fn number(p: &str) -> bool {
+        let b = p.as_bytes();
+        (!b.is_empty() && b.iter().all(u8::is_ascii_digit))
+            || b.strip_prefix(b"0x")
+                .or_else(|| b.strip_prefix(b"0X"))
+                .is_some_and(|h| !h.is_empty() && h.iter().all(u8::is_ascii_hexdigit))
+    }
+    fn hex(p: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+        len.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+    let parts = |sep: char| w.split(sep).collect::<Vec<_>>();
+    number(w)
+        || w.strip_prefix('$').is_some_and(|h| hex(h, 1..=2))
+        || (w.contains('.')
+            && (2..=4).contains(&parts('.').len())
+            && parts('.').iter().all(|p| number(p)))
+        || (w.contains(':') && w.parse::<std::net::Ipv6Addr>().is_ok())
+        || [':', '-', '.']
+            .iter()
+            .any(|&sep| parts(sep).len() == 6 && parts(sep).iter().all(|p| hex(p, 1..=2)))
+        || (parts('.').len() == 3 && parts('.').iter().all(|p| hex(p, 4..=4)))
+        || hex(w, 12..=12)
 }
 
 /// The words of an expression as libpcap's scanner splits them: runs of letters, digits and
 /// `-_.:$`, or a backslash-escaped run (`\tcp`), between operators and blanks.
 fn words(expr: &str) -> impl Iterator<Item = &str> {
     expr.split(|c: char| c.is_whitespace() || "+*/%[]!<>()&|^=".contains(c))
-        .map(|w| w.trim_start_matches('\\'))
         .filter(|w| !w.is_empty())
 }

@@ -319,6 +319,16 @@ fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
         "dst foo.example",
         "ip host \\foo",
         "not (port 80 and host bar)",
+        // Found by an attack: words that look numeric but are names to libpcap.
+        "host 1.2.3.4.5",
+        "host 1.2.3.4a",
+        "host dead.beef",
+        "host cafe.be",
+        "dst host face.b00c",
+        "host tcp-foo",
+        "host \\\\tcp",
+        "TCP",
+        "1e100.net",
     ] {
         let e = path_err(&format!(
             "{WIN}/bpf/{}",
@@ -344,6 +354,11 @@ fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
         "ip[2:2] > 576",
         "len <= 0x200",
         "pppoes and udp",
+        "host 10.1",
+        "host 0x0a000001",
+        "ether host abcd.ef01.2345",
+        "ether host deadbeefcafe",
+        "ip6 host 2001:db8::1 and ip6[6] == 6",
     ] {
         assert!(
             path(&format!(
