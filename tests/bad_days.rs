@@ -96,6 +96,54 @@ fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_
 }
 
 #[test]
+fn a_file_rewritten_in_place_while_read_never_splices_two_captures() {
+    let work = TempDir::new().unwrap();
+    let big = big_dir(work.path());
+    let file = big.join("big.pcap");
+    let original = work.path().join("original.pcap");
+    std::fs::copy(&file, &original).unwrap();
+    // Another capture of the same layout and window: every record header differs (times one
+    // second later), so any byte of it in the answer would show.
+    let other = work.path().join("other.pcap");
+    common::run_ok(
+        Command::new("editcap")
+            .args(["-F", "pcap", "-t", "1"])
+            .arg(&original)
+            .arg(&other),
+    );
+    let server = Server::start(&[("ring", big.clone())], "spool = false");
+    let out = work.path().join("got.pcap");
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "--limit-rate", "2M", "-o"])
+        .arg(&out)
+        .arg(server.url(BIG_PATH))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_bytes(&out, 1 << 20);
+    // A ring buffer reopening its oldest file: O_TRUNC, then a new capture written past the
+    // reader's offset at once.
+    std::fs::copy(&other, &file).unwrap();
+    assert!(curl.wait().unwrap().success());
+    let got = common::tshark_packets(&out);
+    let all = common::tshark_packets(&original);
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} of {}",
+        got.len(),
+        all.len()
+    );
+    assert_eq!(
+        got[..],
+        all[..got.len()],
+        "only packets of the capture that was opened"
+    );
+    let id = server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = server.wait_final(&id);
+    assert!(st["events"].to_string().contains("rewritten"), "{st:#}");
+}
+
+#[test]
 fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
     let work = TempDir::new().unwrap();
     let dir = work.path().join("caps");

@@ -35,6 +35,9 @@ use super::{Error, LinkType, Packet};
 /// so this is also the memory per open file.
 pub const CHUNK: usize = 64 * 1024;
 
+/// Bytes of the previous read that each read checks again (see [`CaptureFile::ended_early`]).
+const OVERLAP: usize = 64;
+
 /// Why a capture file cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -142,8 +145,10 @@ pub struct CaptureFile {
     offset: u64,
     /// The size when opened: where reading stops.
     size: u64,
-    /// The file ended at this offset, before `size` (truncated or rotated under us).
-    shrunk_at: Option<u64>,
+    /// The file ended at this offset, before `size`: truncated, or rewritten in place.
+    ended_early: Option<u64>,
+    /// The last bytes read (up to [`OVERLAP`]), checked again by the next read.
+    seen: Vec<u8>,
     source: Source,
     /// Damage found by the decoder, reported once the packets before it are out.
     damage: Option<ReadError>,
@@ -193,7 +198,8 @@ impl CaptureFile {
             reader: Reader::new(),
             offset: 0,
             size,
-            shrunk_at: None,
+            ended_early: None,
+            seen: Vec::with_capacity(OVERLAP),
             source,
             damage: None,
         })
@@ -217,11 +223,12 @@ impl CaptureFile {
         self.size
     }
 
-    /// `Some(end)` when the file ended at `end`, before the size it had when opened: it was
-    /// truncated or rewritten while being read, and packets up to its last whole record before
-    /// `end` were returned.
-    pub fn shrunk(&self) -> Option<u64> {
-        self.shrunk_at
+    /// `Some(offset)` when the file stopped being the file that was opened at `offset`, before
+    /// the size it had then: it was truncated, or rewritten in place (a ring buffer reopening
+    /// it), while being read. Packets up to the last whole record before `offset` were
+    /// returned, none after.
+    pub fn ended_early(&self) -> Option<u64> {
+        self.ended_early
     }
 
     /// The (link type, precision) pairs declared so far.
@@ -242,7 +249,7 @@ impl CaptureFile {
                 }
                 // A file that shrank ends at its last whole record: the partial record the
                 // shrink left is not damage of the file.
-                Err(Error::Truncated { .. }) if self.shrunk_at.is_some() => return None,
+                Err(Error::Truncated { .. }) if self.ended_early.is_some() => return None,
                 // The record a damaged compressed stream cut is part of that damage.
                 Err(Error::Truncated { .. }) if self.damage.is_some() => {
                     return self.damage.take().map(Err)
@@ -303,29 +310,45 @@ impl CaptureFile {
             self.reader.finish();
             return Ok(());
         }
-        let mut buf = BytesMut::zeroed(want);
+        // Each read starts with the last bytes already read: if they are no longer there, the
+        // file was rewritten in place (a ring buffer reopening it with O_TRUNC and writing
+        // again) and what follows belongs to another capture.
+        let back = self.seen.len();
+        let start = self.offset - back as u64;
+        let mut buf = BytesMut::zeroed(back + want);
         let mut got = 0;
-        while got < want {
-            match self.file.read_at(&mut buf[got..], self.offset + got as u64) {
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], start + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(ReadError::Io {
-                        offset: self.offset + got as u64,
+                        offset: start + got as u64,
                         source,
                     })
                 }
             }
         }
+        if got < back || buf[..back] != self.seen[..] {
+            self.ended_early = Some(self.offset);
+            self.size = self.offset;
+            self.reader.finish();
+            return Ok(());
+        }
         buf.truncate(got);
-        self.offset += got as u64;
-        if got < want {
-            self.shrunk_at = Some(self.offset);
+        let fresh = buf.split_off(back);
+        let n = fresh.len();
+        self.offset += n as u64;
+        if n < want {
+            self.ended_early = Some(self.offset);
             self.size = self.offset;
         }
-        if got > 0 {
-            self.reader.push(buf.freeze());
+        if n > 0 {
+            let keep = n.min(OVERLAP);
+            self.seen.clear();
+            self.seen.extend_from_slice(&fresh[n - keep..]);
+            self.reader.push(fresh.freeze());
         }
         if self.offset == self.size {
             self.reader.finish();

@@ -119,7 +119,7 @@ fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileE
             Err(err) => e.error = Some(err.to_string()),
         }
     }
-    if f.shrunk().is_some() {
+    if f.ended_early().is_some() {
         // Read again at the next refresh: its size and mtime changed.
         e.size = f.size();
     }
@@ -343,10 +343,11 @@ impl LocalUpstream {
                     kway.end(i);
                 }
                 None => {
-                    if let Some(end) = f.shrunk() {
+                    if let Some(at) = f.ended_early() {
                         let _ = tx.blocking_send(Message::Warning(format!(
-                            "{}: the file shrank to {end} bytes while being read (truncated \
-                             or rotated in place); packets up to its last whole record were used",
+                            "{}: the file shrank or was rewritten while being read (truncated, \
+                             rotated or rewritten in place) at byte {at}; its packets before \
+                             that were used, none after",
                             f.path().display()
                         )));
                     }
