@@ -384,9 +384,10 @@ enum Cut {
     Read(std::sync::Arc<std::io::Error>),
 }
 
-fn follow(state: &AppState, job: &Job, mut follower: Follower) -> Response<Body> {
+fn follow(state: &AppState, job: &Arc<Job>, mut follower: Follower) -> Response<Body> {
     let (mut tx, body) = channel();
-    let direct = job.with(|s| matches!(s.mode, crate::jobs::Mode::Direct(_)));
+    let id = job.id;
+    let job = Arc::clone(job);
     let cut = state.cut.clone();
     tokio::spawn(async move {
         loop {
@@ -408,7 +409,9 @@ fn follow(state: &AppState, job: &Job, mut follower: Follower) -> Response<Body>
             };
             // Without a spool the slowest client paces the job: one that stops reading
             // altogether is cut off rather than holding every other client (and the job's
-            // slot) forever.
+            // slot, and an abandoned part file's disk space) forever. Looked at per chunk: a
+            // job goes direct mid-way when its spool fills.
+            let direct = job.with(|s| matches!(s.mode, crate::jobs::Mode::Direct(_)));
             let budget = if direct {
                 DIRECT_STALL
             } else {
@@ -433,7 +436,7 @@ fn follow(state: &AppState, job: &Job, mut follower: Follower) -> Response<Body>
             }
         }
     });
-    pcap_headers(&job.id)
+    pcap_headers(&id)
         .status(StatusCode::OK)
         .body(body)
         .expect("valid response")

@@ -140,6 +140,11 @@ impl Feed {
         }
     }
 
+    /// Bytes of the capture the part file holds (what the writer said is durable).
+    pub fn file_len(&self) -> u64 {
+        self.window.borrow().written
+    }
+
     /// The count of live maps of the part file (readers count the maps they hand out).
     pub fn live_maps(&self) -> &Arc<AtomicUsize> {
         &self.live_maps

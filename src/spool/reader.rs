@@ -178,6 +178,21 @@ impl Follower {
         }
     }
 
+    /// Past the end of an abandoned part file this reader needs it no more: what every reader
+    /// has read is given back, and its handle is closed (the last handle closed frees the rest).
+    fn leave_abandoned_file(&mut self) {
+        let feed = self.feed.feed();
+        if !feed.is_direct() {
+            return;
+        }
+        if let Some(file) = &self.file {
+            feed.give_back(file);
+            if self.offset >= feed.file_len() {
+                self.file = None;
+            }
+        }
+    }
+
     /// The next chunk (about [`READ_CHUNK`] bytes from the file; a whole feed chunk from
     /// memory), or how the stream ended.
     ///
@@ -192,6 +207,7 @@ impl Follower {
                     }
                     self.offset += b.len() as u64;
                     self.feed.advance(self.offset);
+                    self.leave_abandoned_file();
                     return Ok(b);
                 }
                 Lookup::Evicted { start } => {
@@ -226,9 +242,7 @@ impl Follower {
                     let chunk = chunk.slice(..n);
                     self.offset += n as u64;
                     self.feed.advance(self.offset);
-                    if direct {
-                        self.feed.feed().give_back(file);
-                    }
+                    self.leave_abandoned_file();
                     return Ok(chunk);
                 }
                 Lookup::Ended(Ok(())) => return Err(FollowEnd::Complete),
