@@ -350,6 +350,15 @@ fn without_sharing_users_see_their_own_jobs() {
     assert!(String::from_utf8_lossy(&ids).contains(&id));
     assert_eq!(s.get(&format!("status/{id}"), &["-u", &bob]).1, b"{}\n");
     assert_eq!(s.get(&id, &["-X", "DELETE", "-u", &bob]).0, 404);
+    // Bob asking the same query shares the capture, but learns nothing of Alice's job, and
+    // the link he gets works for him.
+    let (_, body) = s.get(JOB, &["-u", &bob]);
+    let view: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(view["id"], id.as_str());
+    assert!(view["user"].is_null(), "{view}");
+    let url = view["url"].as_str().unwrap();
+    let rest = url.strip_prefix("/app/docket/").unwrap();
+    assert_eq!(s.get(rest, &["-u", &bob]).0, 200, "{url}");
 }
 
 #[test]

@@ -165,6 +165,7 @@ fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
     )
     .unwrap();
     std::fs::write(dir.join("short.pcap"), [0xd4, 0xc3, 0xb2, 0xa1, 2, 0]).unwrap();
+    std::os::unix::fs::symlink(dir.join("nowhere.pcap"), dir.join("dangling.pcap")).unwrap();
     let server = Server::start(&[("caps", dir.clone())], "");
     let path = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:01:00Z";
     let id = server.job_id(path);
@@ -176,6 +177,7 @@ fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
         ("empty.pcap", "unreadable"),
         ("text.pcap", "not a pcap"),
         ("short.pcap", "truncated"),
+        ("dangling.pcap", "No such file"),
     ] {
         assert!(ev.contains(name), "the job names {name}: {ev}");
         assert!(ev.contains(why), "the job says {why}: {ev}");
@@ -190,7 +192,7 @@ fn a_fifo_and_unreadable_files_are_named_in_the_job_and_in_stats() {
     let files = &stats["caps"]["files"];
     assert_eq!(files["readable"], 1, "{stats:#}");
     let bad = files["unreadable"].as_array().unwrap();
-    assert_eq!(bad.len(), 4, "{stats:#}");
+    assert_eq!(bad.len(), 5, "{stats:#}");
     assert!(files.to_string().contains("stuck.fifo"), "{stats:#}");
     // Nothing was left blocked: the next job runs at once.
     let id2 = server.job_id("q/after/2023-06-01T12:01:00Z/before/2023-06-01T12:02:00Z");

@@ -319,12 +319,20 @@ async fn start<B>(
     want_pcap: bool,
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
-    let job = state.registry.get_or_start(q, user_of(req))?;
+    let user = user_of(req);
+    let job = state.registry.get_or_start(q, user)?;
     if want_pcap {
-        capture(state, job, req).await
-    } else {
-        Ok(json(StatusCode::OK, &JobView::of(state, &job)))
+        return capture(state, job, req).await;
     }
+    let mut view = JobView::of(state, &job);
+    if !state.may_see(user, &job) {
+        // Another user's job for the same query (`share_jobs = false`): the capture is
+        // shared, not who asked for it or when; the link is the query's own.
+        view.user = None;
+        view.time = views::rfc3339(std::time::SystemTime::now());
+        view.url = format!("{}q/{}/pcap", state.config.prefix, job.query.to_path());
+    }
+    Ok(json(StatusCode::OK, &view))
 }
 
 fn pcap_headers(id: &JobId) -> http::response::Builder {

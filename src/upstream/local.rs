@@ -164,8 +164,26 @@ impl LocalUpstream {
             progress.opening(&path);
             // Follows symlinks (a directory of links to capture files is a fine upstream);
             // `DirEntry::metadata` would not.
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    // A dangling link or a link loop: named, like any file that cannot be read.
+                    let e = FileEntry {
+                        size: 0,
+                        mtime: SystemTime::UNIX_EPOCH,
+                        first: None,
+                        last: None,
+                        declared: Vec::new(),
+                        packets: 0,
+                        error: Some(e.to_string()),
+                    };
+                    self.index
+                        .lock()
+                        .expect("index lock")
+                        .insert(path.clone(), e);
+                    present.insert(path);
+                    continue;
+                }
             };
             if meta.is_dir() {
                 continue;
