@@ -53,14 +53,45 @@ fn dlt_of(link_type: LinkType) -> i32 {
     }
 }
 
-/// DLT_NULL's 4-byte address family is in the byte order of the host that wrote the file;
-/// libpcap reading the file swaps it for its filter when the file's order is not the reader's.
-/// A packet's bytes do not say which host wrote them, so, as Wireshark does, a family that only
-/// makes sense swapped (above 0xFFFF) is taken as written in the other order.
-fn null_family_needs_swap(data: &[u8]) -> bool {
-    data.get(..4)
-        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .is_some_and(|af| af > 0xFFFF)
+/// BSD loopback headers (DLT_NULL in the writer's byte order, DLT_LOOP in network order) as
+/// libpcap's filter sees them when it reads a file: a family written in the other byte order
+/// is swapped (as Wireshark guesses it: a family above 0xFFFF only makes sense swapped), and
+/// every BSD's AF_INET6 (24, 28, 30) counts as IPv6 — libpcap checks all of them for a file,
+/// but a program compiled without one (`pcap_open_dead`) checks only this system's (10).
+/// `None` when the packet can be filtered as it is.
+fn loopback_as_libpcap_reads(link_type: LinkType, data: &[u8]) -> Option<Vec<u8>> {
+    const BSD_INET6: [u32; 3] = [24, 28, 30];
+    const LINUX_INET6: u32 = 10;
+    let head: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    let family = match link_type {
+        0 => {
+            let native = u32::from_ne_bytes(head);
+            if native > 0xFFFF {
+                native.swap_bytes()
+            } else {
+                native
+            }
+        }
+        108 => u32::from_be_bytes(head),
+        _ => return None,
+    };
+    let family = if BSD_INET6.contains(&family) {
+        LINUX_INET6
+    } else {
+        family
+    };
+    // libpcap's program compares the family as this host writes it (NULL) or in network
+    // order (LOOP).
+    let want = if link_type == 108 {
+        family.to_be_bytes()
+    } else {
+        family.to_ne_bytes()
+    };
+    (want != head).then(|| {
+        let mut d = data.to_vec();
+        d[..4].copy_from_slice(&want);
+        d
+    })
 }
 
 /// What an upstream lets through: the exact window `[after, before)` and the raw BPF clause,
@@ -106,11 +137,9 @@ impl Gate {
         let Some(f) = self.programs[i].1.as_ref() else {
             return false;
         };
-        if p.link_type == 0 && null_family_needs_swap(&p.data) {
-            // Filter a copy whose family is in this host's order (a rare link type: the copy
-            // costs nothing that matters).
-            let mut d = p.data.to_vec();
-            d[..4].reverse();
+        // BSD loopback: a copy with the family as libpcap would see it (a rare link type: the
+        // copy costs nothing that matters).
+        if let Some(d) = loopback_as_libpcap_reads(p.link_type, &p.data) {
             return f.matches(&d);
         }
         f.matches(&p.data)
