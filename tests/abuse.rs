@@ -107,6 +107,35 @@ fn idle_http2_connections_are_closed_and_cannot_starve_the_slots() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A stranger polling healthz (no login needed) is closed as well.
+    let a = addr(&s);
+    let (host, port) = a.split_once(':').unwrap();
+    let poll = r#"
+import socket, ssl, sys, time
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname="localhost")
+s.settimeout(1.0)
+for i in range(40):
+    try:
+        s.sendall(b"GET /app/docket/healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        d = s.recv(65536)
+        if not d:
+            print("closed"); sys.exit(0)
+    except socket.timeout:
+        pass
+    except (OSError, ssl.SSLError):
+        print("closed"); sys.exit(0)
+    time.sleep(1)
+print("still open")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", poll, host, port])
+        .arg(s.ca.as_ref().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed");
     // Twenty of them at once (all the slots): an analyst still gets in, because strangers
     // are capped at half the slots and the oldest makes room.
     let mut idle: Vec<_> = (0..20).map(|_| idle_h2(&s, 60)).collect();

@@ -3,9 +3,10 @@
 //! Each connection has an [`Activity`]: requests in flight (a request counts until its
 //! response body has ended or been dropped, so a long download is never idle), the time the
 //! last one ended, and whether it has made an authenticated request. A connection with nothing
-//! in flight is closed after `idle_timeout`, or after `header_timeout` while it has never
-//! authenticated — a client that completes TLS and answers HTTP/2 pings without asking for
-//! anything holds a slot for no longer than one that dribbles its headers.
+//! in flight is closed after `idle_timeout`, or, while it has never authenticated, once it is
+//! `header_timeout` old — a client that completes TLS and answers HTTP/2 pings without asking
+//! for anything, or polls `healthz`, holds a slot for no longer than one that dribbles its
+//! headers.
 //!
 //! [`Strangers`] bounds connections that have not authenticated to half of `max_connections`:
 //! past that, the oldest stranger is closed to make room, so a flood of idle connections can
@@ -71,12 +72,19 @@ impl Activity {
     /// Waits until the connection has been idle for its limit.
     pub async fn idle(&self, idle_timeout: Duration, stranger_timeout: Duration) {
         loop {
-            let limit = if self.authenticated.load(Ordering::SeqCst) {
+            let known = self.authenticated.load(Ordering::SeqCst);
+            let limit = if known {
                 idle_timeout
             } else {
                 stranger_timeout
             };
-            let since = self.opened + Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+            // A stranger's time counts from the connection's start: requests that need no
+            // login (`healthz`) do not keep it open.
+            let since = if known {
+                self.opened + Duration::from_millis(self.last_ms.load(Ordering::SeqCst))
+            } else {
+                self.opened
+            };
             let busy = self.in_flight.load(Ordering::SeqCst) > 0;
             if !busy && since.elapsed() >= limit {
                 return;
