@@ -434,3 +434,39 @@ fn sighup_without_tls_is_ignored() {
     assert!(server.child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(server.get("healthz", &[]).0, 200);
 }
+
+#[test]
+fn sigterm_cuts_a_spool_hit_past_the_grace_at_a_record_boundary() {
+    let work = TempDir::new().unwrap();
+    let big = big_dir(work.path());
+    let locals = [("big", big.clone())];
+    let mut server = Server::start_in(logged_dir(), &locals, "shutdown_grace = 1");
+    // The job completes first: the slow client then reads the complete file (a hit).
+    let id = server.job_id(BIG_PATH.trim_end_matches("/pcap"));
+    assert_eq!(server.wait_final(&id)["state"], "Completed");
+    let out = work.path().join("cut.pcap");
+    let mut curl = stream_at(&server, BIG_PATH, &out, "2M");
+    wait_for_bytes(&out);
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        curl.wait().unwrap().code(),
+        Some(18),
+        "a visibly truncated transfer"
+    );
+    assert!(wait_exit(&mut server, Duration::from_secs(60)).success());
+    let got = common::tshark_packets(&out);
+    let all = common::tshark_packets(&big.join("big.pcap"));
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{} of {}",
+        got.len(),
+        all.len()
+    );
+    assert_eq!(got[..], all[..got.len()], "a prefix of the whole answer");
+    let info = Command::new("capinfos").arg(&out).output().unwrap();
+    assert!(
+        info.status.success() && !String::from_utf8_lossy(&info.stderr).contains("cut short"),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+}

@@ -476,19 +476,28 @@ fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> R
     let b = b
         .header(header::CONTENT_LENGTH, data.len())
         .header(header::ETAG, c.etag());
-    // Served in pieces of the map (file-backed memory, not copies), each ending on a record
-    // boundary so that a shutdown can cut between two.
+    // Served in pieces of the map (file-backed memory, not copies). A shutdown's cut first
+    // completes the record the stream is in, so that it ends on a record boundary.
     let (mut tx, body) = channel();
     let cut = state.cut.clone();
     tokio::spawn(async move {
-        for piece in Complete::pieces(data, whole) {
+        let mut sent = 0usize;
+        for piece in Complete::pieces(data.clone()) {
+            let len = piece.len();
             tokio::select! {
                 r = tx.send_data(piece) => if r.is_err() { return },
                 () = cut.cancelled() => {
+                    if whole {
+                        let end = Complete::record_end(&data, sent);
+                        if end > sent && tx.send_data(data.slice(sent..end)).await.is_err() {
+                            return;
+                        }
+                    }
                     tx.abort(Cut::Shutdown.into());
                     return;
                 }
             }
+            sent += len;
         }
     });
     b.body(body).expect("valid response")

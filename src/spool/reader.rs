@@ -2,10 +2,11 @@
 //! a finished file (its length, validators, `Range`).
 //!
 //! Invariants:
-//! - Every chunk either reader hands out ends on a record boundary of the capture (the feed's
-//!   chunks are whole records; file pieces are extended to the end of the record they cut),
-//!   except the pieces of a `Range` answer. So a stream cut between two chunks (a graceful
-//!   shutdown's end) always ends at a record boundary.
+//! - Every chunk a [`Follower`] hands out ends on a record boundary of the capture (the feed's
+//!   chunks are whole records; file pieces are extended to the end of the record they cut), so
+//!   a stream cut between two of them ends at a record boundary. A complete file is served in
+//!   plain pieces (walking every record of a hit would halve its throughput); a stream of one
+//!   that must end early is first completed to the next boundary ([`Complete::record_end`]).
 //! - Only spool files are mapped here: they only grow while followed and are never truncated
 //!   (a failed file is unlinked, which leaves an open file's pages in place), and only bytes
 //!   below what the feed says the file holds are mapped.
@@ -339,27 +340,24 @@ impl Complete {
         }
     }
 
-    /// The file in pieces of about [`READ_CHUNK`] bytes, each ending on a record boundary.
-    pub fn pieces(data: Bytes, whole_file: bool) -> impl Iterator<Item = Bytes> {
-        let walker = if whole_file {
-            Walker::detect(&data)
-        } else {
-            None
-        };
+    /// The file in pieces of [`READ_CHUNK`] bytes (views of the map, not copies).
+    pub fn pieces(data: Bytes) -> impl Iterator<Item = Bytes> {
         let mut rest = data;
-        let mut at = 0u64;
         std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let n = match walker {
-                Some(w) => w.boundary(&rest, at, READ_CHUNK),
-                None => rest.len().min(READ_CHUNK),
-            }
-            .max(1);
-            at += n as u64;
-            Some(rest.split_to(n.min(rest.len())))
+            (!rest.is_empty()).then(|| rest.split_to(READ_CHUNK.min(rest.len())))
         })
+    }
+
+    /// The first record boundary of a whole capture file at or after byte `at` (the file's
+    /// length if its bytes make no sense as records). Walks the records from the start, so it
+    /// is for the rare moment a stream must end early on a boundary (a shutdown's cut), not
+    /// for every piece: walking every record of every hit halved its throughput.
+    pub fn record_end(data: &[u8], at: usize) -> usize {
+        match Walker::detect(data) {
+            Some(w) if at > 0 => w.boundary(data, 0, at),
+            Some(_) => 0,
+            None => data.len(),
+        }
     }
 }
 
@@ -453,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces_end_on_record_boundaries() {
+    fn record_end_finds_the_next_boundary_and_pieces_cover_the_file() {
         // A classic pcap: header, then records of 16 + 1000 bytes.
         let mut f = vec![0xd4, 0xc3, 0xb2, 0xa1];
         f.resize(24, 0);
@@ -464,11 +462,14 @@ mod tests {
             f.extend(std::iter::repeat_n(i as u8, 1000));
         }
         let total = f.len();
-        let mut at = 0usize;
-        for p in Complete::pieces(Bytes::from(f), true) {
-            at += p.len();
-            assert_eq!((at - 24) % 1016, 0, "a piece ends mid-record");
+        for at in [1, 24, 25, 1040, 1041, READ_CHUNK, 2 * READ_CHUNK + 7, total] {
+            let end = Complete::record_end(&f, at);
+            assert!(end >= at && (end - 24) % 1016 == 0, "{at} -> {end}");
+            assert!(end - at < 1016, "{at} -> {end}: the first boundary");
         }
-        assert_eq!(at, total);
+        assert_eq!(Complete::record_end(&f, 0), 0);
+        let pieces: Vec<Bytes> = Complete::pieces(Bytes::from(f.clone())).collect();
+        assert!(pieces.iter().all(|p| p.len() <= READ_CHUNK));
+        assert_eq!(pieces.concat(), f);
     }
 }
