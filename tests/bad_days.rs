@@ -11,20 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{big_dir, Server, BIG_PATH};
+use common::server::{assert_prefix, big_dir, wait_for_bytes, Server, BIG_PATH};
 use tempfile::TempDir;
-
-/// Waits (bounded) until `out` has at least `n` bytes.
-fn wait_for_bytes(out: &Path, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(out).map_or(0, |m| m.len()) < n {
-        assert!(
-            Instant::now() < deadline,
-            "the stream never reached {n} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn events(st: &serde_json::Value) -> String {
     st["events"].to_string()
@@ -40,13 +28,7 @@ fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_
     // Without a spool a slow client paces the job, so the file is being read when it shrinks.
     let server = Server::start(&[("ring", big.clone())], "spool = false");
     let out = work.path().join("got.pcap");
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", "2M", "-o"])
-        .arg(&out)
-        .arg(server.url(BIG_PATH))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
     wait_for_bytes(&out, 1 << 20);
     // What a ring buffer does to its oldest file: reopen it with O_TRUNC and start writing.
     let f = std::fs::OpenOptions::new()
@@ -67,19 +49,7 @@ fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_
     );
     assert!(events(&st).contains("big.pcap"), "{st:#}");
     // What arrived is a readable prefix of the file as it was.
-    let got = common::tshark_packets(&out);
-    let all = common::tshark_packets(&original);
-    assert!(
-        !got.is_empty() && got.len() < all.len(),
-        "{} of {}",
-        got.len(),
-        all.len()
-    );
-    assert_eq!(
-        got[..],
-        all[..got.len()],
-        "a prefix of the file before the truncation"
-    );
+    assert_prefix(&out, &original, "the file before the truncation");
     // Refilled (as the ring writes it again), the directory answers anew.
     std::fs::copy(&original, &file).unwrap();
     let again = work.path().join("again.pcap");
@@ -113,30 +83,16 @@ fn a_file_rewritten_in_place_while_read_never_splices_two_captures() {
     );
     let server = Server::start(&[("ring", big.clone())], "spool = false");
     let out = work.path().join("got.pcap");
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", "2M", "-o"])
-        .arg(&out)
-        .arg(server.url(BIG_PATH))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
     wait_for_bytes(&out, 1 << 20);
     // A ring buffer reopening its oldest file: O_TRUNC, then a new capture written past the
     // reader's offset at once.
     std::fs::copy(&other, &file).unwrap();
     assert!(curl.wait().unwrap().success());
-    let got = common::tshark_packets(&out);
-    let all = common::tshark_packets(&original);
-    assert!(
-        !got.is_empty() && got.len() < all.len(),
-        "{} of {}",
-        got.len(),
-        all.len()
-    );
-    assert_eq!(
-        got[..],
-        all[..got.len()],
-        "only packets of the capture that was opened"
+    assert_prefix(
+        &out,
+        &original,
+        "only packets of the capture that was opened",
     );
     let id = server.json("ids")[0].as_str().unwrap().to_owned();
     let st = server.wait_final(&id);
@@ -242,12 +198,7 @@ fn a_full_spool_empties_as_slow_readers_read_and_admits_new_jobs_meanwhile() {
     );
     let server = Server::launch(dir, &conf, None);
     let out = work.path().join("slow.pcap");
-    let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", "3M", "-o"])
-        .arg(&out)
-        .arg(server.url(BIG_PATH))
-        .spawn()
-        .unwrap();
+    let mut curl = server.stream_at(BIG_PATH, &out, "3M");
     // The job fills the disk and goes on streaming to the client.
     let deadline = Instant::now() + Duration::from_secs(60);
     let id = loop {

@@ -7,11 +7,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::corpus;
-use common::server::{assert_same_packets, epoch, oracle, spool_files, Server, LOG};
+use common::server::{
+    assert_prefix, assert_same_packets, epoch, oracle, spool_files, wait_for_bytes, Server, LOG,
+};
 use common::server::{big_dir, BIG_PATH};
 use tempfile::TempDir;
 
@@ -114,32 +115,7 @@ fn a_completed_job_survives_a_restart() {
 
 /// Starts a stream of the 20-minute bulk window read at `rate` (curl's `--limit-rate`).
 fn slow_stream(server: &Server, out: &Path, rate: &str) -> std::process::Child {
-    stream_at(
-        server,
-        &format!("q/after/{AFTER}/before/{BEFORE}/pcap"),
-        out,
-        rate,
-    )
-}
-
-/// Starts a stream of `path` into `out`, read at `rate`.
-fn stream_at(server: &Server, path: &str, out: &Path, rate: &str) -> std::process::Child {
-    Command::new("curl")
-        .args(["-sS", "-N", "--limit-rate", rate, "-o"])
-        .arg(out)
-        .arg(server.url(path))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits (bounded) until `out` has some bytes: the stream is live.
-fn wait_for_bytes(out: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::metadata(out).map_or(0, |m| m.len()) < 4096 {
-        assert!(Instant::now() < deadline, "the stream never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.stream_at(&format!("q/after/{AFTER}/before/{BEFORE}/pcap"), out, rate)
 }
 
 /// Waits (bounded) for the process to exit; its status.
@@ -162,7 +138,7 @@ fn sigterm_lets_a_live_stream_finish_within_the_grace() {
     let out = work.path().join("whole.pcap");
     // About 12 MB at 4 MB/s: several seconds of streaming.
     let mut curl = slow_stream(&server, &out, "4M");
-    wait_for_bytes(&out);
+    wait_for_bytes(&out, 4096);
     server.signal(libc::SIGTERM);
     assert!(curl.wait().unwrap().success(), "the client got a clean end");
     assert_same_packets(&out, &expected, "streamed across a SIGTERM");
@@ -189,8 +165,8 @@ fn sigterm_cuts_a_stream_past_the_grace_at_a_record_boundary_and_records_the_job
     let out = work.path().join("cut.pcap");
     // The client reads steadily (2 MB/s, a 48 MB answer): the job is still running when the
     // grace ends, and what the server handed over before the cut reaches the client.
-    let mut curl = stream_at(&server, BIG_PATH, &out, "2M");
-    wait_for_bytes(&out);
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
+    wait_for_bytes(&out, 4096);
     let id = server.json("ids")[0].as_str().unwrap().to_owned();
     server.signal(libc::SIGTERM);
     let code = curl.wait().unwrap().code();
@@ -208,21 +184,7 @@ fn sigterm_cuts_a_stream_past_the_grace_at_a_record_boundary_and_records_the_job
     }
     // What arrived ends at a record boundary: a readable capture, a prefix of the answer
     // (every packet of the file mergecap made: the window covers it all).
-    let got = common::tshark_packets(&out);
-    let all = common::tshark_packets(&big.join("big.pcap"));
-    assert!(
-        !got.is_empty() && got.len() < all.len(),
-        "{} of {}",
-        got.len(),
-        all.len()
-    );
-    assert_eq!(got[..], all[..got.len()], "a prefix of the whole answer");
-    let info = Command::new("capinfos").arg(&out).output().unwrap();
-    assert!(
-        info.status.success() && !String::from_utf8_lossy(&info.stderr).contains("cut short"),
-        "{}",
-        String::from_utf8_lossy(&info.stderr)
-    );
+    assert_prefix(&out, &big.join("big.pcap"), "the cut stream");
     // After a restart the job says it was interrupted.
     let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
     drop(server);
@@ -245,7 +207,7 @@ fn a_second_signal_exits_at_once() {
     );
     let out = work.path().join("slow.pcap");
     let mut curl = slow_stream(&server, &out, "50k");
-    wait_for_bytes(&out);
+    wait_for_bytes(&out, 4096);
     server.signal(libc::SIGTERM);
     // The first signal waits for the stream (an hour of grace); the second does not.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -387,8 +349,8 @@ fn kill_9_leaves_a_failed_job_without_files_and_asking_again_runs_it() {
     let out = work.path().join("first.pcap");
     // The client reads steadily (2 MB/s, a 48 MB answer): the job is still running when the
     // grace ends, and what the server handed over before the cut reaches the client.
-    let mut curl = stream_at(&server, BIG_PATH, &out, "2M");
-    wait_for_bytes(&out);
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
+    wait_for_bytes(&out, 4096);
     let id = server.json("ids")[0].as_str().unwrap().to_owned();
     assert_eq!(
         server.json(&format!("status/{id}"))[&id]["state"],
@@ -445,8 +407,8 @@ fn sigterm_cuts_a_spool_hit_past_the_grace_at_a_record_boundary() {
     let id = server.job_id(BIG_PATH.trim_end_matches("/pcap"));
     assert_eq!(server.wait_final(&id)["state"], "Completed");
     let out = work.path().join("cut.pcap");
-    let mut curl = stream_at(&server, BIG_PATH, &out, "2M");
-    wait_for_bytes(&out);
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
+    wait_for_bytes(&out, 4096);
     server.signal(libc::SIGTERM);
     assert_eq!(
         curl.wait().unwrap().code(),
@@ -454,19 +416,5 @@ fn sigterm_cuts_a_spool_hit_past_the_grace_at_a_record_boundary() {
         "a visibly truncated transfer"
     );
     assert!(wait_exit(&mut server, Duration::from_secs(60)).success());
-    let got = common::tshark_packets(&out);
-    let all = common::tshark_packets(&big.join("big.pcap"));
-    assert!(
-        !got.is_empty() && got.len() < all.len(),
-        "{} of {}",
-        got.len(),
-        all.len()
-    );
-    assert_eq!(got[..], all[..got.len()], "a prefix of the whole answer");
-    let info = Command::new("capinfos").arg(&out).output().unwrap();
-    assert!(
-        info.status.success() && !String::from_utf8_lossy(&info.stderr).contains("cut short"),
-        "{}",
-        String::from_utf8_lossy(&info.stderr)
-    );
+    assert_prefix(&out, &big.join("big.pcap"), "the cut stream");
 }

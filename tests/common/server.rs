@@ -163,6 +163,17 @@ impl Server {
         serde_json::from_slice(&body).unwrap()
     }
 
+    /// Starts curl streaming `path` into `out`, read at `rate` (e.g. `"2M"`): a slow client.
+    pub fn stream_at(&self, path: &str, out: &Path, rate: &str) -> Child {
+        Command::new("curl")
+            .args(["-sS", "-N", "--limit-rate", rate, "-o"])
+            .arg(out)
+            .arg(self.url(path))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// GETs a capture (`…/pcap`), requires 200, and keeps it as a file in `dir` for the tools.
     pub fn fetch(&self, rest: &str, dir: &Path) -> PathBuf {
         let (code, body) = self.get(rest, &[]);
@@ -333,3 +344,35 @@ pub fn big_dir(work: &Path) -> PathBuf {
 
 /// The whole of [`big_dir`]'s capture as a query path.
 pub const BIG_PATH: &str = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:00Z/pcap";
+
+/// Waits (bounded) until `out` holds at least `n` bytes: a stream is live.
+pub fn wait_for_bytes(out: &Path, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the stream never reached {n} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `part` is a readable capture holding a strict, non-empty prefix of `whole`'s packets and
+/// ending on a record boundary (tshark reads every packet; capinfos finds nothing cut short).
+pub fn assert_prefix(part: &Path, whole: &Path, what: &str) {
+    let got = tshark_packets(part);
+    let all = tshark_packets(whole);
+    assert!(
+        !got.is_empty() && got.len() < all.len(),
+        "{what}: {} of {} packets",
+        got.len(),
+        all.len()
+    );
+    assert_eq!(got[..], all[..got.len()], "{what}: a prefix");
+    let info = Command::new("capinfos").arg(part).output().unwrap();
+    assert!(
+        info.status.success() && !String::from_utf8_lossy(&info.stderr).contains("cut short"),
+        "{what}: {}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+}
