@@ -453,7 +453,7 @@ fn kill_9_mid_job_then_restart_starts_afresh() {
     let state = TempDir::new().unwrap();
     let keep = state.path().to_owned();
     let path = "q/after/2023-06-01T12:00:00Z/before/2023-06-01T15:00:00Z/pcap";
-    let mut server = Server::start_in(state, &[("big", big.clone())], "");
+    let server = Server::start_in(state, &[("big", big.clone())], "");
     // Read the first bytes of the stream, then kill the server hard.
     let mut curl = Command::new("curl")
         .args(["-sS", "-N"])
@@ -463,14 +463,10 @@ fn kill_9_mid_job_then_restart_starts_afresh() {
         .unwrap();
     let mut first = [0u8; 4096];
     std::io::Read::read_exact(curl.stdout.as_mut().unwrap(), &mut first).unwrap();
-    // SAFETY: signals the server process this test started, by its PID.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGKILL) };
-    let _ = server.child.wait();
+    let dir = server.kill();
     let _ = curl.kill();
     let _ = curl.wait();
     // Restart on the same spool: nothing complete-looking, the request runs again in full.
-    let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
-    drop(server);
     let spool = keep.join("spool");
     for p in spool_files(&spool) {
         assert!(

@@ -185,9 +185,8 @@ fn sigterm_cuts_a_stream_past_the_grace_at_a_record_boundary_and_records_the_job
     // What arrived ends at a record boundary: a readable capture, a prefix of the answer
     // (every packet of the file mergecap made: the window covers it all).
     assert_prefix(&out, &big.join("big.pcap"), "the cut stream");
-    // After a restart the job says it was interrupted.
-    let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
-    drop(server);
+    // After a restart the job says it was interrupted (the process has exited already).
+    let dir = server.kill();
     let server = Server::start_in(dir, &locals, "spool = false");
     let st = server.json(&format!("status/{id}"))[&id].clone();
     assert_eq!(st["state"], "Failed", "{st:#}");
@@ -344,7 +343,7 @@ fn kill_9_leaves_a_failed_job_without_files_and_asking_again_runs_it() {
     let big = big_dir(work.path());
     let locals = [("big", big.clone())];
     // Spool-less, read slowly: the job is surely running when the process dies.
-    let mut server = Server::start_in(TempDir::new().unwrap(), &locals, "spool = false");
+    let server = Server::start_in(TempDir::new().unwrap(), &locals, "spool = false");
     let spool = server.dir.path().join("spool");
     let out = work.path().join("first.pcap");
     // The client reads steadily (2 MB/s, a 48 MB answer): the job is still running when the
@@ -356,12 +355,9 @@ fn kill_9_leaves_a_failed_job_without_files_and_asking_again_runs_it() {
         server.json(&format!("status/{id}"))[&id]["state"],
         "Running"
     );
-    server.signal(libc::SIGKILL);
-    let _ = server.child.wait();
+    let dir = server.kill();
     let _ = curl.kill();
     let _ = curl.wait();
-    let dir = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
-    drop(server);
     let server = Server::start_in(dir, &locals, "");
     let st = server.json(&format!("status/{id}"))[&id].clone();
     assert_eq!(st["state"], "Failed", "{st:#}");

@@ -299,11 +299,7 @@ fn a_partial_result_is_never_a_hit_asking_again_asks_the_failed_sensor_again() {
     assert_eq!(server.wait_final(&id)["state"], "Partial");
 
     // Docket restarts over the same spool: the partial file must not be served as a hit.
-    let mut server = server;
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-    let keep = std::mem::replace(&mut server.dir, TempDir::new().unwrap());
-    drop(server);
+    let keep = server.kill();
     let server = Server::start_with(keep, &[("local", local.clone())], "", &tables);
     assert_eq!(server.dir.path(), home.as_path());
     assert_eq!(server.job_id(&path), id);

@@ -415,13 +415,15 @@ impl<'a> Sink<'a> {
 
     /// Stops writing the spool file (the thread removes it) and streams on to the clients.
     fn go_direct(&mut self, why: DirectReason) {
+        let what = format!("{why}: streaming to the clients attached; the result will not be kept");
+        self.lose_file(why);
+        self.job.event("job", what, None);
+    }
+
+    /// The job has no file any more: the feed goes direct and the state says why.
+    fn lose_file(&mut self, why: DirectReason) {
         self.writer = None;
         self.job.feed().set_direct();
-        self.job.event(
-            "job",
-            format!("{why}: streaming to the clients attached; the result will not be kept"),
-            None,
-        );
         self.job.update(true, |s| {
             s.mode = Mode::Direct(why);
             s.part = None;
@@ -471,12 +473,7 @@ impl<'a> Sink<'a> {
         let w = self.writer.take()?;
         let r = w.finish().await.map_err(Arc::new);
         if let Err(e) = &r {
-            self.job.feed().set_direct();
-            let why = DirectReason::Failed(Arc::clone(e));
-            self.job.update(true, |s| {
-                s.mode = Mode::Direct(why);
-                s.part = None;
-            });
+            self.lose_file(DirectReason::Failed(Arc::clone(e)));
         }
         Some(r)
     }

@@ -376,17 +376,23 @@ fn literal(w: &str) -> bool {
     fn hex(p: &str, len: std::ops::RangeInclusive<usize>) -> bool {
         len.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit())
     }
-    let parts = |sep: char| w.split(sep).collect::<Vec<_>>();
+    /// `w` split at `sep` into `n` parts (any count in `n`), each satisfying `ok`.
+    fn parts(
+        w: &str,
+        sep: char,
+        n: std::ops::RangeInclusive<usize>,
+        ok: impl Fn(&str) -> bool,
+    ) -> bool {
+        n.contains(&w.split(sep).count()) && w.split(sep).all(ok)
+    }
     number(w)
         || w.strip_prefix('$').is_some_and(|h| hex(h, 1..=2))
-        || (w.contains('.')
-            && (2..=4).contains(&parts('.').len())
-            && parts('.').iter().all(|p| number(p)))
+        || parts(w, '.', 2..=4, number)
         || (w.contains(':') && w.parse::<std::net::Ipv6Addr>().is_ok())
         || [':', '-', '.']
             .iter()
-            .any(|&sep| parts(sep).len() == 6 && parts(sep).iter().all(|p| hex(p, 1..=2)))
-        || (parts('.').len() == 3 && parts('.').iter().all(|p| hex(p, 4..=4)))
+            .any(|&sep| parts(w, sep, 6..=6, |p| hex(p, 1..=2)))
+        || parts(w, '.', 3..=3, |p| hex(p, 4..=4))
         || hex(w, 12..=12)
 }
 

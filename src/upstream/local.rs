@@ -90,16 +90,23 @@ impl Progress {
     }
 }
 
+impl FileEntry {
+    /// A file of `size` bytes modified at `mtime`, before it is read.
+    fn unread(size: u64, mtime: SystemTime) -> FileEntry {
+        FileEntry {
+            size,
+            mtime,
+            first: None,
+            last: None,
+            declared: Vec::new(),
+            packets: 0,
+            error: None,
+        }
+    }
+}
+
 fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileEntry {
-    let mut e = FileEntry {
-        size,
-        mtime,
-        first: None,
-        last: None,
-        declared: Vec::new(),
-        packets: 0,
-        error: None,
-    };
+    let mut e = FileEntry::unread(size, mtime);
     progress.opening(path);
     let mut f = match CaptureFile::open(path) {
         Ok(f) => f,
@@ -169,13 +176,8 @@ impl LocalUpstream {
                 Err(e) => {
                     // A dangling link or a link loop: named, like any file that cannot be read.
                     let e = FileEntry {
-                        size: 0,
-                        mtime: SystemTime::UNIX_EPOCH,
-                        first: None,
-                        last: None,
-                        declared: Vec::new(),
-                        packets: 0,
                         error: Some(e.to_string()),
+                        ..FileEntry::unread(0, SystemTime::UNIX_EPOCH)
                     };
                     self.index
                         .lock()

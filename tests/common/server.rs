@@ -123,6 +123,14 @@ impl Server {
         std::mem::replace(&mut self.dir, TempDir::new().unwrap())
     }
 
+    /// Kills the server (SIGKILL, by its PID; harmless if it already exited), reaps it, and
+    /// gives back its directory for a restart on the same spool.
+    pub fn kill(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, TempDir::new().unwrap())
+    }
+
     pub fn url(&self, rest: &str) -> String {
         format!("{}{rest}", self.base)
     }
