@@ -8,7 +8,6 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::corpus;
 use common::server::{assert_same_packets, epoch, oracle, Server};
 use tempfile::TempDir;
 
@@ -19,22 +18,11 @@ const BEFORE: &str = "2038-01-01T00:00:00Z";
 #[test]
 fn bpf_selects_what_tcpdump_selects_on_every_link_type() {
     let work = TempDir::new().unwrap();
-    // One sensor per file: a directory holding a link to it.
-    let mut sensors: Vec<(String, PathBuf)> = Vec::new();
-    for group in ["formats", "protocols", "merge"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(corpus().join(group))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for f in files {
-            let name = format!("f{}", sensors.len());
-            let dir = work.path().join(&name);
-            std::fs::create_dir(&dir).unwrap();
-            std::os::unix::fs::symlink(&f, dir.join(f.file_name().unwrap())).unwrap();
-            sensors.push((name, dir));
-        }
-    }
+    let files = common::every_kind_of_file();
+    let sensors: Vec<(String, PathBuf)> = common::one_sensor_per_file(work.path(), "f", &files)
+        .into_iter()
+        .map(|(n, d, _)| (n, d))
+        .collect();
     let locals: Vec<(&str, PathBuf)> = sensors
         .iter()
         .map(|(n, d)| (n.as_str(), d.clone()))

@@ -11,10 +11,11 @@ cd "$(dirname "$0")/.."
 # two sensor sets starting at once would then race for the dpkg lock); for the front door:
 # apache2-utils (`htpasswd -B`/`-s`), headless Chromium and chromedriver (the browser test);
 # fuse3 and python3-fusepy (a real hung mount for the bad-days tests); lz4 and zstd (the
-# compressors that write the compressed capture stores; gzip is always there).
+# compressors that write the compressed capture stores; gzip is always there); python3-scapy
+# (writes one packet per encapsulation for the structured-clause test).
 packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
     stenographer stenographer-client tcpreplay jq apache2-utils chromium chromium-driver
-    fuse3 python3-fusepy lz4 zstd)
+    fuse3 python3-fusepy lz4 zstd python3-scapy)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

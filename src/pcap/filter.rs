@@ -94,13 +94,15 @@ fn loopback_as_libpcap_reads(link_type: LinkType, data: &[u8]) -> Option<Vec<u8>
     })
 }
 
-/// What an upstream lets through: the exact window `[after, before)` and the raw BPF clause,
-/// compiled once per link type on first use. One gate serves every upstream kind, so that a
-/// local directory and a sensor's stream can never disagree about what a query admits.
+/// What an upstream lets through: the exact window `[after, before)`, the structured clauses
+/// (through every encapsulation, [`super::Clauses`]) and the raw BPF clause, compiled once per
+/// link type on first use. One gate serves every upstream kind, so that a local directory and a
+/// sensor's stream can never disagree about what a query admits.
 #[derive(Debug)]
 pub struct Gate {
     after: super::Timestamp,
     before: super::Timestamp,
+    clauses: Option<super::Clauses>,
     expr: Option<String>,
     /// Few link types appear in one answer: a short list beats a map. `None` marks a link
     /// type the expression cannot compile for.
@@ -108,22 +110,34 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// A gate for the window `[after, before)` and the optional BPF expression.
-    pub fn new(after: super::Timestamp, before: super::Timestamp, expr: Option<String>) -> Gate {
+    /// A gate for the window `[after, before)`, the structured clauses (`None` for a source that
+    /// applied them already, or a query without any) and the optional BPF expression.
+    pub fn new(
+        after: super::Timestamp,
+        before: super::Timestamp,
+        clauses: Option<super::Clauses>,
+        expr: Option<String>,
+    ) -> Gate {
         Gate {
             after,
             before,
+            clauses,
             expr,
             programs: Vec::new(),
         }
     }
 
-    /// True when the packet falls in the window and matches the expression. A link type the
-    /// expression cannot compile for matches nothing (tcpdump would refuse to filter it); the
-    /// query was validated for Ethernet when it was parsed.
+    /// True when the packet falls in the window and matches the clauses and the expression. A
+    /// link type the expression cannot compile for matches nothing (tcpdump would refuse to
+    /// filter it); the query was validated for Ethernet when it was parsed.
     pub fn admits(&mut self, p: &super::Packet) -> bool {
         if p.ts < self.after || p.ts >= self.before {
             return false;
+        }
+        if let Some(c) = &mut self.clauses {
+            if !c.matches(p.link_type, &p.data) {
+                return false;
+            }
         }
         let Some(expr) = &self.expr else { return true };
         let i = match self.programs.iter().position(|(lt, _)| *lt == p.link_type) {

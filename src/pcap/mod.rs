@@ -3,6 +3,8 @@
 //! pcapng into a buffer), and [`CaptureFile`] (a capture file on disk read with `pread`,
 //! safe against truncation under it). This module knows nothing of HTTP or jobs.
 
+mod clauses;
+mod dissect;
 mod error;
 mod file;
 mod filter;
@@ -10,6 +12,8 @@ mod packet;
 mod reader;
 mod writer;
 
+pub use clauses::Clauses;
+pub use dissect::{keys, Key, MAX_LAYERS};
 pub use error::Error;
 pub use file::{CaptureFile, Compression, OpenError, ReadError, CHUNK};
 pub use filter::{host_name, BpfFilter, Gate};

@@ -219,9 +219,22 @@ impl Query {
             .join(" and ")
     }
 
-    /// A libpcap (tcpdump) expression for every clause except time and sensors, for the local
-    /// backend, e.g. `host 10.0.0.1 and net 10.0.0.0/8 and port 80 and (ip proto 6 or ip6
-    /// proto 6) and (tcp[13] & 2 != 0)`; `None` when nothing filters (every packet matches).
+    /// The structured clauses (hosts, nets, ports, proto) as one per-packet test through every
+    /// encapsulation; `None` when the query has none.
+    pub fn clauses(&self) -> Option<crate::pcap::Clauses> {
+        crate::pcap::Clauses::new(
+            &self.hosts,
+            self.nets.iter().map(|n| (n.addr, n.prefix)),
+            &self.ports,
+            self.proto,
+        )
+    }
+
+    /// tcpdump's literal reading of every clause except time and sensors, e.g. `host 10.0.0.1
+    /// and net 10.0.0.0/8 and port 80 and (ip proto 6 or ip6 proto 6) and (tcp[13] & 2 != 0)`;
+    /// `None` when nothing filters. Not what Docket applies (libpcap looks at the outermost
+    /// headers only; [`Query::clauses`] looks through encapsulations): the baseline the
+    /// matcher's benchmark compares with.
     pub fn bpf_filter(&self) -> Option<String> {
         let mut c: Vec<String> = Vec::new();
         c.extend(self.hosts.iter().map(|h| format!("host {h}")));

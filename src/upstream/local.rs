@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Error, Message, BATCH_PACKETS, CHANNEL_BATCHES};
 use crate::merge::KWay;
 use crate::pcap::{self, CaptureFile, LinkType, Precision, Timestamp};
+use crate::query::Query;
 
 /// What the index knows of one file.
 #[derive(Debug, Clone)]
@@ -262,14 +263,13 @@ impl LocalUpstream {
         idx.values().filter_map(|e| e.first).min()
     }
 
-    /// Answers `[after, before)` filtered by `bpf` on `tx`, on a blocking thread watched by a
-    /// relay task, until done, the receiver goes away, or `cancel` fires. A thread stuck for
-    /// [`STUCK_AFTER`] fails this upstream with [`Error::Stuck`].
+    /// Answers `query` (its window, structured clauses through every encapsulation, and raw
+    /// BPF) on `tx`, on a blocking thread watched by a relay task, until done, the receiver
+    /// goes away, or `cancel` fires. A thread stuck for [`STUCK_AFTER`] fails this upstream
+    /// with [`Error::Stuck`].
     pub fn query(
         self: &Arc<Self>,
-        after: Timestamp,
-        before: Timestamp,
-        bpf: Option<String>,
+        query: Arc<Query>,
         tx: mpsc::Sender<Message>,
         cancel: CancellationToken,
     ) {
@@ -283,23 +283,14 @@ impl LocalUpstream {
                 let _ = inner_tx.blocking_send(Message::Failed(e));
                 return;
             }
-            me.answer(
-                after,
-                before,
-                bpf.as_deref(),
-                &inner_tx,
-                &thread_cancel,
-                &watched,
-            );
+            me.answer(&query, &inner_tx, &thread_cancel, &watched);
         });
         tokio::spawn(relay(inner_rx, tx, progress, cancel));
     }
 
     fn answer(
         &self,
-        after: Timestamp,
-        before: Timestamp,
-        bpf: Option<&str>,
+        query: &Query,
         tx: &mpsc::Sender<Message>,
         cancel: &CancellationToken,
         progress: &Progress,
@@ -318,6 +309,7 @@ impl LocalUpstream {
             );
             let _ = tx.blocking_send(Message::Warning(w));
         }
+        let (after, before) = (query.after, query.before);
         let files = self.overlapping(after, before);
         let mut declared: Vec<(LinkType, Precision)> = Vec::new();
         for (_, e) in &files {
@@ -344,7 +336,7 @@ impl LocalUpstream {
                 }
             })
             .collect();
-        let mut gate = pcap::Gate::new(after, before, bpf.map(str::to_owned));
+        let mut gate = pcap::Gate::new(after, before, query.clauses(), query.bpf.clone());
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
         let fill = |i: usize, kway: &mut KWay, readers: &mut [Option<CaptureFile>]| {

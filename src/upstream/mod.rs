@@ -166,7 +166,7 @@ impl Upstream {
                         crate::query::rfc3339(oldest.0)
                     )));
                 }
-                u.query(query.after, query.before, query.bpf_filter(), tx, cancel);
+                u.query(Arc::clone(query), tx, cancel);
             }
             Upstream::Stenographer(s) => s.query(Arc::clone(query), limits, tx, cancel),
         }

@@ -298,7 +298,9 @@ impl Sensor {
         let mut body = head.into_body();
         let mut out = Stream {
             reader: Reader::new(),
-            gate: Gate::new(query.after, query.before, query.bpf.clone()),
+            // The structured clauses were pushed down: Stenographer applied them (looking through
+            // VLAN and MPLS itself); only the raw BPF clause is Docket's to apply.
+            gate: Gate::new(query.after, query.before, None, query.bpf.clone()),
             batch: Vec::with_capacity(BATCH_PACKETS),
             declared: false,
             received: 0,

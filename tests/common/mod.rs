@@ -28,6 +28,35 @@ pub fn corpus_files(dir: &str) -> Vec<PathBuf> {
     v
 }
 
+/// Every file of the corpus's `formats/`, `protocols/` and `merge/`: every link type, format
+/// corner and encapsulation the corpus has.
+pub fn every_kind_of_file() -> Vec<PathBuf> {
+    ["formats", "protocols", "merge"]
+        .iter()
+        .flat_map(|g| corpus_files(g))
+        .collect()
+}
+
+/// One local "sensor" per file: `work/<prefix><n>/` holding a link to the file. Returns (sensor
+/// name, directory, file) in the order given.
+pub fn one_sensor_per_file(
+    work: &Path,
+    prefix: &str,
+    files: &[PathBuf],
+) -> Vec<(String, PathBuf, PathBuf)> {
+    files
+        .iter()
+        .enumerate()
+        .map(|(n, f)| {
+            let name = format!("{prefix}{n}");
+            let dir = work.join(&name);
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::symlink(f, dir.join(f.file_name().unwrap())).unwrap();
+            (name, dir, f.clone())
+        })
+        .collect()
+}
+
 /// One packet as tshark reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharkPacket {
