@@ -448,3 +448,90 @@ proptest! {
         );
     }
 }
+
+/// pcapng corners Wireshark reads, written here block by block (no tool writes them on
+/// demand) and read by tshark as the oracle: binary `if_tsresol` (2^-n, the high bit set —
+/// pcap-parser refuses every such value), a decimal one, and the obsolete Packet Block
+/// (type 2) beside Enhanced Packet Blocks.
+#[test]
+fn pcapng_corners_read_as_tshark_reads_them() {
+    fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let len = (12 + body.len()) as u32;
+        [
+            &kind.to_le_bytes()[..],
+            &len.to_le_bytes(),
+            body,
+            &len.to_le_bytes(),
+        ]
+        .concat()
+    }
+    fn padded(data: &[u8]) -> Vec<u8> {
+        let mut v = data.to_vec();
+        v.resize(data.len().div_ceil(4) * 4, 0);
+        v
+    }
+    let mut file = block(
+        0x0a0d_0d0a,
+        &[
+            &0x1a2b_3c4du32.to_le_bytes()[..],
+            &[1, 0, 0, 0],
+            &(-1i64).to_le_bytes(),
+        ]
+        .concat(),
+    );
+    let resolutions: [u8; 5] = [0x88, 0x94, 0x9e, 0xa0, 9];
+    for r in resolutions {
+        // Ethernet, snaplen 0; if_tsresol (code 9, length 1), then opt_endofopt.
+        let body = [
+            &[1u8, 0, 0, 0, 0, 0, 0, 0][..],
+            &[9, 0, 1, 0, r, 0, 0, 0],
+            &[0; 4],
+        ]
+        .concat();
+        file.extend(block(1, &body));
+    }
+    let frame: Vec<u8> = (0u8..60).collect();
+    let mut times = Vec::new();
+    for (i, r) in resolutions.iter().enumerate() {
+        let units: u128 = if r & 0x80 != 0 {
+            1 << (r & 0x7f)
+        } else {
+            10u128.pow(u32::from(*r))
+        };
+        for (k, frac) in [0u128, 1, units / 3, units - 1].into_iter().enumerate() {
+            let t = (1_700_000_000 + (i * 10 + k) as u128) * units + frac;
+            times.push(t);
+            let (high, low) = ((t >> 32) as u32, t as u32);
+            let fields = |iface: &[u8]| -> Vec<u8> {
+                [
+                    iface,
+                    &high.to_le_bytes(),
+                    &low.to_le_bytes(),
+                    &60u32.to_le_bytes(),
+                    &60u32.to_le_bytes(),
+                    &padded(&frame),
+                ]
+                .concat()
+            };
+            if k == 2 {
+                // Obsolete Packet Block: u16 interface, u16 drops count, then as an EPB.
+                let iface = [&(i as u16).to_le_bytes()[..], &[0, 0]].concat();
+                file.extend(block(2, &fields(&iface)));
+            } else {
+                file.extend(block(6, &fields(&(i as u32).to_le_bytes())));
+            }
+        }
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("corners.pcapng");
+    std::fs::write(&path, &file).unwrap();
+    let shark = tshark_packets(&path);
+    assert_eq!(shark.len(), times.len(), "tshark reads every packet");
+    let (ours, err) = read_chunked(&Bytes::from(file), &[7, 64, 1000]);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(ours.len(), shark.len());
+    for (a, b) in ours.iter().zip(&shark) {
+        assert_eq!(a.ts.to_string(), b.time, "time");
+        assert_eq!(&a.data[..], &b.data[..]);
+    }
+}

@@ -792,14 +792,25 @@ fn interface(idb: &InterfaceDescriptionBlock, be: bool, offset: u64) -> Result<I
             };
         }
     }
-    let units = pcap_parser::pcapng::build_ts_resolution(tsresol)
-        .ok_or(Error::BadTsResolution { offset, tsresol })?;
+    let units = ts_units(tsresol).ok_or(Error::BadTsResolution { offset, tsresol })?;
     Ok(Interface {
         link_type: idb.linktype.0 as LinkType,
         units,
         offset_secs,
         snaplen: idb.snaplen,
     })
+}
+
+/// Units per second of an `if_tsresol` value: 10^n, or 2^n when the high bit is set.
+/// (pcap-parser 0.16's `build_ts_resolution` compares the whole byte, high bit included, with
+/// 63, so it refuses every binary resolution: reported upstream, worked around here.)
+fn ts_units(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    }
 }
 
 /// Names what a non-capture stream looks like, from its first bytes.
