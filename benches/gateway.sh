@@ -65,6 +65,7 @@ path = "$dir/data"
 [[local]]
 name = "x4"
 path = "$dir/x4"
+follow_symlinks = true
 EOF
 "$docket" serve -c "$dir/docket.toml" > "$dir/docket.out" 2> "$dir/docket.err" &
 dpid=$!; pids+=("$dpid")

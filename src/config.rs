@@ -266,8 +266,30 @@ fn default_stats_timeout() -> u64 {
 pub struct RawLocal {
     /// Sensor name, as used by `sensor/<name>`.
     pub name: String,
-    /// Directory of pcap/pcapng files.
+    /// Directory of pcap/pcapng files. Missing at start: a warning, and jobs fail with that
+    /// reason until it appears (an unmounted share must not take the gateway down).
     pub path: PathBuf,
+    /// Subdirectories read below `path` (Suricata's multi mode writes one per thread).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Follow symbolic links that lead outside `path` (links within it are always followed).
+    #[serde(default)]
+    pub follow_symlinks: bool,
+    /// File names that carry the start epoch of a rotation, `{epoch}` marking the seconds:
+    /// files outside a query's window are skipped without being read.
+    #[serde(default = "default_epoch_names")]
+    pub epoch_names: Vec<String>,
+}
+
+fn default_max_depth() -> usize {
+    3
+}
+
+fn default_epoch_names() -> Vec<String> {
+    crate::upstream::local::EpochName::DEFAULTS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 impl Default for RawConfig {
@@ -427,6 +449,8 @@ pub struct LocalDir {
     pub name: String,
     /// Directory (resolved).
     pub path: PathBuf,
+    /// How the directory's files are laid out.
+    pub layout: crate::upstream::local::Layout,
 }
 
 impl Config {
@@ -506,12 +530,26 @@ impl Config {
             check_name(&key, &l.name, &names)?;
             names.push(&l.name);
             let p = resolve(&l.path);
-            if !p.is_dir() {
+            if p.exists() && !p.is_dir() {
                 return Err(invalid(&key, format!("{} is not a directory", p.display())));
             }
+            let epoch_names = l
+                .epoch_names
+                .iter()
+                .map(|n| {
+                    crate::upstream::local::EpochName::parse(n).ok_or_else(|| {
+                        invalid(&key, format!("epoch_names: {n:?} needs one {{epoch}}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             local.push(LocalDir {
                 name: l.name.clone(),
                 path: p,
+                layout: crate::upstream::local::Layout {
+                    max_depth: l.max_depth,
+                    follow_symlinks: l.follow_symlinks,
+                    epoch_names,
+                },
             });
         }
         let mut stenographer = Vec::new();

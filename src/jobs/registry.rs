@@ -79,7 +79,7 @@ impl Registry {
     ) -> Result<Registry, sensor_tls::Error> {
         let mut upstreams: Vec<Upstream> = locals
             .iter()
-            .map(|d| Upstream::Local(Arc::new(LocalUpstream::new(d.name.clone(), d.path.clone()))))
+            .map(|d| Upstream::Local(Arc::new(LocalUpstream::new(d))))
             .collect();
         for s in sensors {
             upstreams.push(Upstream::Stenographer(Arc::new(Sensor::new(s)?)));

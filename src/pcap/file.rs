@@ -236,6 +236,11 @@ impl CaptureFile {
         self.reader.declared()
     }
 
+    /// The container format, once its header has been read.
+    pub fn format(&self) -> Option<super::Format> {
+        self.reader.format()
+    }
+
     /// The next packet in file order; `None` at the end (or after an error).
     pub fn next_packet(&mut self) -> Option<Result<Packet, ReadError>> {
         loop {

@@ -1,5 +1,15 @@
 //! The embedded backend: a local directory of pcap/pcapng files as one upstream.
 //!
+//! - **Layout** ([`Layout`]). Files in the directory and its subdirectories down to
+//!   `max_depth`; symbolic links followed within the directory (outside it only with
+//!   `follow_symlinks`; otherwise named as skipped); each directory read once (by device and
+//!   inode). A missing directory fails each query with [`Error::Directory`], never the gateway.
+//! - **Rotation names** ([`EpochName`]). A file whose name carries its start epoch is probed
+//!   (its first packet only) instead of read whole; the next file of its sequence (same
+//!   directory and pattern) bounds it, plus [`ROTATION_SLACK`]. A name its first packet
+//!   contradicts is read whole. A query that reads a rotation file whole records its real
+//!   range. Invariant: a file is skipped only on its real range, or on an uncontradicted name's.
+//!
 //! - **Time index.** Each file's first and last timestamp (min and max: a file need not be
 //!   sorted), declared link types and packet count, keyed by path and remembered with the
 //!   file's size and mtime. [`LocalUpstream::refresh`] re-stats the directory and rescans only
@@ -8,10 +18,10 @@
 //! - **Order.** The overlapping files are merged by timestamp with [`KWay`] in file-name order,
 //!   so a directory of overlapping captures answers in time order; with contiguous groups, the
 //!   job's merge of directories then equals one flat `mergecap` of all files in that order.
-//! - **Exact window and filter.** Every packet is gated to `[after, before)` and, if the query
-//!   has one, passed through a BPF program compiled by libpcap (the `pcap` crate) for the
-//!   packet's link type, so `host/net/port/proto/bpf` mean what they mean to tcpdump. A link
-//!   type the expression cannot be compiled for (`port 80` on netlink) matches nothing.
+//! - **Exact window and filter.** Every packet goes through the one [`pcap::Gate`]: the window
+//!   `[after, before)`, the structured clauses at any layer ([`pcap::Clauses`]), and the raw
+//!   BPF clause compiled by libpcap for the packet's link type (a link type it cannot be
+//!   compiled for, `port 80` on netlink, matches nothing).
 //! - **Damage.** A file that fails part-way contributes its packets before the damage and is
 //!   reported as a warning; the rest of the directory still answers. A file that yields no
 //!   packet because it cannot be read (bad magic, empty, first record corrupt, not a regular
@@ -53,6 +63,82 @@ pub struct FileEntry {
     pub packets: u64,
     /// Why reading stopped early, if it did.
     pub error: Option<String>,
+    /// For a rotation file whose name carries its start (and whose first packet agrees):
+    /// (the sequence — directory and pattern —, the name's epoch). Until the file has been read
+    /// whole, `last` is unknown and the next file of the sequence bounds it.
+    named: Option<(Sequence, Timestamp)>,
+}
+
+/// A rotation sequence: a directory and one of the epoch-name patterns.
+type Sequence = (PathBuf, usize);
+
+/// A file of a rotation sequence may hold packets this much past the next file's start
+/// (a writer's timestamps are not strictly ordered): reading one extra file at a window's edge
+/// costs little, a missed packet would not.
+const ROTATION_SLACK: i128 = 5 * pcap::NANOS_PER_SEC;
+
+/// How a directory's files are laid out (the `[[local]]` table's layout keys).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Subdirectory levels read below the directory (0: the directory alone).
+    pub max_depth: usize,
+    /// Follow symbolic links that lead outside the directory.
+    pub follow_symlinks: bool,
+    /// Rotation names that carry a start epoch.
+    pub epoch_names: Vec<EpochName>,
+}
+
+impl Default for Layout {
+    fn default() -> Layout {
+        Layout {
+            max_depth: 3,
+            follow_symlinks: false,
+            epoch_names: EpochName::DEFAULTS
+                .iter()
+                .filter_map(|n| EpochName::parse(n))
+                .collect(),
+        }
+    }
+}
+
+/// A rotation file name with its start time in it: `prefix{epoch}suffix`, the epoch in whole
+/// seconds. A name matches when it is the prefix, digits, the suffix, and nothing more but an
+/// extension (`.gz`, `.lz4`, `.zst`: a compressed rotation keeps its name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochName {
+    prefix: String,
+    suffix: String,
+}
+
+impl EpochName {
+    /// Suricata's pcap-log (`log.pcap.<epoch>`, per thread in multi mode) and Security Onion's
+    /// (`so-pcap.<epoch>`).
+    pub const DEFAULTS: [&'static str; 2] = ["log.pcap.{epoch}", "so-pcap.{epoch}"];
+
+    /// A pattern with exactly one `{epoch}`.
+    pub fn parse(pattern: &str) -> Option<EpochName> {
+        let (prefix, suffix) = pattern.split_once("{epoch}")?;
+        (!suffix.contains("{epoch}")).then(|| EpochName {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        })
+    }
+
+    /// The start epoch a file name carries, if it matches.
+    pub fn epoch(&self, name: &str) -> Option<Timestamp> {
+        let rest = name.strip_prefix(&self.prefix)?;
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        // Seconds since 1970 up to year 9999 have at most 12 digits.
+        if digits == 0 || digits > 12 {
+            return None;
+        }
+        let tail = rest[digits..].strip_prefix(&self.suffix)?;
+        if !(tail.is_empty() || tail.starts_with('.')) {
+            return None;
+        }
+        let secs: i128 = rest[..digits].parse().ok()?;
+        Some(Timestamp(secs * pcap::NANOS_PER_SEC))
+    }
 }
 
 /// A directory upstream. Cheap to share (`Arc`); the index is behind a mutex held only briefly.
@@ -60,6 +146,7 @@ pub struct FileEntry {
 pub struct LocalUpstream {
     name: String,
     dir: PathBuf,
+    layout: Layout,
     index: Mutex<HashMap<PathBuf, FileEntry>>,
     /// Held for a whole refresh, so concurrent queries do not scan the same new files twice.
     refreshing: Mutex<()>,
@@ -102,6 +189,7 @@ impl FileEntry {
             declared: Vec::new(),
             packets: 0,
             error: None,
+            named: None,
         }
     }
 }
@@ -135,12 +223,69 @@ fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileE
     e
 }
 
+/// A rotation file, read only as far as its first packet: that packet's time (which must not
+/// be before the name's epoch, less [`ROTATION_SLACK`]) and the link types. A pcapng file (whose
+/// later blocks may declare more interfaces), a file whose name lies, or one without a packet is
+/// read whole instead.
+fn probe(
+    path: &Path,
+    size: u64,
+    mtime: SystemTime,
+    named: (Sequence, Timestamp),
+    progress: &Progress,
+) -> FileEntry {
+    progress.opening(path);
+    let Ok(mut f) = CaptureFile::open(path) else {
+        return scan(path, size, mtime, progress);
+    };
+    let first = match f.next_packet() {
+        Some(Ok(p)) => p.ts,
+        _ => return scan(path, size, mtime, progress),
+    };
+    let pcap = matches!(f.format(), Some(pcap::Format::Pcap { .. }));
+    if !pcap || first.0 < named.1 .0 - ROTATION_SLACK {
+        return scan(path, size, mtime, progress);
+    }
+    FileEntry {
+        first: Some(first),
+        declared: f.declared().to_vec(),
+        // At least the one read; the rest are counted when a query reads the file whole.
+        packets: 1,
+        named: Some(named),
+        ..FileEntry::unread(size, mtime)
+    }
+}
+
+/// The start epochs of every rotation sequence, sorted.
+fn sequence_starts(idx: &HashMap<PathBuf, FileEntry>) -> HashMap<&Sequence, Vec<Timestamp>> {
+    let mut starts: HashMap<&Sequence, Vec<Timestamp>> = HashMap::new();
+    for (seq, t) in idx.values().filter_map(|e| e.named.as_ref()) {
+        starts.entry(seq).or_default().push(*t);
+    }
+    for v in starts.values_mut() {
+        v.sort_unstable();
+    }
+    starts
+}
+
+/// The start epoch of the file after `epoch` in `seq`, if there is one.
+fn next_start(
+    starts: &HashMap<&Sequence, Vec<Timestamp>>,
+    seq: &Sequence,
+    epoch: Timestamp,
+) -> Option<Timestamp> {
+    let v = starts.get(seq)?;
+    v.get(v.partition_point(|t| *t <= epoch)).copied()
+}
+
 impl LocalUpstream {
-    /// An upstream over `dir`, with an empty index (call [`refresh`](Self::refresh)).
-    pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> LocalUpstream {
+    /// An upstream over a configured directory, with an empty index (call
+    /// [`refresh`](Self::refresh)).
+    pub fn new(d: &crate::config::LocalDir) -> LocalUpstream {
         LocalUpstream {
-            name: name.into(),
-            dir: dir.into(),
+            name: d.name.clone(),
+            dir: d.path.clone(),
+            layout: d.layout.clone(),
             index: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(()),
         }
@@ -149,6 +294,19 @@ impl LocalUpstream {
     /// The sensor name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the directory can be listed now (cheap: one `read_dir`).
+    ///
+    /// # Errors
+    /// [`Error::Directory`] with the reason (missing, not permitted, …).
+    pub fn listable(&self) -> Result<(), Error> {
+        std::fs::read_dir(&self.dir)
+            .map(drop)
+            .map_err(|source| Error::Directory {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     /// Brings the index up to date with the directory: scans new and changed files, forgets
@@ -162,66 +320,165 @@ impl LocalUpstream {
 
     fn refresh_watched(&self, progress: &Progress) -> Result<(), Error> {
         let _one_at_a_time = self.refreshing.lock().expect("refresh lock");
-        let listing = std::fs::read_dir(&self.dir).map_err(|source| Error::Directory {
+        let missing = |source| Error::Directory {
             path: self.dir.clone(),
             source,
-        })?;
+        };
+        let root = std::fs::canonicalize(&self.dir).map_err(missing)?;
         let mut present = std::collections::HashSet::new();
-        for entry in listing.flatten() {
-            let path = entry.path();
-            progress.opening(&path);
-            // Follows symlinks (a directory of links to capture files is a fine upstream);
-            // `DirEntry::metadata` would not.
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
+        let note =
+            |path: PathBuf, reason: String, present: &mut std::collections::HashSet<PathBuf>| {
+                // A dangling link, a link loop, a link leading out: named, like any file that
+                // cannot be read.
+                let e = FileEntry {
+                    error: Some(reason),
+                    ..FileEntry::unread(0, SystemTime::UNIX_EPOCH)
+                };
+                self.index
+                    .lock()
+                    .expect("index lock")
+                    .insert(path.clone(), e);
+                present.insert(path);
+            };
+        // Directories by (device, inode), so a link loop (with `follow_symlinks`) is read once.
+        let mut visited = std::collections::HashSet::new();
+        let mut dirs = vec![(self.dir.clone(), 0usize)];
+        while let Some((dir, depth)) = dirs.pop() {
+            let listing = match std::fs::read_dir(&dir) {
+                Ok(l) => l,
+                Err(source) if depth == 0 => return Err(missing(source)),
                 Err(e) => {
-                    // A dangling link or a link loop: named, like any file that cannot be read.
-                    let e = FileEntry {
-                        error: Some(e.to_string()),
-                        ..FileEntry::unread(0, SystemTime::UNIX_EPOCH)
+                    note(dir, format!("unreadable directory: {e}"), &mut present);
+                    continue;
+                }
+            };
+            for entry in listing.flatten() {
+                let path = entry.path();
+                progress.opening(&path);
+                if entry.file_type().is_ok_and(|t| t.is_symlink()) && !self.layout.follow_symlinks {
+                    match std::fs::canonicalize(&path) {
+                        Ok(target) if target.starts_with(&root) => {}
+                        Ok(target) => {
+                            let reason = format!(
+                                "a symbolic link leading outside the directory (to {}); \
+                                 follow_symlinks = true follows it",
+                                target.display()
+                            );
+                            note(path, reason, &mut present);
+                            continue;
+                        }
+                        Err(e) => {
+                            note(path, e.to_string(), &mut present);
+                            continue;
+                        }
+                    }
+                }
+                // Follows symlinks; `DirEntry::metadata` would not.
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        note(path, e.to_string(), &mut present);
+                        continue;
+                    }
+                };
+                if meta.is_dir() {
+                    use std::os::unix::fs::MetadataExt;
+                    if depth < self.layout.max_depth && visited.insert((meta.dev(), meta.ino())) {
+                        dirs.push((path, depth + 1));
+                    }
+                    continue;
+                }
+                let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let known = {
+                    let idx = self.index.lock().expect("index lock");
+                    idx.get(&path)
+                        .is_some_and(|e| e.size == meta.len() && e.mtime == mtime)
+                };
+                if !known {
+                    // A FIFO or device is refused by the open, without blocking, and named.
+                    let e = match self.named(&dir, &path) {
+                        Some(named) => probe(&path, meta.len(), mtime, named, progress),
+                        None => scan(&path, meta.len(), mtime, progress),
                     };
                     self.index
                         .lock()
                         .expect("index lock")
                         .insert(path.clone(), e);
-                    present.insert(path);
-                    continue;
                 }
-            };
-            if meta.is_dir() {
-                continue;
+                present.insert(path);
             }
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            let known = {
-                let idx = self.index.lock().expect("index lock");
-                idx.get(&path)
-                    .is_some_and(|e| e.size == meta.len() && e.mtime == mtime)
-            };
-            if !known {
-                // A FIFO or device is refused by the open, without blocking, and named.
-                let e = scan(&path, meta.len(), mtime, progress);
-                self.index
-                    .lock()
-                    .expect("index lock")
-                    .insert(path.clone(), e);
-            }
-            present.insert(path);
         }
-        self.index
-            .lock()
-            .expect("index lock")
-            .retain(|p, _| present.contains(p));
+        let mut idx = self.index.lock().expect("index lock");
+        idx.retain(|p, _| present.contains(p));
+        // A rotation name that lies (its file starts after the next file of its sequence
+        // starts) is not trusted: that file is read whole, like an unnamed one.
+        let starts = sequence_starts(&idx);
+        let liars: Vec<PathBuf> = idx
+            .iter()
+            .filter(|(_, e)| e.last.is_none() && e.named.is_some())
+            .filter(|(_, e)| {
+                let (seq, epoch) = e.named.as_ref().expect("filtered");
+                let next = next_start(&starts, seq, *epoch);
+                matches!((e.first, next), (Some(f), Some(n)) if f >= n)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        drop(starts);
+        drop(idx);
+        for path in liars {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let e = scan(&path, meta.len(), mtime, progress);
+                self.index.lock().expect("index lock").insert(path, e);
+            }
+        }
         Ok(())
     }
 
-    /// The indexed files whose time range overlaps `[after, before)`, in name order.
+    /// The sequence and start epoch of a file whose name follows a rotation pattern.
+    fn named(&self, dir: &Path, path: &Path) -> Option<(Sequence, Timestamp)> {
+        let name = path.file_name()?.to_str()?;
+        self.layout
+            .epoch_names
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| Some(((dir.to_owned(), i), n.epoch(name)?)))
+    }
+
+    /// Records what reading a rotation file whole showed (its real first and last times), if
+    /// the file is still the one that was read.
+    fn learn(
+        &self,
+        path: &Path,
+        size: u64,
+        first: Option<Timestamp>,
+        last: Option<Timestamp>,
+        packets: u64,
+    ) {
+        let mut idx = self.index.lock().expect("index lock");
+        if let Some(e) = idx.get_mut(path) {
+            if e.size == size && e.last.is_none() {
+                (e.first, e.last, e.packets) = (first, last, packets);
+            }
+        }
+    }
+
+    /// The indexed files whose time range overlaps `[after, before)`, in name order. A rotation
+    /// file not yet read whole ends where the next file of its sequence starts (plus
+    /// [`ROTATION_SLACK`]); the newest of a sequence has no end yet.
     pub fn overlapping(&self, after: Timestamp, before: Timestamp) -> Vec<(PathBuf, FileEntry)> {
         let idx = self.index.lock().expect("index lock");
+        let starts = sequence_starts(&idx);
         let mut v: Vec<(PathBuf, FileEntry)> = idx
             .iter()
-            .filter(|(_, e)| match (e.first, e.last) {
-                (Some(f), Some(l)) => f < before && l >= after,
-                _ => false,
+            .filter(|(_, e)| {
+                let last = match (&e.named, e.last) {
+                    (_, Some(l)) => l,
+                    (Some((seq, epoch)), None) => next_start(&starts, seq, *epoch)
+                        .map_or(Timestamp(i128::MAX), |n| Timestamp(n.0 + ROTATION_SLACK)),
+                    (None, None) => return false,
+                };
+                e.first.is_some_and(|f| f < before) && last >= after
             })
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
@@ -322,6 +579,12 @@ impl LocalUpstream {
         if tx.blocking_send(Message::Declared(declared)).is_err() {
             return;
         }
+        // Rotation files known only by name and first packet: what reading them whole shows
+        // is kept (`learn`), so the index holds their real range from then on.
+        let mut spans: Vec<Option<Span>> = files
+            .iter()
+            .map(|(_, e)| (e.named.is_some() && e.last.is_none()).then(Span::default))
+            .collect();
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
             .map(|(p, _)| {
@@ -339,15 +602,24 @@ impl LocalUpstream {
         let mut gate = pcap::Gate::new(after, before, query.clauses(), query.bpf.clone());
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
-        let fill = |i: usize, kway: &mut KWay, readers: &mut [Option<CaptureFile>]| {
+        let fill = |i: usize,
+                    kway: &mut KWay,
+                    readers: &mut [Option<CaptureFile>],
+                    spans: &mut [Option<Span>]| {
             let Some(f) = &mut readers[i] else {
                 kway.end(i);
                 return;
             };
             progress.step();
             match f.next_packet() {
-                Some(Ok(p)) => kway.push(i, p),
+                Some(Ok(p)) => {
+                    if let Some(s) = &mut spans[i] {
+                        s.saw(p.ts);
+                    }
+                    kway.push(i, p)
+                }
                 Some(Err(e)) => {
+                    spans[i] = None;
                     let _ = tx.blocking_send(Message::Warning(format!(
                         "{}: {e}; packets after it are skipped",
                         f.path().display()
@@ -355,6 +627,10 @@ impl LocalUpstream {
                     kway.end(i);
                 }
                 None => {
+                    if let Some(s) = &mut spans[i] {
+                        s.whole = f.ended_early().is_none();
+                        s.size = f.size();
+                    }
                     if let Some(at) = f.ended_early() {
                         let _ = tx.blocking_send(Message::Warning(format!(
                             "{}: the file shrank or was rewritten while being read (truncated, \
@@ -368,7 +644,7 @@ impl LocalUpstream {
             }
         };
         for i in 0..readers.len() {
-            fill(i, &mut kway, &mut readers);
+            fill(i, &mut kway, &mut readers, &mut spans);
         }
         let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
@@ -378,7 +654,7 @@ impl LocalUpstream {
             if popped % 4096 == 0 && (cancel.is_cancelled() || tx.is_closed()) {
                 return;
             }
-            fill(i, &mut kway, &mut readers);
+            fill(i, &mut kway, &mut readers, &mut spans);
             if !gate.admits(&p) {
                 continue;
             }
@@ -396,6 +672,32 @@ impl LocalUpstream {
         if !batch.is_empty() {
             let _ = tx.blocking_send(Message::Batch(batch));
         }
+        for (s, f) in spans.iter().zip(&readers) {
+            if let (Some(s), Some(f)) = (s, f) {
+                if s.whole {
+                    self.learn(f.path(), s.size, s.first, s.last, s.packets);
+                }
+            }
+        }
+    }
+}
+
+/// What reading one file showed: its packets' time range and count, and whether it was read
+/// to its end.
+#[derive(Debug, Default)]
+struct Span {
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+    packets: u64,
+    whole: bool,
+    size: u64,
+}
+
+impl Span {
+    fn saw(&mut self, ts: Timestamp) {
+        self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
+        self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
+        self.packets += 1;
     }
 }
 
@@ -457,4 +759,93 @@ pub struct UnreadableFile {
     pub file: String,
     /// Why.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_names_match_as_documented() {
+        let suricata = EpochName::parse("log.pcap.{epoch}").unwrap();
+        let s = |t: i128| Some(Timestamp(t * pcap::NANOS_PER_SEC));
+        assert_eq!(suricata.epoch("log.pcap.1700000000"), s(1_700_000_000));
+        assert_eq!(suricata.epoch("log.pcap.1700000000.lz4"), s(1_700_000_000));
+        assert_eq!(suricata.epoch("log.pcap.17x"), None);
+        assert_eq!(suricata.epoch("xlog.pcap.1700000000"), None);
+        assert_eq!(suricata.epoch("log.pcap."), None);
+        assert_eq!(suricata.epoch("log.pcap.1234567890123"), None);
+        let tcpdump = EpochName::parse("trace-{epoch}.pcap").unwrap();
+        assert_eq!(tcpdump.epoch("trace-1700000000.pcap.gz"), s(1_700_000_000));
+        assert_eq!(tcpdump.epoch("trace-1700000000.pcapng"), None);
+        assert_eq!(EpochName::parse("no-placeholder"), None);
+        assert_eq!(EpochName::parse("{epoch}-{epoch}"), None);
+    }
+
+    /// A little-endian classic pcap with every record's time moved by `secs`.
+    fn shifted(pcap: &[u8], secs: u32) -> Vec<u8> {
+        assert_eq!(
+            pcap[..4],
+            [0xd4, 0xc3, 0xb2, 0xa1],
+            "a little-endian µs pcap"
+        );
+        let mut v = pcap.to_vec();
+        let mut at = 24;
+        while at + 16 <= v.len() {
+            let t = u32::from_le_bytes(v[at..at + 4].try_into().unwrap()) + secs;
+            v[at..at + 4].copy_from_slice(&t.to_le_bytes());
+            at += 16 + u32::from_le_bytes(v[at + 8..at + 12].try_into().unwrap()) as usize;
+        }
+        v
+    }
+
+    /// Rotation files are probed (first packet only), not read whole, and a window picks them
+    /// by their names: a file before the window is skipped, its neighbour's start (plus the
+    /// slack) bounding it; a name that lies gets its file read whole.
+    #[test]
+    fn rotation_files_are_chosen_by_name() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
+        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        let first = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+        // Three hours of rotation, one file an hour; and a file whose name is half an hour
+        // after its first packet.
+        let name = |t: u32| dir.path().join(format!("log.pcap.{t}"));
+        for k in 0..3 {
+            std::fs::write(name(first + 3600 * k), shifted(&bytes, 3600 * k)).unwrap();
+        }
+        let liar = dir
+            .path()
+            .join(format!("log.pcap.{}", first + 3 * 3600 + 1800));
+        std::fs::write(&liar, shifted(&bytes, 3 * 3600)).unwrap();
+        let up = LocalUpstream::new(&crate::config::LocalDir {
+            name: "r".into(),
+            path: dir.path().to_owned(),
+            layout: Layout::default(),
+        });
+        up.refresh().unwrap();
+        let idx = up.index.lock().unwrap().clone();
+        for k in 0..3 {
+            assert!(
+                idx[&name(first + 3600 * k)].last.is_none(),
+                "probed, not read whole"
+            );
+        }
+        assert!(idx[&liar].last.is_some(), "the liar is read whole");
+        let at = |secs: u32| Timestamp(i128::from(secs) * pcap::NANOS_PER_SEC);
+        // Half past the first hour: the first file ends at the second's start (plus slack).
+        let chosen: Vec<PathBuf> = up
+            .overlapping(at(first + 5400), at(first + 5401))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(chosen, vec![name(first + 3600)]);
+        // The last honest file of the sequence is open-ended; the liar holds the fourth hour.
+        let chosen: Vec<PathBuf> = up
+            .overlapping(at(first + 3 * 3600 + 60), at(first + 3 * 3600 + 61))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(chosen, vec![name(first + 7200), liar]);
+    }
 }

@@ -176,14 +176,18 @@ impl Upstream {
     /// dead one shows as down.
     pub async fn health(&self) -> Health {
         match self {
-            Upstream::Local(u) => Health {
-                kind: "local",
-                up: true,
-                oldest_timestamp: u.oldest().map(|t| crate::query::rfc3339(t.0)),
-                error: None,
-                stats: None,
-                files: Some(u.files()),
-            },
+            Upstream::Local(u) => {
+                // A missing directory (an unmounted share) shows as down, with the reason.
+                let error = u.listable().err().map(|e| e.to_string());
+                Health {
+                    kind: "local",
+                    up: error.is_none(),
+                    oldest_timestamp: u.oldest().map(|t| crate::query::rfc3339(t.0)),
+                    error,
+                    stats: None,
+                    files: Some(u.files()),
+                }
+            }
             Upstream::Stenographer(s) => match s.stats().await {
                 Ok(st) => Health {
                     kind: "stenographer",

@@ -226,7 +226,7 @@ pub fn tls_server_auth(locals: &[(&str, PathBuf)], extra: &str, auth: &str) -> S
     );
     for (name, path) in locals {
         conf.push_str(&format!(
-            "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
+            "[[local]]\nname = \"{name}\"\npath = \"{}\"\nfollow_symlinks = true\n",
             path.display()
         ));
     }

@@ -47,7 +47,7 @@ impl Server {
         let mut conf = format!("{extra}\n");
         for (name, path) in locals {
             conf.push_str(&format!(
-                "[[local]]\nname = \"{name}\"\npath = \"{}\"\n",
+                "[[local]]\nname = \"{name}\"\npath = \"{}\"\nfollow_symlinks = true\n",
                 path.display()
             ));
         }

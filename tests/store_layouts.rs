@@ -1,0 +1,169 @@
+//! Capture stores as the field writes them, read by the real `docket serve`: Suricata's
+//! pcap-log in multi mode (LZ4-frame files by the real `lz4` tool, `<dir>/<thread>/
+//! log.pcap.<epoch>`), tcpdump `-G`-style names with a configured pattern and `gzip`, a name that
+//! lies about its time, subdirectories below `max_depth`, symbolic links leading out, and a
+//! directory missing at start. Oracle: tcpdump → editcap → mergecap over the uncompressed
+//! files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::server::{assert_same_packets, epoch, oracle, Server};
+use common::{corpus, run_ok};
+use tempfile::TempDir;
+
+const AFTER: &str = "2021-01-05T06:56:00Z";
+const BEFORE: &str = "2021-01-05T06:57:00Z";
+const FILTER: &str = "host 2620:1ec:c11::200";
+
+/// The ground-truth trace cut every 5 s by `editcap -i` into `dir`; returns each file with the
+/// epoch second of its first packet (capinfos), in time order.
+fn rotations(dir: &Path) -> Vec<(PathBuf, i64)> {
+    std::fs::create_dir_all(dir).unwrap();
+    run_ok(
+        Command::new("editcap")
+            .args(["-i", "5"])
+            .arg(corpus().join("merge/ground-truth__pcpp-tls2.pcap"))
+            .arg(dir.join("gt.pcap")),
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let out = run_ok(
+                Command::new("capinfos")
+                    .args(["-S", "-a", "-T", "-r"])
+                    .arg(&f),
+            );
+            let line = String::from_utf8(out).unwrap();
+            let secs = line.split('\t').nth(1).unwrap().trim();
+            let secs: f64 = secs.parse().unwrap();
+            (f, secs.floor() as i64)
+        })
+        .collect()
+}
+
+/// `tool -c FILE > to`.
+fn compress(tool: &str, file: &Path, to: &Path) {
+    let bytes = run_ok(Command::new(tool).arg("-c").arg(file));
+    std::fs::write(to, bytes).unwrap();
+}
+
+fn check(server: &Server, sensor: &str, plain: &Path, work: &Path, what: &str) {
+    let path =
+        format!("q/sensor/{sensor}/host/2620:1ec:c11::200/after/{AFTER}/before/{BEFORE}/pcap");
+    let ours = server.fetch(&path, work);
+    let expected = oracle(
+        &[plain.to_owned()],
+        FILTER,
+        epoch(AFTER),
+        epoch(BEFORE),
+        work,
+    )
+    .expect("the window holds packets of that host");
+    assert_same_packets(&ours, &expected, what);
+}
+
+#[test]
+fn rotation_stores_answer_as_their_uncompressed_files() {
+    let work = TempDir::new().unwrap();
+    let plain = work.path().join("plain");
+    let files = rotations(&plain);
+    assert!(files.len() > 20, "{}", files.len());
+
+    // Suricata multi mode: one directory per thread, LZ4 frames, log.pcap.<epoch>.
+    let suricata = work.path().join("suricata");
+    for (k, (f, secs)) in files.iter().enumerate() {
+        let thread = suricata.join(format!("W#0{}-eth0", k % 2 + 1));
+        std::fs::create_dir_all(&thread).unwrap();
+        compress("lz4", f, &thread.join(format!("log.pcap.{secs}")));
+    }
+    // tcpdump -G -w 'trace-%s.pcap' -z gzip: a configured pattern, a compression suffix.
+    let tcpdump = work.path().join("tcpdump");
+    std::fs::create_dir_all(&tcpdump).unwrap();
+    for (f, secs) in &files {
+        compress("gzip", f, &tcpdump.join(format!("trace-{secs}.pcap.gz")));
+    }
+    // Names that lie: each file named with its neighbour's epoch, one an hour off.
+    let liars = work.path().join("liars");
+    std::fs::create_dir_all(&liars).unwrap();
+    for (k, (f, _)) in files.iter().enumerate() {
+        let (_, secs) = files[(k + 1) % files.len()];
+        let secs = if k == 7 { secs + 3600 } else { secs };
+        std::fs::copy(f, liars.join(format!("so-pcap.{secs}.{k}"))).unwrap();
+    }
+    let conf = format!(
+        "time_window = 1\n\
+         [[local]]\nname = \"suricata\"\npath = \"{}\"\n\
+         [[local]]\nname = \"tcpdump\"\npath = \"{}\"\nepoch_names = [\"trace-{{epoch}}.pcap\"]\n\
+         [[local]]\nname = \"liars\"\npath = \"{}\"\n",
+        suricata.display(),
+        tcpdump.display(),
+        liars.display()
+    );
+    let server = Server::launch(TempDir::new().unwrap(), &conf, None);
+    for sensor in ["suricata", "tcpdump", "liars"] {
+        check(&server, sensor, &plain, work.path(), sensor);
+    }
+    // A second query over the same window, after the first read the rotation files whole.
+    check(&server, "suricata", &plain, work.path(), "suricata, again");
+}
+
+#[test]
+fn depth_links_and_a_missing_directory() {
+    let work = TempDir::new().unwrap();
+    let plain = work.path().join("plain");
+    let files = rotations(&plain);
+    let root = work.path().join("root");
+    // Every file three levels down (read: max_depth 3), and a copy of each four levels down
+    // (not read: it would double every packet).
+    let deep = root.join("a/b/c");
+    let deeper = root.join("a/b/c/d");
+    std::fs::create_dir_all(&deeper).unwrap();
+    for (f, _) in &files {
+        std::fs::copy(f, deep.join(f.file_name().unwrap())).unwrap();
+        std::fs::copy(f, deeper.join(f.file_name().unwrap())).unwrap();
+    }
+    // A link leading outside the directory: not followed, and named.
+    std::os::unix::fs::symlink(&files[0].0, root.join("outside.pcap")).unwrap();
+    let absent = work.path().join("not-mounted");
+    let conf = format!(
+        "time_window = 1\n\
+         [[local]]\nname = \"root\"\npath = \"{}\"\n\
+         [[local]]\nname = \"absent\"\npath = \"{}\"\n",
+        root.display(),
+        absent.display()
+    );
+    // A missing directory does not stop the gateway from starting.
+    let server = Server::launch(TempDir::new().unwrap(), &conf, None);
+    check(&server, "root", &plain, work.path(), "three levels down");
+    let path = format!("q/sensor/root/after/{AFTER}/before/{BEFORE}");
+    let id = server.job_id(&path);
+    let job = server.wait_final(&id);
+    let events = job.to_string();
+    assert!(
+        events.contains("outside.pcap") && events.contains("follow_symlinks"),
+        "{job}"
+    );
+    // The missing one is down, with its reason, and its jobs fail naming it.
+    let sensors = server.json("stats");
+    let text = sensors.to_string();
+    assert!(text.contains("not-mounted"), "{sensors}");
+    let path = format!("q/sensor/absent/after/{AFTER}/before/{BEFORE}");
+    let id = server.job_id(&path);
+    let job = server.wait_final(&id);
+    assert_eq!(job["state"], "Failed", "{job}");
+    assert!(job.to_string().contains("not-mounted"), "{job}");
+    // Mounted later: answers.
+    std::fs::create_dir_all(&absent).unwrap();
+    for (f, _) in &files {
+        std::fs::copy(f, absent.join(f.file_name().unwrap())).unwrap();
+    }
+    check(&server, "absent", &plain, work.path(), "mounted later");
+}
