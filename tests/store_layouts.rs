@@ -167,3 +167,84 @@ fn depth_links_and_a_missing_directory() {
     }
     check(&server, "absent", &plain, work.path(), "mounted later");
 }
+
+/// A real writer: tcpdump capturing loopback into a rotating directory (`-G 1`, `-U`: every
+/// packet written at once) while Docket answers queries over it. Every answer given while the
+/// files grow and rotate is whole records (tshark reads it to the end) and holds only packets
+/// of the final capture; once tcpdump has stopped, the answer equals tcpdump → editcap →
+/// mergecap over the files it wrote.
+#[test]
+fn a_directory_tcpdump_is_writing_answers_while_it_grows() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let filter = format!("udp and dst port {port}");
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-i", "lo", "-U", "-n", "-G", "1", "-Z", "root", "-w"])
+        .arg(dir.join("trace-%s.pcap"))
+        .arg(&filter)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // tcpdump says "listening on lo" once it captures.
+    let mut err = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let conf = format!(
+        "time_window = 1\n[[local]]\nname = \"live\"\npath = \"{}\"\n\
+         epoch_names = [\"trace-{{epoch}}.pcap\"]\n",
+        dir.display()
+    );
+    let server = Server::launch(TempDir::new().unwrap(), &conf, None);
+    let (after, before) = (start - 5, start + 120);
+    let sender = std::thread::spawn(move || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for k in 0u32..500 {
+            s.send_to(&k.to_be_bytes(), ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+    // Queries while tcpdump writes: each a new job (its own `before`), so none is a spool hit.
+    let mut answers = Vec::new();
+    let mut k = 0;
+    while !sender.is_finished() {
+        let path = format!("q/sensor/live/after/{after}/before/{}/pcap", before + k);
+        answers.push(server.fetch(&path, work.path()));
+        k += 1;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    sender.join().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SIGINT: tcpdump flushes and closes its file.
+    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
+    tcpdump.wait().unwrap();
+    let path = format!("q/sensor/live/after/{after}/before/{}/pcap", before + k);
+    let ours = server.fetch(&path, work.path());
+    let expected = oracle(&[dir.clone()], "", after, before + k, work.path()).unwrap();
+    assert_same_packets(&ours, &expected, "after tcpdump stopped");
+    let all = common::tshark_packets(&expected);
+    // A loaded machine may drop some at capture; most must be there.
+    assert!(all.len() >= 400, "tcpdump captured {} of 500", all.len());
+    let mut growing = 0;
+    for a in &answers {
+        let got = common::tshark_packets(a);
+        assert!(
+            got.iter().all(|p| all.contains(p)),
+            "an answer while writing held a packet the final capture does not"
+        );
+        if !got.is_empty() && got.len() < all.len() {
+            growing += 1;
+        }
+    }
+    assert!(growing > 0, "no answer was given while the files grew");
+}
