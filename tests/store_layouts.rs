@@ -230,7 +230,14 @@ fn a_directory_tcpdump_is_writing_answers_while_it_grows() {
     tcpdump.wait().unwrap();
     let path = format!("q/sensor/live/after/{after}/before/{}/pcap", before + k);
     let ours = server.fetch(&path, work.path());
-    let expected = oracle(&[dir.clone()], "", after, before + k, work.path()).unwrap();
+    let expected = oracle(
+        std::slice::from_ref(&dir),
+        "",
+        after,
+        before + k,
+        work.path(),
+    )
+    .unwrap();
     assert_same_packets(&ours, &expected, "after tcpdump stopped");
     let all = common::tshark_packets(&expected);
     // A loaded machine may drop some at capture; most must be there.
