@@ -451,8 +451,8 @@ proptest! {
 
 /// pcapng corners Wireshark reads, written here block by block (no tool writes them on
 /// demand) and read by tshark as the oracle: binary `if_tsresol` (2^-n, the high bit set —
-/// pcap-parser refuses every such value), a decimal one, and the obsolete Packet Block
-/// (type 2) beside Enhanced Packet Blocks.
+/// pcap-parser refuses every such value), a decimal one, the obsolete Packet Block (type 2)
+/// beside Enhanced Packet Blocks, and blocks whose length fields leave out their padding.
 #[test]
 fn pcapng_corners_read_as_tshark_reads_them() {
     fn block(kind: u32, body: &[u8]) -> Vec<u8> {
@@ -490,7 +490,7 @@ fn pcapng_corners_read_as_tshark_reads_them() {
         .concat();
         file.extend(block(1, &body));
     }
-    let frame: Vec<u8> = (0u8..60).collect();
+    let frame: Vec<u8> = (0u8..64).collect();
     let mut times = Vec::new();
     for (i, r) in resolutions.iter().enumerate() {
         let units: u128 = if r & 0x80 != 0 {
@@ -502,14 +502,18 @@ fn pcapng_corners_read_as_tshark_reads_them() {
             let t = (1_700_000_000 + (i * 10 + k) as u128) * units + frac;
             times.push(t);
             let (high, low) = ((t >> 32) as u32, t as u32);
+            // One packet of 61 bytes per interface, in a block whose length fields give the
+            // unpadded length (93, not 96): Wireshark reads the padding as part of the block.
+            let n = if k == 1 { 61 } else { 60 };
+            let data = &frame[..n];
             let fields = |iface: &[u8]| -> Vec<u8> {
                 [
                     iface,
                     &high.to_le_bytes(),
                     &low.to_le_bytes(),
-                    &60u32.to_le_bytes(),
-                    &60u32.to_le_bytes(),
-                    &padded(&frame),
+                    &(n as u32).to_le_bytes(),
+                    &(n as u32).to_le_bytes(),
+                    &padded(data),
                 ]
                 .concat()
             };
@@ -518,7 +522,14 @@ fn pcapng_corners_read_as_tshark_reads_them() {
                 let iface = [&(i as u16).to_le_bytes()[..], &[0, 0]].concat();
                 file.extend(block(2, &fields(&iface)));
             } else {
-                file.extend(block(6, &fields(&(i as u32).to_le_bytes())));
+                let mut b = block(6, &fields(&(i as u32).to_le_bytes()));
+                if n % 4 != 0 {
+                    let unpadded = (12 + 20 + n as u32).to_le_bytes();
+                    let end = b.len();
+                    b[4..8].copy_from_slice(&unpadded);
+                    b[end - 4..].copy_from_slice(&unpadded);
+                }
+                file.extend(b);
             }
         }
     }

@@ -521,17 +521,20 @@ impl Reader {
         };
         let block_type = rd(&front[..4]);
         let block_len = rd(&front[4..8]);
-        if block_len < 12 || block_len % 4 != 0 {
+        if block_len < 12 {
             return Err(Error::BadBlock {
                 offset,
                 block_type,
-                reason: "block length is not a multiple of 4 of at least 12",
+                reason: "block length is less than 12",
             });
         }
         if block_len > MAX_BLOCK {
             return Err(self.too_large("block", block_len as u64, MAX_BLOCK));
         }
-        let len = block_len as usize;
+        // Some writers give the unpadded length of a padded block; Wireshark reads such a
+        // block as taking the length rounded up to 4 (the padding is there), and so does
+        // Docket. A block without its padding then fails the trailer check, as in Wireshark.
+        let len = (block_len as usize).div_ceil(4) * 4;
         if !self.ensure(len) {
             return self.need("block", len);
         }
@@ -543,7 +546,23 @@ impl Reader {
                 reason: "trailing block length differs from the leading one",
             });
         }
-        let raw = &front[..len];
+        // pcap-parser wants the lengths to be the block's size: a rare block that gave its
+        // unpadded length is parsed from a copy that says the padded one.
+        let patched: Vec<u8>;
+        let raw: &[u8] = if len == block_len as usize {
+            &front[..len]
+        } else {
+            let l = if be {
+                (len as u32).to_be_bytes()
+            } else {
+                (len as u32).to_le_bytes()
+            };
+            let mut v = front[..len].to_vec();
+            v[4..8].copy_from_slice(&l);
+            v[len - 4..len].copy_from_slice(&l);
+            patched = v;
+            &patched
+        };
         let parsed = if be {
             pcap_parser::pcapng::parse_block_be(raw)
         } else {
