@@ -92,6 +92,22 @@ def frames():
     add("arp", E / ARP(psrc=v4(99), pdst=v4(100)))
     # Teredo: an origin indication, then IPv6.
     add("teredo", E / IP(src=v4(101), dst=v4(102)) / UDP(sport=3544, dport=40003) / Raw(b"\x00\x00\x9c\x7b\xc0\x00\x02\x01") / IPv6(src=v6(103), dst=v6(104)) / UDP(sport=10034, dport=20034) / PAYLOAD)
+    # Found by review: AH over IPv4; Ethernet pseudowires with and without a control word;
+    # a tunnel's port above a well-known one (DNS claims it); VXLAN-GPE; a stack of IPv6
+    # extension headers; an 802.3 length after a VLAN tag; an IPv4 length below its header's.
+    add("v4-ah", E / IP(src=v4(119), dst=v4(120)) / AH(spi=2, nh=6, payloadlen=4, icv=b"\x00" * 12) / TCP(sport=10040, dport=20040))
+    add("pw-no-cw", E / MPLS(label=400, s=1) / Ether(dst="00:1b:21:01:02:03", src="00:1b:21:04:05:06") / IP(src=v4(121), dst=v4(122)) / UDP(sport=10041, dport=20041) / PAYLOAD)
+    add("pw-cw", E / MPLS(label=401, s=1) / Raw(b"\x00\x00\x00\x00") / Ether(dst="02:11:22:33:44:55", src="02:00:00:00:00:09") / IP(src=v4(123), dst=v4(124)) / TCP(sport=10042, dport=20042))
+    inner = bytes(VXLAN(vni=3) / Ether() / IP(src=v4(125), dst=v4(126)) / UDP(sport=10043, dport=20043))
+    add("vxlan-port-above-dns", E / IP(src=v4(127), dst=v4(128)) / UDP(sport=4789, dport=53) / Raw(inner))
+    add("vxlan-gpe", E / IP(src=v4(129), dst=v4(130)) / UDP(sport=40005, dport=4790) / VXLAN(flags=0x0C, NextProtocol=1, vni=4) / IP(src=v4(131), dst=v4(132)) / TCP(sport=10044, dport=20044))
+    stack = IPv6(src=v6(133), dst=v6(134))
+    for _ in range(40):
+        stack = stack / IPv6ExtHdrDestOpt()
+    add("v6-40-ext", E / stack / TCP(sport=10045, dport=20045))
+    llc = LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0, code=0x0800) / IP(src=v4(135), dst=v4(136)) / UDP(sport=10046, dport=20046) / PAYLOAD
+    add("vlan-8023", E / Dot1Q(vlan=11, type=len(bytes(llc))) / llc)
+    add("v4-short-length", E / IP(src=v4(137), dst=v4(138), len=12, proto=17) / Raw(bytes(UDP(sport=10047, dport=20047))))
     return out
 
 

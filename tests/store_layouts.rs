@@ -77,10 +77,18 @@ fn rotation_stores_answer_as_their_uncompressed_files() {
     let files = rotations(&plain);
     assert!(files.len() > 20, "{}", files.len());
 
-    // Suricata multi mode: one directory per thread, LZ4 frames, log.pcap.<epoch>.
+    // Suricata's multi mode, LZ4 frames: log.pcap.<thread>.<epoch> in one directory; and
+    // the same with a directory per thread and log.pcap.<epoch>.
     let suricata = work.path().join("suricata");
+    let threads = work.path().join("threads");
+    std::fs::create_dir_all(&suricata).unwrap();
     for (k, (f, secs)) in files.iter().enumerate() {
-        let thread = suricata.join(format!("W#0{}-eth0", k % 2 + 1));
+        compress(
+            "lz4",
+            f,
+            &suricata.join(format!("log.pcap.{}.{secs}", k % 2 + 1)),
+        );
+        let thread = threads.join(format!("W#0{}-eth0", k % 2 + 1));
         std::fs::create_dir_all(&thread).unwrap();
         compress("lz4", f, &thread.join(format!("log.pcap.{secs}")));
     }
@@ -101,14 +109,16 @@ fn rotation_stores_answer_as_their_uncompressed_files() {
     let conf = format!(
         "time_window = 1\n\
          [[local]]\nname = \"suricata\"\npath = \"{}\"\n\
+         [[local]]\nname = \"threads\"\npath = \"{}\"\n\
          [[local]]\nname = \"tcpdump\"\npath = \"{}\"\nepoch_names = [\"trace-{{epoch}}.pcap\"]\n\
          [[local]]\nname = \"liars\"\npath = \"{}\"\n",
         suricata.display(),
+        threads.display(),
         tcpdump.display(),
         liars.display()
     );
     let server = Server::launch(TempDir::new().unwrap(), &conf, None);
-    for sensor in ["suricata", "tcpdump", "liars"] {
+    for sensor in ["suricata", "threads", "tcpdump", "liars"] {
         check(&server, sensor, &plain, work.path(), sensor);
     }
     // A second query over the same window, after the first read the rotation files whole.
@@ -132,6 +142,14 @@ fn depth_links_and_a_missing_directory() {
     }
     // A link leading outside the directory: not followed, and named.
     std::os::unix::fs::symlink(&files[0].0, root.join("outside.pcap")).unwrap();
+    // Second names for what is already there (a link to the directory itself, a "current"
+    // link to a file): each file is read once, or its packets would come out twice.
+    std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+    std::os::unix::fs::symlink(
+        deep.join(files[5].0.file_name().unwrap()),
+        root.join("current.pcap"),
+    )
+    .unwrap();
     let absent = work.path().join("not-mounted");
     let conf = format!(
         "time_window = 1\n\
@@ -151,6 +169,8 @@ fn depth_links_and_a_missing_directory() {
         events.contains("outside.pcap") && events.contains("follow_symlinks"),
         "{job}"
     );
+    // The level below max_depth is named as not read.
+    assert!(events.contains("below max_depth"), "{job}");
     // The missing one is down, with its reason, and its jobs fail naming it.
     let sensors = server.json("stats");
     let text = sensors.to_string();

@@ -5,15 +5,18 @@
 //!
 //! What is a layer (the rule the README's "what a clause means" states):
 //! - Link layers: Ethernet (and 802.3 LLC/SNAP), 802.1Q/802.1ad/QinQ tags at any depth, MPLS
-//!   label stacks (payload by first nibble: 4 IPv4, 6 IPv6, 0 a pseudowire control word then
-//!   Ethernet), PPPoE session, PPP (with or without address/control, compressed protocol
-//!   field), Linux SLL/SLL2, raw IP (LINKTYPE 101, 228, 229 and the DLT 12/14 numbers some
-//!   systems write), NULL/LOOP in either byte order with every AF_INET6 value (10, 24, 28, 30),
-//!   IP over InfiniBand, 802.11 data frames (bare or behind radiotap) with LLC/SNAP.
-//! - Tunnels: GRE version 0 (any payload type, transparent Ethernet bridging, ERSPAN I/II/III)
-//!   and version 1 (PPTP's enhanced GRE carrying PPP); IP-in-IP, 6in4, 4in6; VXLAN (UDP 4789),
-//!   GTP-U (UDP 2152, G-PDUs), Geneve (UDP 6081), Teredo (UDP 3544) — a UDP tunnel is decoded
-//!   when either port is the tunnel's port.
+//!   label stacks (payload by first nibble: 4 IPv4, 6 IPv6, else an Ethernet pseudowire, after
+//!   a control word when the nibble is 0 and no frame type is where a frame's would be),
+//!   PPPoE session, PPP (with or without
+//!   address/control, compressed protocol field), Linux SLL/SLL2, raw IP (LINKTYPE 101, 228,
+//!   229 and the DLT 12/14 numbers some systems write), NULL/LOOP in either byte order with the
+//!   BSDs' AF_INET6 values (24, 28, 30), IP over InfiniBand, 802.11 data frames (bare or behind
+//!   radiotap) with LLC/SNAP — not A-MSDU aggregates, nor radiotap's data padding.
+//! - Tunnels: GRE version 0 (any payload type, transparent Ethernet bridging, ERSPAN I/II/III,
+//!   Cisco MetaData) and version 1 (PPTP's enhanced GRE carrying PPP); IP-in-IP, 6in4, 4in6; AH
+//!   (its next header); VXLAN (UDP 4789), VXLAN-GPE (4790), GTP-U (2152, G-PDUs), Geneve
+//!   (6081), Teredo (3544) — as Wireshark, the lower UDP port is asked first: a tunnel's port is
+//!   followed when it is the lower one or the lower one is not a well-known port (< 1024).
 //! - ICMP/ICMPv6 errors: the packet quoted inside is a layer (an "unreachable" about a flow to X
 //!   is about X), as far as it was quoted.
 //! - Ports (TCP, UDP, UDP-Lite, SCTP) only from a packet that is not a non-first fragment; the
@@ -24,8 +27,11 @@
 //!
 //! Invariants: no allocation; every read is bounds-checked against the captured bytes (and an
 //! IP layer's payload against its own length field, so Ethernet padding is never taken for a
-//! header); a layer budget ([`MAX_LAYERS`]) bounds hostile nesting (GRE in GRE in …), so the
-//! work per packet is bounded by its length and that budget.
+//! header). Every layer moves forward in the packet, so the work per packet is bounded by its
+//! length; a layer budget ([`MAX_LAYERS`]) bounds it further against nesting built to be slow
+//! (GRE in GRE in …). IPv6 extension headers and VLAN tags do not count against it: each moves
+//! at least 4 bytes on, and stacking them must not hide what follows (tshark reads through a
+//! hundred).
 
 use std::ops::ControlFlow;
 
@@ -46,7 +52,7 @@ pub enum Key {
 
 /// Most layers one packet is dissected through (each link header, tag, label stack, IP header
 /// or tunnel header is one). Real traffic needs fewer than a dozen.
-pub const MAX_LAYERS: usize = 32;
+pub const MAX_LAYERS: usize = 64;
 
 /// Where the dissection goes next: a header of some kind at an offset.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +114,9 @@ fn first_layer(link_type: LinkType, data: &[u8]) -> Option<(Layer, usize)> {
             let b: [u8; 4] = data.get(..4)?.try_into().ok()?;
             match null_header(b, link_type == 108) {
                 2 => (Layer::Ipv4, 4),
-                10 | 24 | 28 | 30 => (Layer::Ipv6, 4),
+                // The BSDs' AF_INET6 values (libpcap and Wireshark read these; Linux's 10 is
+                // never written in a NULL header, and neither reads it).
+                24 | 28 | 30 => (Layer::Ipv6, 4),
                 t if t > 1500 => (Layer::EtherType(t as u16), 4),
                 _ => return None,
             }
@@ -153,11 +161,18 @@ where
             if self.budget == 0 || at >= end {
                 return ControlFlow::Continue(());
             }
-            self.budget -= 1;
+            if !matches!(layer, Layer::Tag) {
+                self.budget -= 1;
+            }
             let step = match layer {
                 Layer::Ethernet => self.ethernet(at, end),
                 Layer::EtherType(t) => ether_type(t, at),
-                Layer::Tag => self.u16(at + 2, end).and_then(|t| ether_type(t, at + 4)),
+                // A tag, then a type — or an 802.3 length, with LLC after it.
+                Layer::Tag => match self.u16(at + 2, end) {
+                    Some(t) if t >= 0x0600 => ether_type(t, at + 4),
+                    Some(t) if t <= 1500 => Some((Layer::Llc, at + 4)),
+                    _ => None,
+                },
                 // A PPP frame without address and control (RFC 2516); some writers compress the
                 // protocol field anyway, and Wireshark reads that.
                 Layer::PppoeSession => Some((Layer::Ppp, at + 6)),
@@ -234,9 +249,15 @@ where
         match self.u8(at, end)? >> 4 {
             4 => Some((Layer::Ipv4, at)),
             6 => Some((Layer::Ipv6, at)),
-            // A pseudowire control word, then Ethernet.
-            0 => Some((Layer::Ethernet, at + 4)),
-            _ => None,
+            // An Ethernet pseudowire, guessed as Wireshark guesses: a frame right here when its
+            // type field holds a type (Wireshark also asks that both MACs have known vendors);
+            // otherwise after a control word when the first nibble is 0, else right here.
+            n => {
+                let plain = self
+                    .u16(at + 12, end)
+                    .is_some_and(|t| ether_type(t, 0).is_some());
+                Some((Layer::Ethernet, if n == 0 && !plain { at + 4 } else { at }))
+            }
         }
     }
 
@@ -287,6 +308,13 @@ where
         let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
         let proto = h[9];
         let offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
+        // A total length of 0 is a segmentation-offloaded packet: the capture is the length. A
+        // total length shorter than the header is no IPv4 header (Wireshark shows no address).
+        let end = match total {
+            0 => end,
+            t if t < hlen => return ControlFlow::Continue((None, end)),
+            t => end.min(at + t),
+        };
         let (src, dst) = ([h[12], h[13], h[14], h[15]], [h[16], h[17], h[18], h[19]]);
         self.emit(Key::V4(src))?;
         self.emit(Key::V4(dst))?;
@@ -294,12 +322,6 @@ where
         if offset != 0 {
             return ControlFlow::Continue((None, end));
         }
-        // A total length of 0 is a segmentation-offloaded packet: the capture is the length.
-        let end = match total {
-            0 => end,
-            t if t < hlen => return ControlFlow::Continue((None, end)),
-            t => end.min(at + t),
-        };
         ControlFlow::Continue((self.transport(proto, at + hlen, end)?, end))
     }
 
@@ -352,10 +374,6 @@ where
             let Some(n) = self.u8(at, end) else {
                 return ControlFlow::Continue((None, end));
             };
-            if self.budget == 0 {
-                return ControlFlow::Continue((None, end));
-            }
-            self.budget -= 1;
             next = n;
             at += len;
         }
@@ -364,6 +382,16 @@ where
 
     /// The payload of an IP layer whose protocol is `proto`: ports, tunnels, quoted packets.
     fn transport(&mut self, proto: u8, at: usize, end: usize) -> ControlFlow<(), Step> {
+        let (mut proto, mut at) = (proto, at);
+        // IPv4's AH (IPv6 reads it in its extension chain): its next header is a protocol of
+        // this layer too.
+        while proto == 51 {
+            let (Some(next), Some(n)) = (self.u8(at, end), self.u8(at + 1, end)) else {
+                return ControlFlow::Continue(None);
+            };
+            self.emit(Key::Proto(next))?;
+            (proto, at) = (next, at + (usize::from(n) + 2) * 4);
+        }
         let next = match proto {
             4 => Some((Layer::Ipv4, at)),
             41 => Some((Layer::Ipv6, at)),
@@ -405,7 +433,11 @@ where
 
     /// A UDP payload at `at` when either port is a tunnel's.
     fn udp_tunnel(&self, sport: u16, dport: u16, at: usize, end: usize) -> Step {
-        let either = |p: u16| sport == p || dport == p;
+        // As in Wireshark, the lower port is asked first: a tunnel's port wins when it is the
+        // lower one, or when the lower one is not a well-known service port (below 1024),
+        // whose own protocol would claim the payload.
+        let low = sport.min(dport);
+        let either = |p: u16| (sport == p || dport == p) && (low == p || low >= 1024);
         if either(4789) {
             // VXLAN: 8 bytes, then Ethernet.
             return Some((Layer::Ethernet, at + 8));
@@ -424,6 +456,15 @@ where
         }
         if either(3544) {
             return self.teredo(at, end);
+        }
+        if either(4790) {
+            // VXLAN-GPE: 8 bytes, the next protocol in the fourth.
+            return match self.u8(at + 3, end)? {
+                1 => Some((Layer::Ipv4, at + 8)),
+                2 => Some((Layer::Ipv6, at + 8)),
+                3 => Some((Layer::Ethernet, at + 8)),
+                _ => None,
+            };
         }
         None
     }
@@ -617,7 +658,7 @@ mod tests {
         v6.push(1);
         v6.extend([0u8; 15]);
         v6.push(1);
-        for family in [10u32, 24, 28, 30] {
+        for family in [24u32, 28, 30] {
             for head in [family.to_le_bytes(), family.to_be_bytes()] {
                 let p = [&head[..], &v6].concat();
                 let mut one = [0u8; 16];

@@ -152,6 +152,8 @@ pub struct CaptureFile {
     source: Source,
     /// Damage found by the decoder, reported once the packets before it are out.
     damage: Option<ReadError>,
+    /// (device, inode) of the file opened.
+    identity: (u64, u64),
 }
 
 impl CaptureFile {
@@ -171,6 +173,10 @@ impl CaptureFile {
             return Err(OpenError::NotRegular);
         }
         let size = meta.len();
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
         let mut head = [0u8; 4];
         let n = file.read_at(&mut head, 0)?;
         let source = match Compression::detect(&head[..n]) {
@@ -202,6 +208,7 @@ impl CaptureFile {
             seen: Vec::with_capacity(OVERLAP),
             source,
             damage: None,
+            identity,
         })
     }
 
@@ -216,6 +223,11 @@ impl CaptureFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// (device, inode) of the file that was opened — which a path may no longer name.
+    pub fn identity(&self) -> (u64, u64) {
+        self.identity
     }
 
     /// The size the file had when opened.

@@ -35,6 +35,7 @@
 //!   the thread itself stays blocked in the kernel until the mount answers.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,14 +64,17 @@ pub struct FileEntry {
     pub packets: u64,
     /// Why reading stopped early, if it did.
     pub error: Option<String>,
+    /// (device, inode) when indexed: the file a query opens must still be this one.
+    id: (u64, u64),
     /// For a rotation file whose name carries its start (and whose first packet agrees):
     /// (the sequence — directory and pattern —, the name's epoch). Until the file has been read
     /// whole, `last` is unknown and the next file of the sequence bounds it.
     named: Option<(Sequence, Timestamp)>,
 }
 
-/// A rotation sequence: a directory and one of the epoch-name patterns.
-type Sequence = (PathBuf, usize);
+/// A rotation sequence: a directory, one of the epoch-name patterns, and the writer's thread
+/// number when the pattern has one.
+type Sequence = (PathBuf, usize, u64);
 
 /// A file of a rotation sequence may hold packets this much past the next file's start
 /// (a writer's timestamps are not strictly ordered): reading one extra file at a window's edge
@@ -101,43 +105,108 @@ impl Default for Layout {
     }
 }
 
-/// A rotation file name with its start time in it: `prefix{epoch}suffix`, the epoch in whole
-/// seconds. A name matches when it is the prefix, digits, the suffix, and nothing more but an
-/// extension (`.gz`, `.lz4`, `.zst`: a compressed rotation keeps its name).
+/// A rotation file name with its start time in it: literal text, `{epoch}` (the start in whole
+/// seconds: 9 to 12 digits, years 2001 to 9999) and at most one `{n}` (a writer's thread
+/// number: files of different threads are different sequences). After the pattern a name may
+/// carry a sub-second part (`.123456`, Suricata's `ts-format: usec`) and a compression
+/// extension (`.gz`, `.lz4`, `.zst`, `.zstd`): a compressed rotation keeps its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochName {
-    prefix: String,
-    suffix: String,
+    parts: Vec<NamePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NamePart {
+    Text(String),
+    Epoch,
+    Thread,
 }
 
 impl EpochName {
-    /// Suricata's pcap-log (`log.pcap.<epoch>`, per thread in multi mode) and Security Onion's
-    /// (`so-pcap.<epoch>`).
-    pub const DEFAULTS: [&'static str; 2] = ["log.pcap.{epoch}", "so-pcap.{epoch}"];
+    /// Suricata's pcap-log (`log.pcap.<epoch>`, in a directory per thread, and its multi mode's
+    /// `log.pcap.<thread>.<epoch>`) and Security Onion's (`so-pcap.<epoch>`).
+    pub const DEFAULTS: [&'static str; 3] = [
+        "log.pcap.{epoch}",
+        "log.pcap.{n}.{epoch}",
+        "so-pcap.{epoch}",
+    ];
 
-    /// A pattern with exactly one `{epoch}`.
+    /// A pattern with exactly one `{epoch}` and at most one `{n}`, not side by side.
     pub fn parse(pattern: &str) -> Option<EpochName> {
-        let (prefix, suffix) = pattern.split_once("{epoch}")?;
-        (!suffix.contains("{epoch}")).then(|| EpochName {
-            prefix: prefix.to_owned(),
-            suffix: suffix.to_owned(),
-        })
+        let mut parts = Vec::new();
+        let mut rest = pattern;
+        while !rest.is_empty() {
+            let next = [("{epoch}", NamePart::Epoch), ("{n}", NamePart::Thread)]
+                .into_iter()
+                .filter_map(|(tok, part)| rest.find(tok).map(|at| (at, tok, part)))
+                .min_by_key(|(at, _, _)| *at);
+            match next {
+                Some((at, tok, part)) => {
+                    if at > 0 {
+                        parts.push(NamePart::Text(rest[..at].to_owned()));
+                    } else if matches!(parts.last(), Some(NamePart::Epoch | NamePart::Thread)) {
+                        // Two numbers side by side cannot be told apart.
+                        return None;
+                    }
+                    parts.push(part);
+                    rest = &rest[at + tok.len()..];
+                }
+                None => {
+                    parts.push(NamePart::Text(rest.to_owned()));
+                    rest = "";
+                }
+            }
+        }
+        let count = |want: &NamePart| parts.iter().filter(|p| *p == want).count();
+        (count(&NamePart::Epoch) == 1 && count(&NamePart::Thread) <= 1)
+            .then_some(EpochName { parts })
+    }
+
+    /// The start epoch and thread number a file name carries, if it matches.
+    pub fn matches(&self, name: &str) -> Option<(Timestamp, u64)> {
+        let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let (mut rest, mut epoch, mut thread) = (name, None, 0u64);
+        for part in &self.parts {
+            match part {
+                NamePart::Text(t) => rest = rest.strip_prefix(t.as_str())?,
+                NamePart::Epoch => {
+                    let n = digits(rest);
+                    if !(9..=12).contains(&n) {
+                        return None;
+                    }
+                    epoch = Some(rest[..n].parse::<i128>().ok()?);
+                    rest = &rest[n..];
+                }
+                NamePart::Thread => {
+                    let n = digits(rest);
+                    if n == 0 || n > 9 {
+                        return None;
+                    }
+                    thread = rest[..n].parse().ok()?;
+                    rest = &rest[n..];
+                }
+            }
+        }
+        // A sub-second part, then a compression extension, then nothing.
+        if let Some(frac) = rest.strip_prefix('.') {
+            let n = digits(frac);
+            if (1..=9).contains(&n) {
+                rest = &frac[n..];
+            }
+        }
+        if let Some(ext) = rest.strip_prefix('.') {
+            if ["gz", "lz4", "zst", "zstd"].contains(&ext) {
+                rest = "";
+            }
+        }
+        rest.is_empty()
+            .then(|| epoch.map(|e| (Timestamp(e * pcap::NANOS_PER_SEC), thread)))
+            .flatten()
     }
 
     /// The start epoch a file name carries, if it matches.
     pub fn epoch(&self, name: &str) -> Option<Timestamp> {
-        let rest = name.strip_prefix(&self.prefix)?;
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        // Seconds since 1970 up to year 9999 have at most 12 digits.
-        if digits == 0 || digits > 12 {
-            return None;
-        }
-        let tail = rest[digits..].strip_prefix(&self.suffix)?;
-        if !(tail.is_empty() || tail.starts_with('.')) {
-            return None;
-        }
-        let secs: i128 = rest[..digits].parse().ok()?;
-        Some(Timestamp(secs * pcap::NANOS_PER_SEC))
+        self.matches(name).map(|(t, _)| t)
     }
 }
 
@@ -150,6 +219,8 @@ pub struct LocalUpstream {
     index: Mutex<HashMap<PathBuf, FileEntry>>,
     /// Held for a whole refresh, so concurrent queries do not scan the same new files twice.
     refreshing: Mutex<()>,
+    /// The progress of the refresh under way, watched by those waiting for it.
+    refresher: Mutex<Option<Arc<Progress>>>,
 }
 
 /// A thread that makes no progress for this long is stuck (a hung mount).
@@ -189,6 +260,7 @@ impl FileEntry {
             declared: Vec::new(),
             packets: 0,
             error: None,
+            id: (0, 0),
             named: None,
         }
     }
@@ -288,6 +360,7 @@ impl LocalUpstream {
             layout: d.layout.clone(),
             index: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(()),
+            refresher: Mutex::new(None),
         }
     }
 
@@ -315,11 +388,31 @@ impl LocalUpstream {
     /// # Errors
     /// The directory cannot be listed.
     pub fn refresh(&self) -> Result<(), Error> {
-        self.refresh_watched(&Progress::default())
+        self.refresh_watched(&Arc::new(Progress::default()))
     }
 
-    fn refresh_watched(&self, progress: &Progress) -> Result<(), Error> {
-        let _one_at_a_time = self.refreshing.lock().expect("refresh lock");
+    fn refresh_watched(&self, progress: &Arc<Progress>) -> Result<(), Error> {
+        let _one_at_a_time = loop {
+            match self.refreshing.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => panic!("refresh lock: {e}"),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    // Another refresh is under way: while it makes progress, so does this wait
+                    // (a query queued behind the first indexing of a big directory is not
+                    // stuck; one behind a refresh hung on a dead mount is, and fails as such).
+                    let steps = || {
+                        let r = self.refresher.lock().expect("refresher lock");
+                        r.as_ref().map(|p| p.steps.load(Ordering::Relaxed))
+                    };
+                    let before = steps();
+                    std::thread::sleep(Duration::from_millis(100));
+                    if steps() != before {
+                        progress.step();
+                    }
+                }
+            }
+        };
+        *self.refresher.lock().expect("refresher lock") = Some(Arc::clone(progress));
         let missing = |source| Error::Directory {
             path: self.dir.clone(),
             source,
@@ -340,19 +433,41 @@ impl LocalUpstream {
                     .insert(path.clone(), e);
                 present.insert(path);
             };
-        // Directories by (device, inode), so a link loop (with `follow_symlinks`) is read once.
+        // Directories and files by (device, inode): a directory reached twice (a link to it,
+        // a link loop) is read once, and a file with two names (`current.pcap -> log.pcap.N`,
+        // `self -> .`) is indexed once, or its packets would come out twice. Breadth first, in
+        // name order: each directory is reached at its shallowest depth, the same way each time.
         let mut visited = std::collections::HashSet::new();
-        let mut dirs = vec![(self.dir.clone(), 0usize)];
-        while let Some((dir, depth)) = dirs.pop() {
+        let mut files_seen = std::collections::HashSet::new();
+        if let Ok(m) = std::fs::metadata(&self.dir) {
+            visited.insert((m.dev(), m.ino()));
+        }
+        // Directories whose listing failed part-way: what is indexed below them is kept, not
+        // forgotten for having gone unlisted (an NFS hiccup must not hide files).
+        let mut incomplete: Vec<PathBuf> = Vec::new();
+        let mut dirs = std::collections::VecDeque::from([(self.dir.clone(), 0usize)]);
+        while let Some((dir, depth)) = dirs.pop_front() {
             let listing = match std::fs::read_dir(&dir) {
                 Ok(l) => l,
                 Err(source) if depth == 0 => return Err(missing(source)),
                 Err(e) => {
+                    incomplete.push(dir.clone());
                     note(dir, format!("unreadable directory: {e}"), &mut present);
                     continue;
                 }
             };
-            for entry in listing.flatten() {
+            let mut entries = Vec::new();
+            for entry in listing {
+                match entry {
+                    Ok(e) => entries.push(e),
+                    Err(_) => {
+                        incomplete.push(dir.clone());
+                        break;
+                    }
+                }
+            }
+            entries.sort_by_key(std::fs::DirEntry::file_name);
+            for entry in entries {
                 let path = entry.path();
                 progress.opening(&path);
                 if entry.file_type().is_ok_and(|t| t.is_symlink()) && !self.layout.follow_symlinks {
@@ -381,25 +496,35 @@ impl LocalUpstream {
                         continue;
                     }
                 };
+                let id = (meta.dev(), meta.ino());
                 if meta.is_dir() {
-                    use std::os::unix::fs::MetadataExt;
-                    if depth < self.layout.max_depth && visited.insert((meta.dev(), meta.ino())) {
-                        dirs.push((path, depth + 1));
+                    if depth >= self.layout.max_depth {
+                        let reason = format!(
+                            "a directory below max_depth ({}): not read",
+                            self.layout.max_depth
+                        );
+                        note(path, reason, &mut present);
+                    } else if visited.insert(id) {
+                        dirs.push_back((path, depth + 1));
                     }
+                    continue;
+                }
+                if !files_seen.insert(id) {
                     continue;
                 }
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 let known = {
                     let idx = self.index.lock().expect("index lock");
                     idx.get(&path)
-                        .is_some_and(|e| e.size == meta.len() && e.mtime == mtime)
+                        .is_some_and(|e| e.size == meta.len() && e.mtime == mtime && e.id == id)
                 };
                 if !known {
                     // A FIFO or device is refused by the open, without blocking, and named.
-                    let e = match self.named(&dir, &path) {
+                    let mut e = match self.named(&dir, &path) {
                         Some(named) => probe(&path, meta.len(), mtime, named, progress),
                         None => scan(&path, meta.len(), mtime, progress),
                     };
+                    e.id = id;
                     self.index
                         .lock()
                         .expect("index lock")
@@ -409,7 +534,7 @@ impl LocalUpstream {
             }
         }
         let mut idx = self.index.lock().expect("index lock");
-        idx.retain(|p, _| present.contains(p));
+        idx.retain(|p, _| present.contains(p) || incomplete.iter().any(|d| p.starts_with(d)));
         // A rotation name that lies (its file starts after the next file of its sequence
         // starts) is not trusted: that file is read whole, like an unnamed one.
         let starts = sequence_starts(&idx);
@@ -428,7 +553,8 @@ impl LocalUpstream {
         for path in liars {
             if let Ok(meta) = std::fs::metadata(&path) {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                let e = scan(&path, meta.len(), mtime, progress);
+                let mut e = scan(&path, meta.len(), mtime, progress);
+                e.id = (meta.dev(), meta.ino());
                 self.index.lock().expect("index lock").insert(path, e);
             }
         }
@@ -442,22 +568,24 @@ impl LocalUpstream {
             .epoch_names
             .iter()
             .enumerate()
-            .find_map(|(i, n)| Some(((dir.to_owned(), i), n.epoch(name)?)))
+            .find_map(|(i, n)| {
+                let (epoch, thread) = n.matches(name)?;
+                Some(((dir.to_owned(), i, thread), epoch))
+            })
     }
 
     /// Records what reading a rotation file whole showed (its real first and last times), if
     /// the file is still the one that was read.
     fn learn(
         &self,
-        path: &Path,
-        size: u64,
+        f: &CaptureFile,
         first: Option<Timestamp>,
         last: Option<Timestamp>,
         packets: u64,
     ) {
         let mut idx = self.index.lock().expect("index lock");
-        if let Some(e) = idx.get_mut(path) {
-            if e.size == size && e.last.is_none() {
+        if let Some(e) = idx.get_mut(f.path()) {
+            if e.id == f.identity() && e.size == f.size() && e.last.is_none() {
                 (e.first, e.last, e.packets) = (first, last, packets);
             }
         }
@@ -472,13 +600,19 @@ impl LocalUpstream {
         let mut v: Vec<(PathBuf, FileEntry)> = idx
             .iter()
             .filter(|(_, e)| {
-                let last = match (&e.named, e.last) {
-                    (_, Some(l)) => l,
-                    (Some((seq, epoch)), None) => next_start(&starts, seq, *epoch)
-                        .map_or(Timestamp(i128::MAX), |n| Timestamp(n.0 + ROTATION_SLACK)),
-                    (None, None) => return false,
+                let (first, last) = match (&e.named, e.first, e.last) {
+                    (_, Some(f), Some(l)) => (f, l),
+                    // Known by name and first packet: from the earlier of the two (a first
+                    // record may be out of order, or wrongly stamped), less the slack, to the
+                    // next file's start plus the slack (the newest: no end).
+                    (Some((seq, epoch)), Some(f), None) => (
+                        Timestamp(f.0.min(epoch.0) - ROTATION_SLACK),
+                        next_start(&starts, seq, *epoch)
+                            .map_or(Timestamp(i128::MAX), |n| Timestamp(n.0 + ROTATION_SLACK)),
+                    ),
+                    _ => return false,
                 };
-                e.first.is_some_and(|f| f < before) && last >= after
+                first < before && last >= after
             })
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
@@ -587,9 +721,19 @@ impl LocalUpstream {
             .collect();
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
-            .map(|(p, _)| {
+            .map(|(p, e)| {
                 progress.opening(&p);
                 match CaptureFile::open(&p) {
+                    // The path names another file than the one indexed (replaced, or a link
+                    // changed to lead elsewhere — outside the directory, maybe): not read.
+                    Ok(f) if f.identity() != e.id => {
+                        let warning = format!(
+                            "{}: replaced since it was indexed; skipped (the next query reads it)",
+                            p.display()
+                        );
+                        let _ = tx.blocking_send(Message::Warning(warning));
+                        None
+                    }
                     Ok(f) => Some(f),
                     Err(e) => {
                         let warning = format!("{}: {e}; skipped", p.display());
@@ -629,7 +773,6 @@ impl LocalUpstream {
                 None => {
                     if let Some(s) = &mut spans[i] {
                         s.whole = f.ended_early().is_none();
-                        s.size = f.size();
                     }
                     if let Some(at) = f.ended_early() {
                         let _ = tx.blocking_send(Message::Warning(format!(
@@ -675,7 +818,7 @@ impl LocalUpstream {
         for (s, f) in spans.iter().zip(&readers) {
             if let (Some(s), Some(f)) = (s, f) {
                 if s.whole {
-                    self.learn(f.path(), s.size, s.first, s.last, s.packets);
+                    self.learn(f, s.first, s.last, s.packets);
                 }
             }
         }
@@ -690,7 +833,6 @@ struct Span {
     last: Option<Timestamp>,
     packets: u64,
     whole: bool,
-    size: u64,
 }
 
 impl Span {
@@ -775,6 +917,20 @@ mod tests {
         assert_eq!(suricata.epoch("xlog.pcap.1700000000"), None);
         assert_eq!(suricata.epoch("log.pcap."), None);
         assert_eq!(suricata.epoch("log.pcap.1234567890123"), None);
+        // Suricata's usec names; its multi mode's thread numbers are not epochs.
+        assert_eq!(
+            suricata.epoch("log.pcap.1700000000.123456"),
+            s(1_700_000_000)
+        );
+        assert_eq!(suricata.epoch("log.pcap.3.1700000000"), None);
+        let multi = EpochName::parse("log.pcap.{n}.{epoch}").unwrap();
+        assert_eq!(
+            multi.matches("log.pcap.3.1700000000.lz4"),
+            Some((Timestamp(1_700_000_000 * pcap::NANOS_PER_SEC), 3))
+        );
+        assert_eq!(multi.matches("log.pcap.1700000000.123456"), None);
+        assert_eq!(EpochName::parse("{n}{epoch}"), None);
+        assert_eq!(suricata.epoch("log.pcap.1700000000.txt"), None);
         let tcpdump = EpochName::parse("trace-{epoch}.pcap").unwrap();
         assert_eq!(tcpdump.epoch("trace-1700000000.pcap.gz"), s(1_700_000_000));
         assert_eq!(tcpdump.epoch("trace-1700000000.pcapng"), None);
