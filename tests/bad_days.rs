@@ -66,6 +66,31 @@ fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_
 }
 
 #[test]
+fn a_file_deleted_while_a_query_reads_it_is_read_whole_with_a_note() {
+    let work = TempDir::new().unwrap();
+    let big = big_dir(work.path());
+    let file = big.join("big.pcap");
+    let original = work.path().join("original.pcap");
+    std::fs::copy(&file, &original).unwrap();
+    let server = Server::start(&[("ring", big.clone())], "spool = false");
+    let out = work.path().join("got.pcap");
+    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
+    wait_for_bytes(&out, 1 << 20);
+    // Retention deletes the file being read.
+    std::fs::remove_file(&file).unwrap();
+    let status = curl.wait().unwrap();
+    assert!(status.success(), "the stream ends cleanly: {status:?}");
+    let id = server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = server.wait_final(&id);
+    assert!(events(&st).contains("deleted"), "the job notes it: {st:#}");
+    // The open file held all of it: every packet arrived.
+    assert_eq!(
+        common::tshark_packets(&out),
+        common::tshark_packets(&original)
+    );
+}
+
+#[test]
 fn a_file_rewritten_in_place_while_read_never_splices_two_captures() {
     let work = TempDir::new().unwrap();
     let big = big_dir(work.path());

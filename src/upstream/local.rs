@@ -781,6 +781,15 @@ impl LocalUpstream {
                              that were used, none after",
                             f.path().display()
                         )));
+                    } else if std::fs::metadata(f.path())
+                        .map_or(true, |m| (m.dev(), m.ino()) != f.identity())
+                    {
+                        // Deleted (retention) or rotated away while read: the open handle
+                        // still held all of it.
+                        let _ = tx.blocking_send(Message::Warning(format!(
+                            "{}: deleted or rotated away while being read; read whole through                              the open file",
+                            f.path().display()
+                        )));
                     }
                     kway.end(i);
                 }
