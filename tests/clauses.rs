@@ -15,6 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::corpus;
 use common::server::Server;
 use tempfile::TempDir;
 
@@ -259,4 +260,26 @@ fn every_encapsulation_is_looked_through_as_tshark_does() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked > 150, "{checked}");
+}
+
+/// `proto` behind IPv6 extension headers, Docket's stated rule: every Next Header of the chain
+/// counts. On IPv6 fragments of UDP, tshark's plain `ipv6.nxt==17` (the fixed header's: 44,
+/// the fragment header) finds none of them; Docket finds what the chain-wide spelling of the
+/// rule in tshark's own fields finds — all of them.
+#[test]
+fn proto_behind_ipv6_extension_headers_follows_the_stated_rule() {
+    let work = TempDir::new().unwrap();
+    let file = corpus().join("protocols/ipv6-fragments__pcpp-ip6_fragments.pcap");
+    let sensors = common::one_sensor_per_file(work.path(), "x", std::slice::from_ref(&file));
+    let server = start(&sensors);
+    let got = ours(&server, "x0", "udp", work.path());
+    let plain = selected(&file, "ip.proto==17 || ipv6.nxt==17");
+    let rule = selected(&file, &proto_filter(17));
+    assert!(
+        plain.len() < rule.len(),
+        "{} vs {}",
+        plain.len(),
+        rule.len()
+    );
+    assert_eq!(got, rule);
 }
