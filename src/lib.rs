@@ -7,6 +7,8 @@
 //!   `docket merge`;
 //! - [`query`]: request grammar (URL, JSON, form), canonical form, job id, renderings;
 //! - [`upstream`]: where packets come from (local capture directories);
+//! - [`index`]: per-capture-file indexes (time slices, key postings) built from the
+//!   structured clauses' own keys;
 //! - [`jobs`]: the registry (dedup, join in flight) and each job's merge loop and state;
 //! - [`spool`]: each job's file, written once and followed by every reader;
 //! - [`mapped`]: whole files mapped as `Bytes` (one place, one safety contract);
@@ -21,6 +23,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod index;
 pub mod jobs;
 pub mod mapped;
 pub mod merge;

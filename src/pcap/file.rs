@@ -230,6 +230,12 @@ impl CaptureFile {
         self.identity
     }
 
+    /// Offset, in the capture's (decompressed) byte stream, just past the last packet returned:
+    /// for a plain file, where the next record starts in the file.
+    pub fn offset(&self) -> u64 {
+        self.reader.offset()
+    }
+
     /// The size the file had when opened.
     pub fn size(&self) -> u64 {
         self.size

@@ -1,0 +1,706 @@
+//! Per-capture-file indexes: which records of a capture file can hold a key, and when each
+//! slice of records was captured — built from the very keys the structured clauses match
+//! ([`crate::pcap::keys`]), so an index can only ever say *where to look*: the packets it points
+//! to are confirmed by the same matcher and gate the scan uses (the index is an accelerator,
+//! never the judge).
+//!
+//! An index holds:
+//! - **slices**: every [`SLICE_RECORDS`] records, the byte offset of the slice's first record
+//!   and the earliest and latest time in it (a file need not be sorted);
+//! - **postings**: for every key (address, port, protocol) the records that carry it, as a
+//!   compressed bitmap of record ordinals (`roaring`).
+//!
+//! On disk ([`FileIndex::to_bytes`], read back with [`FileIndex::from_bytes`]): a header with
+//! the format version and the identity of the capture it describes (device, inode, bytes
+//! indexed, modification time, hashes of its first and last indexed bytes), the slice table,
+//! the sorted key table, the postings, and a SHA-256 of everything before the postings.
+//! Invariants: an index that fails any check (magic, version, lengths, hash, a posting that
+//! does not decode or names a record past the end) is refused whole — rebuilt, never used; a
+//! query reads the tables and only the postings of the keys it asks for.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+
+use roaring::RoaringBitmap;
+use sha2::{Digest, Sha256};
+
+use crate::pcap::{keys, Key, Timestamp};
+
+/// Records per slice: the unit an index narrows a read to.
+pub const SLICE_RECORDS: u32 = 64;
+
+const MAGIC: &[u8; 8] = b"DOCKETIX";
+/// Bumped whenever the format or the meaning of a key changes (a new encapsulation the
+/// dissector looks through changes which records hold a key): older indexes are rebuilt.
+pub const VERSION: u32 = 1;
+
+/// Bytes of a key in the key table: a kind byte, then the value left-aligned in 16 bytes.
+const KEY_LEN: usize = 17;
+/// A key-table entry: the key, its posting's offset (u64) and length (u32) in the blob.
+const ENTRY_LEN: usize = KEY_LEN + 12;
+/// A slice-table entry: offset (u64), earliest and latest time (i128 each).
+const SLICE_LEN: usize = 8 + 16 + 16;
+/// Header: magic, version, identity (dev, ino, size, mtime ns), two hashes, counts.
+const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 16 + 32 + 32 + 8 + 4 + 4;
+
+/// Which capture file an index describes, and how much of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Device of the capture file.
+    pub dev: u64,
+    /// Inode of the capture file.
+    pub ino: u64,
+    /// Bytes of the file indexed (a file that grows is indexed again; one that shrank or
+    /// changed is not the file indexed).
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// SHA-256 of the first (up to) 4 KiB of the file.
+    pub head: [u8; 32],
+    /// SHA-256 of the last (up to) 4 KiB of the indexed bytes.
+    pub tail: [u8; 32],
+}
+
+/// Why an index cannot be used.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// Not an index, another version, or damaged.
+    #[error("index unusable: {0}")]
+    Unusable(&'static str),
+}
+
+/// One slice of records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Byte offset (in the capture file) of the slice's first record.
+    pub offset: u64,
+    /// Earliest packet time in the slice.
+    pub first: Timestamp,
+    /// Latest packet time in the slice.
+    pub last: Timestamp,
+}
+
+/// A key as the key table stores it: sortable, fixed length, nets of one family contiguous.
+fn encode(key: Key) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    match key {
+        Key::V4(a) => {
+            k[0] = 1;
+            k[1..5].copy_from_slice(&a);
+        }
+        Key::V6(a) => {
+            k[0] = 2;
+            k[1..17].copy_from_slice(&a);
+        }
+        Key::Port(p) => {
+            k[0] = 3;
+            k[1..3].copy_from_slice(&p.to_be_bytes());
+        }
+        Key::Proto(p) => {
+            k[0] = 4;
+            k[1] = p;
+        }
+    }
+    k
+}
+
+/// Collects an index while a capture file is read, record by record.
+#[derive(Debug, Default)]
+pub struct Builder {
+    records: u32,
+    slices: Vec<Slice>,
+    postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
+}
+
+impl Builder {
+    /// A builder for an empty file.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Adds the next record: its byte offset in the file, time, link type and bytes.
+    ///
+    /// # Panics
+    /// Past 2^32 records in one file (a 4-billion-packet file is not a rotation anyone writes).
+    pub fn add(&mut self, offset: u64, ts: Timestamp, link_type: u16, data: &[u8]) {
+        let ordinal = self.records;
+        if ordinal % SLICE_RECORDS == 0 {
+            self.slices.push(Slice {
+                offset,
+                first: ts,
+                last: ts,
+            });
+        } else {
+            let s = self.slices.last_mut().expect("a slice was opened");
+            s.first = s.first.min(ts);
+            s.last = s.last.max(ts);
+        }
+        let postings = &mut self.postings;
+        let _ = keys(link_type, data, |key| {
+            postings.entry(encode(key)).or_default().insert(ordinal);
+            ControlFlow::Continue(())
+        });
+        self.records = ordinal.checked_add(1).expect("fewer than 2^32 records");
+    }
+
+    /// The index of what was added.
+    pub fn finish(self) -> FileIndex {
+        FileIndex {
+            records: self.records,
+            slices: self.slices,
+            postings: self.postings,
+        }
+    }
+}
+
+/// The index of one capture file, in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileIndex {
+    records: u32,
+    slices: Vec<Slice>,
+    postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
+}
+
+/// The structured clauses as an index asks them: every group must be met (AND); a group is met
+/// by any of its key ranges (OR). A host is a one-key range; a net, the range of its addresses.
+#[derive(Clone, Debug, Default)]
+pub struct Lookup {
+    groups: Vec<Vec<([u8; KEY_LEN], [u8; KEY_LEN])>>,
+}
+
+impl Lookup {
+    /// The lookup for hosts, nets (address, prefix), ports and a protocol, all AND-ed.
+    pub fn new(
+        hosts: &[IpAddr],
+        nets: impl IntoIterator<Item = (IpAddr, u8)>,
+        ports: &[u16],
+        proto: Option<u8>,
+    ) -> Lookup {
+        let exact = |k: Key| vec![(encode(k), encode(k))];
+        let addr = |a: IpAddr| match a {
+            IpAddr::V4(a) => Key::V4(a.octets()),
+            IpAddr::V6(a) => Key::V6(a.octets()),
+        };
+        let mut groups: Vec<Vec<_>> = hosts.iter().map(|&h| exact(addr(h))).collect();
+        for (a, prefix) in nets {
+            let (lo, hi) = match a {
+                IpAddr::V4(v) => {
+                    let bits = u32::from(v);
+                    let mask = u32::MAX
+                        .checked_shl(32 - u32::from(prefix.min(32)))
+                        .unwrap_or(0);
+                    let lo = bits & mask;
+                    (
+                        Key::V4(lo.to_be_bytes()),
+                        Key::V4((lo | !mask).to_be_bytes()),
+                    )
+                }
+                IpAddr::V6(v) => {
+                    let bits = u128::from(v);
+                    let mask = u128::MAX
+                        .checked_shl(128 - u32::from(prefix.min(128)))
+                        .unwrap_or(0);
+                    let lo = bits & mask;
+                    (
+                        Key::V6(lo.to_be_bytes()),
+                        Key::V6((lo | !mask).to_be_bytes()),
+                    )
+                }
+            };
+            groups.push(vec![(encode(lo), encode(hi))]);
+        }
+        groups.extend(ports.iter().map(|&p| exact(Key::Port(p))));
+        groups.extend(proto.map(|p| exact(Key::Proto(p))));
+        Lookup { groups }
+    }
+}
+
+impl FileIndex {
+    /// Records indexed.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// The index as its file holds it, for a capture of `identity`.
+    pub fn to_bytes(&self, identity: &Identity) -> Vec<u8> {
+        let mut blob = Vec::new();
+        let mut table = Vec::with_capacity(self.postings.len() * ENTRY_LEN);
+        for (key, p) in &self.postings {
+            let at = blob.len() as u64;
+            p.serialize_into(&mut blob).expect("writing to a Vec");
+            table.extend_from_slice(key);
+            table.extend_from_slice(&at.to_le_bytes());
+            table.extend_from_slice(&((blob.len() as u64 - at) as u32).to_le_bytes());
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + table.len() + blob.len() + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&identity.dev.to_le_bytes());
+        out.extend_from_slice(&identity.ino.to_le_bytes());
+        out.extend_from_slice(&identity.size.to_le_bytes());
+        out.extend_from_slice(&identity.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&identity.head);
+        out.extend_from_slice(&identity.tail);
+        out.extend_from_slice(&u64::from(self.records).to_le_bytes());
+        out.extend_from_slice(&(self.slices.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.postings.len() as u32).to_le_bytes());
+        for s in &self.slices {
+            out.extend_from_slice(&s.offset.to_le_bytes());
+            out.extend_from_slice(&s.first.0.to_le_bytes());
+            out.extend_from_slice(&s.last.0.to_le_bytes());
+        }
+        out.extend_from_slice(&table);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out.extend_from_slice(&blob);
+        out
+    }
+}
+
+/// An index file's bytes (typically a memory map), checked and read lazily: the header, slice
+/// and key tables are verified when it is opened; a posting is decoded only when a query asks
+/// for its key.
+#[derive(Debug)]
+pub struct IndexView<'a> {
+    records: u32,
+    slices: &'a [u8],
+    keys: &'a [u8],
+    blob: &'a [u8],
+}
+
+impl<'a> IndexView<'a> {
+    /// Opens an index file's bytes for the capture `identity` (any other capture's index, an
+    /// older version or a damaged file is refused).
+    ///
+    /// # Errors
+    /// [`Error::Unusable`] naming the first check that failed.
+    pub fn open(bytes: &'a [u8], identity: &Identity) -> Result<IndexView<'a>, Error> {
+        let bad = Error::Unusable;
+        let mut r = Cursor { bytes, at: 0 };
+        if r.take(8).ok_or(bad("short"))? != MAGIC {
+            return Err(bad("not an index"));
+        }
+        if r.u32()? != VERSION {
+            return Err(bad("another version"));
+        }
+        let found = Identity {
+            dev: r.u64()?,
+            ino: r.u64()?,
+            size: r.u64()?,
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            head: r.array()?,
+            tail: r.array()?,
+        };
+        if found != *identity {
+            return Err(bad("another file's, or the file changed"));
+        }
+        let records = u32::try_from(r.u64()?).map_err(|_| bad("record count"))?;
+        let slices = r.u32()? as usize;
+        let keys = r.u32()? as usize;
+        if slices != (records as usize).div_ceil(SLICE_RECORDS as usize) {
+            return Err(bad("slice count"));
+        }
+        let slice_end = HEADER_LEN + slices * SLICE_LEN;
+        let tables = slice_end + keys * ENTRY_LEN;
+        if bytes.len() < tables + 32
+            || Sha256::digest(&bytes[..tables])[..] != bytes[tables..tables + 32]
+        {
+            return Err(bad("damaged"));
+        }
+        let view = IndexView {
+            records,
+            slices: &bytes[HEADER_LEN..slice_end],
+            keys: &bytes[slice_end..tables],
+            blob: &bytes[tables + 32..],
+        };
+        if (1..keys).any(|i| view.key(i - 1) >= view.key(i)) {
+            return Err(bad("key table out of order"));
+        }
+        // Every posting lies inside the file: a cut index is refused here, not at a query.
+        if (0..keys).any(|i| {
+            let (at, len) = view.span(i);
+            at.checked_add(len).is_none_or(|end| end > view.blob.len())
+        }) {
+            return Err(bad("cut short"));
+        }
+        Ok(view)
+    }
+
+    /// Records indexed.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Slice `i`.
+    pub fn slice(&self, i: u32) -> Slice {
+        let e = &self.slices[i as usize * SLICE_LEN..][..SLICE_LEN];
+        let i128_at = |at: usize| i128::from_le_bytes(e[at..at + 16].try_into().expect("16 bytes"));
+        Slice {
+            offset: u64::from_le_bytes(e[..8].try_into().expect("8 bytes")),
+            first: Timestamp(i128_at(8)),
+            last: Timestamp(i128_at(24)),
+        }
+    }
+
+    fn key(&self, i: usize) -> &'a [u8] {
+        &self.keys[i * ENTRY_LEN..i * ENTRY_LEN + KEY_LEN]
+    }
+
+    /// Where key `i`'s posting lies in the blob: offset and length.
+    fn span(&self, i: usize) -> (usize, usize) {
+        let e = &self.keys[i * ENTRY_LEN + KEY_LEN..(i + 1) * ENTRY_LEN];
+        let at = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(e[8..].try_into().expect("4 bytes"));
+        (usize::try_from(at).unwrap_or(usize::MAX), len as usize)
+    }
+
+    fn posting(&self, i: usize) -> Result<RoaringBitmap, Error> {
+        let bad = Error::Unusable("posting");
+        let (at, len) = self.span(i);
+        let raw = self
+            .blob
+            .get(at..at.checked_add(len).ok_or(bad)?)
+            .ok_or(bad)?;
+        let p = RoaringBitmap::deserialize_from(raw).map_err(|_| bad)?;
+        if p.max().is_some_and(|m| m >= self.records) {
+            return Err(Error::Unusable("posting past the last record"));
+        }
+        Ok(p)
+    }
+
+    /// The records that can match `lookup` (every record when it has no group).
+    ///
+    /// # Errors
+    /// A posting that does not decode: the index is unusable.
+    pub fn candidates(&self, lookup: &Lookup) -> Result<RoaringBitmap, Error> {
+        let n = self.keys.len() / ENTRY_LEN;
+        let mut result: Option<RoaringBitmap> = None;
+        for group in &lookup.groups {
+            let mut any = RoaringBitmap::new();
+            for (lo, hi) in group {
+                // The first key not below `lo` (the table is sorted), then every key up to `hi`.
+                let (mut i, mut j) = (0, n);
+                while i < j {
+                    let m = i + (j - i) / 2;
+                    if self.key(m) < &lo[..] {
+                        i = m + 1;
+                    } else {
+                        j = m;
+                    }
+                }
+                while i < n && self.key(i) <= &hi[..] {
+                    any |= self.posting(i)?;
+                    i += 1;
+                }
+            }
+            let r = match result {
+                Some(r) => r & any,
+                None => any,
+            };
+            if r.is_empty() {
+                return Ok(r);
+            }
+            result = Some(r);
+        }
+        Ok(result.unwrap_or_else(|| (0..self.records).collect()))
+    }
+
+    /// The slices to read for `lookup` in `[after, before)`, in file order.
+    ///
+    /// # Errors
+    /// A posting that does not decode: the index is unusable.
+    pub fn plan(
+        &self,
+        lookup: &Lookup,
+        after: Timestamp,
+        before: Timestamp,
+    ) -> Result<Vec<u32>, Error> {
+        let mut slices: Vec<u32> = self
+            .candidates(lookup)?
+            .iter()
+            .map(|r| r / SLICE_RECORDS)
+            .collect();
+        slices.dedup();
+        slices.retain(|&i| {
+            let s = self.slice(i);
+            s.first < before && s.last >= after
+        });
+        Ok(slices)
+    }
+}
+
+/// Why a capture file could not be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// It could not be opened (or is not a regular file).
+    #[error("{0}")]
+    Open(#[from] crate::pcap::OpenError),
+    /// Compressed: its records have no file offsets to read a slice from.
+    #[error("compressed ({0:?}): scanned, not indexed")]
+    Compressed(crate::pcap::Compression),
+    /// pcapng: scanned, not indexed (yet).
+    #[error("pcapng: scanned, not indexed")]
+    Pcapng,
+    /// It failed part-way (damage, or it changed while read).
+    #[error("{0}")]
+    Read(#[from] crate::pcap::ReadError),
+    /// Its metadata could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Indexes a capture file: every record, as far as it reads whole; returns the index and the
+/// identity of the bytes it describes.
+///
+/// # Errors
+/// [`BuildError`]: a file that cannot be opened, is compressed, or fails part-way.
+pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), BuildError> {
+    use std::os::unix::fs::FileExt;
+    let mut f = crate::pcap::CaptureFile::open(path)?;
+    if let Some(c) = f.compression() {
+        return Err(BuildError::Compressed(c));
+    }
+    let mut b = Builder::new();
+    // Each record starts where the previous one ended; the first after the 24-byte header.
+    let mut at = 24u64;
+    while let Some(p) = f.next_packet() {
+        let p = p?;
+        if !matches!(f.format(), Some(crate::pcap::Format::Pcap { .. })) {
+            // A slice of pcapng needs the interfaces declared before it: not yet.
+            return Err(BuildError::Pcapng);
+        }
+        b.add(at, p.ts, p.link_type, &p.data);
+        at = f.offset();
+    }
+    if let Some(e) = f.ended_early() {
+        return Err(BuildError::Read(crate::pcap::ReadError::Io {
+            offset: e,
+            source: std::io::Error::other("the file changed while it was indexed"),
+        }));
+    }
+    let size = at;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let hash = |from: u64, to: u64| -> std::io::Result<[u8; 32]> {
+        let mut buf = vec![0u8; (to - from) as usize];
+        file.read_exact_at(&mut buf, from)?;
+        Ok(Sha256::digest(&buf).into())
+    };
+    let identity = Identity {
+        dev: std::os::unix::fs::MetadataExt::dev(&meta),
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        size,
+        mtime_ns: meta
+            .modified()
+            .map(|m| Timestamp::from(m).0)
+            .unwrap_or_default(),
+        head: hash(0, size.min(4096))?,
+        tail: hash(size.saturating_sub(4096), size)?,
+    };
+    Ok((b.finish(), identity))
+}
+
+/// Little-endian reads from a byte slice, every one bounds-checked.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        self.take(N)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(Error::Unusable("short"))
+    }
+
+    fn u32(&mut self) -> Result<u32, Error> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, Error> {
+        self.array().map(u64::from_le_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcap::{CaptureFile, Clauses, Next, Packet, Reader};
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+
+    fn corpus(rel: &str) -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/pcaps")
+            .join(rel)
+    }
+
+    /// Plain pcap files of the corpus with many layers and link types between them.
+    const FILES: [&str; 6] = [
+        "merge/ground-truth__pcpp-tls2.pcap",
+        "protocols/gre-various__tcpdump-various_gre.pcap",
+        "protocols/vxlan__zeek-vxlan-encapsulated-http.pcap",
+        "protocols/pppoe-over-qinq__zeek-pppoe-over-qinq.pcap",
+        "protocols/ipv6-fragments__pcpp-ip6_fragments.pcap",
+        "formats/sll__arkime-gtp-iphone.pcap",
+    ];
+
+    fn packets(path: &std::path::Path) -> Vec<Packet> {
+        let mut f = CaptureFile::open(path).unwrap();
+        let mut v = Vec::new();
+        while let Some(p) = f.next_packet() {
+            v.push(p.unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn slices_point_at_their_records() {
+        for rel in FILES {
+            let path = corpus(rel);
+            let (index, id) = build_file(&path).unwrap();
+            let bytes = index.to_bytes(&id);
+            let view = IndexView::open(&bytes, &id).unwrap();
+            let all = packets(&path);
+            assert_eq!(view.records() as usize, all.len());
+            let file = std::fs::read(&path).unwrap();
+            for k in 0..all.len().div_ceil(SLICE_RECORDS as usize) {
+                let s = view.slice(k as u32);
+                let mut r = Reader::new();
+                r.push(bytes::Bytes::copy_from_slice(&file[..24]));
+                r.push(bytes::Bytes::copy_from_slice(&file[s.offset as usize..]));
+                r.finish();
+                let Ok(Next::Packet(p)) = r.next_packet() else {
+                    panic!("{rel}: slice {k} does not start on a record");
+                };
+                assert_eq!(p, all[k * SLICE_RECORDS as usize], "{rel}: slice {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_foreign_or_old_index_is_refused() {
+        let path = corpus(FILES[0]);
+        let (index, id) = build_file(&path).unwrap();
+        let bytes = index.to_bytes(&id);
+        assert!(IndexView::open(&bytes, &id).is_ok());
+        let other = Identity {
+            ino: id.ino + 1,
+            ..id.clone()
+        };
+        assert!(IndexView::open(&bytes, &other).is_err());
+        let grown = Identity {
+            size: id.size + 1,
+            ..id.clone()
+        };
+        assert!(IndexView::open(&bytes, &grown).is_err());
+        let mut old = bytes.clone();
+        old[8] = old[8].wrapping_add(1);
+        assert_eq!(
+            IndexView::open(&old, &id).unwrap_err(),
+            Error::Unusable("another version")
+        );
+        for at in [HEADER_LEN + 3, bytes.len() / 3] {
+            let mut d = bytes.clone();
+            if at < HEADER_LEN + (index.slices.len() * SLICE_LEN) {
+                d[at] ^= 0x40;
+                assert!(IndexView::open(&d, &id).is_err(), "damage at {at}");
+            }
+        }
+        for cut in [0, 10, HEADER_LEN, bytes.len() / 2] {
+            assert!(IndexView::open(&bytes[..cut], &id).is_err(), "cut at {cut}");
+        }
+        // A damaged posting is found when it is asked for.
+        let mut d = bytes.clone();
+        let n = d.len();
+        d[n - 3..].fill(0xff);
+        let view = IndexView::open(&d, &id).unwrap();
+        // The last posting in the blob is the highest protocol number's (keys sort by kind).
+        let asks = |p: u8| view.candidates(&Lookup::new(&[], [], &[], Some(p)));
+        assert!((0..=255u8).any(|p| asks(p).is_err()));
+    }
+
+    /// What a scan selects: the ordinals of the records in the window that the matcher admits.
+    fn scanned(
+        all: &[Packet],
+        clauses: Option<Clauses>,
+        after: Timestamp,
+        before: Timestamp,
+    ) -> Vec<u32> {
+        let mut clauses = clauses;
+        all.iter()
+            .enumerate()
+            .filter(|(_, p)| p.ts >= after && p.ts < before)
+            .filter(|(_, p)| {
+                clauses
+                    .as_mut()
+                    .is_none_or(|c| c.matches(p.link_type, &p.data))
+            })
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+        /// The index is an accelerator, never the judge: every record a scan selects lies in a
+        /// slice the plan reads, for any clause set and window.
+        #[test]
+        fn the_plan_reads_every_record_the_scan_selects(
+            file in 0usize..FILES.len(),
+            picks in proptest::collection::vec(any::<prop::sample::Index>(), 4),
+            hosts in 0usize..3,
+            net in proptest::option::of(0u8..=32),
+            port in any::<bool>(),
+            proto in proptest::option::of(prop::sample::select(vec![1u8, 6, 17, 47, 58, 132])),
+            window in (0.0f64..1.0, 0.0f64..1.0),
+        ) {
+            let path = corpus(FILES[file]);
+            let all = packets(&path);
+            let (index, id) = build_file(&path).unwrap();
+            let bytes = index.to_bytes(&id);
+            let view = IndexView::open(&bytes, &id).unwrap();
+            // Values from the file's own keys, so that clauses do match something.
+            let mut addrs = Vec::new();
+            let mut ports = Vec::new();
+            for p in &all {
+                let _ = keys(p.link_type, &p.data, |k| {
+                    match k {
+                        Key::V4(a) => addrs.push(IpAddr::from(a)),
+                        Key::V6(a) => addrs.push(IpAddr::from(a)),
+                        Key::Port(n) => ports.push(n),
+                        Key::Proto(_) => {}
+                    }
+                    ControlFlow::Continue(())
+                });
+            }
+            let hosts: Vec<IpAddr> = (0..hosts.min(addrs.len())).map(|i| *picks[i].get(&addrs)).collect();
+            let nets: Vec<(IpAddr, u8)> = match (net, addrs.is_empty()) {
+                (Some(bits), false) => {
+                    let a = *picks[2].get(&addrs);
+                    vec![(a, if a.is_ipv4() { bits } else { bits * 4 })]
+                }
+                _ => Vec::new(),
+            };
+            let ports: Vec<u16> = if port && !ports.is_empty() { vec![*picks[3].get(&ports)] } else { Vec::new() };
+            let (lo, hi) = (all.iter().map(|p| p.ts).min().unwrap(), all.iter().map(|p| p.ts).max().unwrap());
+            let span = (hi.0 - lo.0) as f64;
+            let (a, b) = (window.0.min(window.1), window.0.max(window.1));
+            let after = Timestamp(lo.0 + (span * a) as i128);
+            let before = Timestamp(lo.0 + (span * b) as i128 + 1);
+            let clauses = Clauses::new(&hosts, nets.iter().copied(), &ports, proto);
+            let lookup = Lookup::new(&hosts, nets.iter().copied(), &ports, proto);
+            let plan = view.plan(&lookup, after, before).unwrap();
+            for r in scanned(&all, clauses, after, before) {
+                prop_assert!(plan.binary_search(&(r / SLICE_RECORDS)).is_ok(), "record {} missed", r);
+            }
+        }
+    }
+}
