@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 use roaring::RoaringBitmap;
 use sha2::{Digest, Sha256};
 
-use crate::pcap::{keys, Key, Timestamp};
+use crate::pcap::{keys, mask4, mask6, Key, Timestamp};
 
 /// Records per slice: the unit an index narrows a read to.
 pub const SLICE_RECORDS: u32 = 64;
@@ -184,24 +184,17 @@ impl Lookup {
         };
         let mut groups: Vec<Vec<_>> = hosts.iter().map(|&h| exact(addr(h))).collect();
         for (a, prefix) in nets {
+            // A net is the range of its addresses, first to last.
             let (lo, hi) = match a {
                 IpAddr::V4(v) => {
-                    let bits = u32::from(v);
-                    let mask = u32::MAX
-                        .checked_shl(32 - u32::from(prefix.min(32)))
-                        .unwrap_or(0);
-                    let lo = bits & mask;
+                    let (lo, mask) = (u32::from(v) & mask4(prefix), mask4(prefix));
                     (
                         Key::V4(lo.to_be_bytes()),
                         Key::V4((lo | !mask).to_be_bytes()),
                     )
                 }
                 IpAddr::V6(v) => {
-                    let bits = u128::from(v);
-                    let mask = u128::MAX
-                        .checked_shl(128 - u32::from(prefix.min(128)))
-                        .unwrap_or(0);
-                    let lo = bits & mask;
+                    let (lo, mask) = (u128::from(v) & mask6(prefix), mask6(prefix));
                     (
                         Key::V6(lo.to_be_bytes()),
                         Key::V6((lo | !mask).to_be_bytes()),

@@ -22,21 +22,26 @@ enum Want {
     Proto(u8),
 }
 
+/// The masks of a `prefix`-bit network of IPv4 (32 bits) and IPv6 (128 bits) addresses:
+/// prefix bits set, the rest clear (a prefix beyond the width is the width).
+pub(crate) fn mask4(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+/// See [`mask4`].
+pub(crate) fn mask6(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
 impl Want {
     fn net(addr: IpAddr, prefix: u8) -> Want {
         match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(prefix.min(32)))
-                    .unwrap_or(0);
-                Want::Net4(u32::from(a) & mask, mask)
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(prefix.min(128)))
-                    .unwrap_or(0);
-                Want::Net6(u128::from(a) & mask, mask)
-            }
+            IpAddr::V4(a) => Want::Net4(u32::from(a) & mask4(prefix), mask4(prefix)),
+            IpAddr::V6(a) => Want::Net6(u128::from(a) & mask6(prefix), mask6(prefix)),
         }
     }
 

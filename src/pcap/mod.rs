@@ -13,6 +13,7 @@ mod reader;
 mod writer;
 
 pub use clauses::Clauses;
+pub(crate) use clauses::{mask4, mask6};
 pub use dissect::{keys, Key, MAX_LAYERS};
 pub use error::Error;
 pub use file::{CaptureFile, Compression, OpenError, ReadError, CHUNK};
