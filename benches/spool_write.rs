@@ -14,9 +14,13 @@ const CHUNK: usize = 256 * 1024;
 const TOTAL: usize = 64 << 20;
 
 fn spool_write(c: &mut Criterion) {
-    let dir =
-        tempfile::tempdir_in(std::env::var("SPOOL_BENCH_DIR").unwrap_or_else(|_| "target".into()))
-            .unwrap();
+    // On the disk a spool would use (the build's target directory, not a tmpfs /tmp), unless
+    // SPOOL_BENCH_DIR says where.
+    let base = std::env::var("SPOOL_BENCH_DIR")
+        .or_else(|_| std::env::var("CARGO_TARGET_DIR"))
+        .unwrap_or_else(|_| "target".into());
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(base).unwrap();
     let chunk: Vec<u8> = (0..CHUNK).map(|i| i as u8).collect();
     let mut g = c.benchmark_group("spool_write");
     g.throughput(Throughput::Bytes(TOTAL as u64));
