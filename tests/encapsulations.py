@@ -107,6 +107,21 @@ def frames():
     add("v6-40-ext", E / stack / TCP(sport=10045, dport=20045))
     llc = LLC(dsap=0xAA, ssap=0xAA, ctrl=3) / SNAP(OUI=0, code=0x0800) / IP(src=v4(135), dst=v4(136)) / UDP(sport=10046, dport=20046) / PAYLOAD
     add("vlan-8023", E / Dot1Q(vlan=11, type=len(bytes(llc))) / llc)
+    # Second review: VLAN depth (tshark reads 20 nested tags, not 21); tunnels behind source
+    # port 0 and ports without a claim; a tunnel's port that is higher than another tunnel's;
+    # VXLAN-GPE carrying MPLS; a pseudowire behind a zero control word whose frame has a type
+    # where a bare frame's would be; MPLS with a first nibble of 1 (PW-ACH, no Ethernet).
+    for n in (20, 21):
+        p = E
+        for i in range(n):
+            p = p / Dot1Q(vlan=i + 1)
+        add(f"vlan-{n}", p / IP(src=v4(139 + n - 20), dst=v4(141)) / UDP(sport=10048, dport=20048) / PAYLOAD)
+    for k, sport in enumerate((0, 600, 1000)):
+        add(f"vxlan-from-{sport}", E / IP(src=v4(142 + k), dst=v4(145)) / UDP(sport=sport, dport=4789) / VXLAN(vni=5) / Ether() / IP(src=v4(146 + k), dst=v4(149)) / TCP(sport=10049, dport=20049))
+    add("gpe-to-geneve", E / IP(src=v4(150), dst=v4(151)) / UDP(sport=4790, dport=6081) / VXLAN(flags=0x0C, NextProtocol=1, vni=6) / IP(src=v4(152), dst=v4(153)) / UDP(sport=10050, dport=20050) / PAYLOAD)
+    add("gpe-mpls", E / IP(src=v4(154), dst=v4(155)) / UDP(sport=40006, dport=4790) / VXLAN(flags=0x0C, NextProtocol=5, vni=7) / MPLS(label=9, s=1) / IP(src=v4(156), dst=v4(157)) / TCP(sport=10051, dport=20051))
+    add("pw-cw-typed-mac", E / MPLS(label=402, s=1) / Raw(b"\x00\x00\x00\x00") / Ether(dst="00:1b:21:0a:0b:0c", src="02:00:08:00:00:01") / IP(src=v4(158), dst=v4(159)) / UDP(sport=10052, dport=20052) / PAYLOAD)
+    add("mpls-ach", E / MPLS(label=13, s=1) / Raw(b"\x10\x00\x00\x07") / Raw(bytes(Ether() / IP(src=v4(160), dst=v4(161)))))
     add("v4-short-length", E / IP(src=v4(137), dst=v4(138), len=12, proto=17) / Raw(bytes(UDP(sport=10047, dport=20047))))
     return out
 

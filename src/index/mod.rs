@@ -10,7 +10,7 @@
 //! - **postings**: for every key (address, port, protocol) the records that carry it, as a
 //!   compressed bitmap of record ordinals (`roaring`).
 //!
-//! On disk ([`FileIndex::to_bytes`], read back with [`FileIndex::from_bytes`]): a header with
+//! On disk ([`FileIndex::to_bytes`], read back with [`IndexView::open`]): a header with
 //! the format version and the identity of the capture it describes (device, inode, bytes
 //! indexed, modification time, hashes of its first and last indexed bytes), the slice table,
 //! the sorted key table, the postings, and a SHA-256 of everything before the postings.

@@ -4,19 +4,19 @@
 //! and one answered by a scan can never disagree about what a packet is about.
 //!
 //! What is a layer (the rule the README's "what a clause means" states):
-//! - Link layers: Ethernet (and 802.3 LLC/SNAP), 802.1Q/802.1ad/QinQ tags at any depth, MPLS
-//!   label stacks (payload by first nibble: 4 IPv4, 6 IPv6, else an Ethernet pseudowire, after
-//!   a control word when the nibble is 0 and no frame type is where a frame's would be),
-//!   PPPoE session, PPP (with or without
-//!   address/control, compressed protocol field), Linux SLL/SLL2, raw IP (LINKTYPE 101, 228,
+//! - Link layers: Ethernet (and 802.3 LLC/SNAP), 802.1Q/802.1ad/QinQ tags (twenty nested, as
+//!   Wireshark), MPLS label stacks (payload by first nibble: 4 IPv4, 6 IPv6, 0 an Ethernet
+//!   pseudowire, with or without a control word as Wireshark guesses; nothing else), PPPoE
+//!   session, PPP (with or without address/control, compressed protocol field), Linux SLL/SLL2, raw IP (LINKTYPE 101, 228,
 //!   229 and the DLT 12/14 numbers some systems write), NULL/LOOP in either byte order with the
 //!   BSDs' AF_INET6 values (24, 28, 30), IP over InfiniBand, 802.11 data frames (bare or behind
 //!   radiotap) with LLC/SNAP — not A-MSDU aggregates, nor radiotap's data padding.
 //! - Tunnels: GRE version 0 (any payload type, transparent Ethernet bridging, ERSPAN I/II/III,
 //!   Cisco MetaData) and version 1 (PPTP's enhanced GRE carrying PPP); IP-in-IP, 6in4, 4in6; AH
 //!   (its next header); VXLAN (UDP 4789), VXLAN-GPE (4790), GTP-U (2152, G-PDUs), Geneve
-//!   (6081), Teredo (3544) — as Wireshark, the lower UDP port is asked first: a tunnel's port is
-//!   followed when it is the lower one or the lower one is not a well-known port (< 1024).
+//!   (6081), Teredo (3544), NSH — as Wireshark, the lower UDP port is asked first, then the
+//!   higher (never port 0); a tunnel's port is followed when reached, and a well-known service
+//!   Wireshark decodes on a port reached first ([`CLAIMED_UDP_PORTS`]) claims the payload.
 //! - ICMP/ICMPv6 errors: the packet quoted inside is a layer (an "unreachable" about a flow to X
 //!   is about X), as far as it was quoted.
 //! - Ports (TCP, UDP, UDP-Lite, SCTP) only from a packet that is not a non-first fragment; the
@@ -30,8 +30,8 @@
 //! header). Every layer moves forward in the packet, so the work per packet is bounded by its
 //! length; a layer budget ([`MAX_LAYERS`]) bounds it further against nesting built to be slow
 //! (GRE in GRE in …). IPv6 extension headers and VLAN tags do not count against it: each moves
-//! at least 4 bytes on, and stacking them must not hide what follows (tshark reads through a
-//! hundred).
+//! at least 4 bytes on, and stacking them must not hide what tshark finds (it reads through a
+//! hundred extension headers, and twenty nested VLAN tags — as many as Docket).
 
 use std::ops::ControlFlow;
 
@@ -74,6 +74,9 @@ enum Layer {
     PppoeSession,
     /// 802.2 LLC (with SNAP).
     Llc,
+    /// A Network Service Header: its length in 4-byte words, the next protocol in its fourth
+    /// byte.
+    Nsh,
     /// A Cisco MetaData header: 8 bytes, the next Ethernet type at 6.
     CiscoMetaData,
 }
@@ -96,6 +99,7 @@ where
         data,
         visit: &mut visit,
         budget: MAX_LAYERS,
+        tags: 0,
     };
     d.walk(layer, at, data.len())
 }
@@ -149,7 +153,12 @@ struct Dissector<'d, F> {
     data: &'d [u8],
     visit: &'d mut F,
     budget: usize,
+    /// VLAN tags read so far: Wireshark reads [`MAX_TAGS`] nested tags and no more.
+    tags: usize,
 }
+
+/// Nested VLAN tags read before giving up, as Wireshark ("too many nested VLAN tags").
+const MAX_TAGS: usize = 20;
 
 impl<F> Dissector<'_, F>
 where
@@ -168,11 +177,15 @@ where
                 Layer::Ethernet => self.ethernet(at, end),
                 Layer::EtherType(t) => ether_type(t, at),
                 // A tag, then a type — or an 802.3 length, with LLC after it.
-                Layer::Tag => match self.u16(at + 2, end) {
-                    Some(t) if t >= 0x0600 => ether_type(t, at + 4),
-                    Some(t) if t <= 1500 => Some((Layer::Llc, at + 4)),
-                    _ => None,
-                },
+                Layer::Tag if self.tags == MAX_TAGS => None,
+                Layer::Tag => {
+                    self.tags += 1;
+                    match self.u16(at + 2, end) {
+                        Some(t) if t >= 0x0600 => ether_type(t, at + 4),
+                        Some(t) if t <= 1500 => Some((Layer::Llc, at + 4)),
+                        _ => None,
+                    }
+                }
                 // A PPP frame without address and control (RFC 2516); some writers compress the
                 // protocol field anyway, and Wireshark reads that.
                 Layer::PppoeSession => Some((Layer::Ppp, at + 6)),
@@ -188,6 +201,12 @@ where
                     step
                 }
                 Layer::Llc => self.llc(at, end),
+                Layer::Nsh => match (self.u8(at + 1, end), self.u8(at + 3, end)) {
+                    (Some(len), Some(p)) if len & 0x3f != 0 => {
+                        next_protocol(p, at + usize::from(len & 0x3f) * 4)
+                    }
+                    _ => None,
+                },
                 Layer::Mpls => self.mpls(at, end),
                 Layer::Ppp => self.ppp(at, end),
                 Layer::Ieee80211 => self.ieee80211(at, end),
@@ -249,15 +268,23 @@ where
         match self.u8(at, end)? >> 4 {
             4 => Some((Layer::Ipv4, at)),
             6 => Some((Layer::Ipv6, at)),
-            // An Ethernet pseudowire, guessed as Wireshark guesses: a frame right here when its
-            // type field holds a type (Wireshark also asks that both MACs have known vendors);
-            // otherwise after a control word when the first nibble is 0, else right here.
-            n => {
-                let plain = self
-                    .u16(at + 12, end)
-                    .is_some_and(|t| ether_type(t, 0).is_some());
-                Some((Layer::Ethernet, if n == 0 && !plain { at + 4 } else { at }))
+            // An Ethernet pseudowire (Wireshark reads one only behind a first nibble of 0),
+            // guessed as Wireshark guesses: a frame right here when it looks like one — a type
+            // where a frame's type would be, MACs a vendor could own (Wireshark looks both up
+            // in its vendor table; a locally administered address has no vendor, and a zero
+            // control word is no MAC) —, else after a control word.
+            0 => {
+                let mac_ok = |i: usize| self.u8(at + i, end).is_some_and(|b| b & 0x02 == 0);
+                let zero_cw = self.data.get(at..at + 4).is_some_and(|w| w == [0, 0, 0, 0]);
+                let plain = !zero_cw
+                    && mac_ok(0)
+                    && mac_ok(6)
+                    && self
+                        .u16(at + 12, end)
+                        .is_some_and(|t| ether_type(t, 0).is_some());
+                Some((Layer::Ethernet, if plain { at } else { at + 4 }))
             }
+            _ => None,
         }
     }
 
@@ -433,40 +460,41 @@ where
 
     /// A UDP payload at `at` when either port is a tunnel's.
     fn udp_tunnel(&self, sport: u16, dport: u16, at: usize, end: usize) -> Step {
-        // As in Wireshark, the lower port is asked first: a tunnel's port wins when it is the
-        // lower one, or when the lower one is not a well-known service port (below 1024),
-        // whose own protocol would claim the payload.
-        let low = sport.min(dport);
-        let either = |p: u16| (sport == p || dport == p) && (low == p || low >= 1024);
-        if either(4789) {
-            // VXLAN: 8 bytes, then Ethernet.
-            return Some((Layer::Ethernet, at + 8));
-        }
-        if either(2152) {
-            return self.gtpu(at, end);
-        }
-        if either(6081) {
-            // Geneve: version 0, options of 4-byte words, then a payload by Ethernet type.
-            let b0 = self.u8(at, end)?;
-            if b0 >> 6 != 0 {
+        // As Wireshark: the lower port is asked first, then the higher (port 0 never). A
+        // tunnel's port is followed when reached; a well-known service Wireshark decodes on
+        // that port claims the payload first and ends the search.
+        let (low, high) = (sport.min(dport), sport.max(dport));
+        for port in [low, high] {
+            if port == 0 {
+                continue;
+            }
+            if let Some(step) = self.tunnel_on(port, at, end) {
+                return step;
+            }
+            if CLAIMED_UDP_PORTS.contains(&port) {
                 return None;
             }
-            let t = self.u16(at + 2, end)?;
-            return ether_type(t, at + 8 + usize::from(b0 & 0x3f) * 4);
-        }
-        if either(3544) {
-            return self.teredo(at, end);
-        }
-        if either(4790) {
-            // VXLAN-GPE: 8 bytes, the next protocol in the fourth.
-            return match self.u8(at + 3, end)? {
-                1 => Some((Layer::Ipv4, at + 8)),
-                2 => Some((Layer::Ipv6, at + 8)),
-                3 => Some((Layer::Ethernet, at + 8)),
-                _ => None,
-            };
         }
         None
+    }
+
+    /// The payload of a UDP tunnel on `port`: `None` when no tunnel uses the port, `Some(step)`
+    /// when one does (a step of `None`: the tunnel header did not check).
+    fn tunnel_on(&self, port: u16, at: usize, end: usize) -> Option<Step> {
+        Some(match port {
+            // VXLAN: 8 bytes, then Ethernet.
+            4789 => Some((Layer::Ethernet, at + 8)),
+            2152 => self.gtpu(at, end),
+            // Geneve: version 0, options of 4-byte words, then a payload by Ethernet type.
+            6081 => self.u8(at, end).filter(|b0| b0 >> 6 == 0).and_then(|b0| {
+                let t = self.u16(at + 2, end)?;
+                ether_type(t, at + 8 + usize::from(b0 & 0x3f) * 4)
+            }),
+            3544 => self.teredo(at, end),
+            // VXLAN-GPE: 8 bytes, the next protocol in the fourth.
+            4790 => self.u8(at + 3, end).and_then(|p| next_protocol(p, at + 8)),
+            _ => return None,
+        })
     }
 
     /// GTP-U: a G-PDU of version 1 carries an IP packet after its header and extensions.
@@ -562,12 +590,32 @@ fn ether_type(t: u16, at: usize) -> Step {
         0x8847 | 0x8848 => (Layer::Mpls, at),
         // PPPoE session: a 6-byte header, then a PPP frame.
         0x8864 => (Layer::PppoeSession, at),
+        // Network Service Header (service function chaining).
+        0x894f => (Layer::Nsh, at),
         // Cisco MetaData (TrustSec) in Ethernet: 8 bytes, the next type in the last two.
         0x8909 => (Layer::CiscoMetaData, at),
         // 802.2 LLC announced by a type (jumbo frames), as if by a length.
         0x8870 => (Layer::Llc, at),
         // Transparent Ethernet bridging (GRE, Geneve).
         0x6558 => (Layer::Ethernet, at),
+        _ => return None,
+    })
+}
+
+/// UDP ports whose own protocol Wireshark decodes before a tunnel on the other port is asked
+/// (DNS, DHCP, TFTP, NTP, NetBIOS, SNMP, ISAKMP, syslog, RIP, SSDP, IPsec NAT-T, mDNS).
+const CLAIMED_UDP_PORTS: [u16; 15] = [
+    53, 67, 68, 69, 123, 137, 138, 161, 162, 500, 514, 520, 1900, 4500, 5353,
+];
+
+/// The layer a VXLAN-GPE or NSH next-protocol number announces.
+fn next_protocol(p: u8, at: usize) -> Step {
+    Some(match p {
+        1 => (Layer::Ipv4, at),
+        2 => (Layer::Ipv6, at),
+        3 => (Layer::Ethernet, at),
+        4 => (Layer::Nsh, at),
+        5 => (Layer::Mpls, at),
         _ => return None,
     })
 }

@@ -6,7 +6,7 @@
 //!   inode). A missing directory fails each query with [`Error::Directory`], never the gateway.
 //! - **Rotation names** ([`EpochName`]). A file whose name carries its start epoch is probed
 //!   (its first packet only) instead of read whole; the next file of its sequence (same
-//!   directory and pattern) bounds it, plus [`ROTATION_SLACK`]. A name its first packet
+//!   directory and pattern) bounds it, plus `ROTATION_SLACK`. A name its first packet
 //!   contradicts is read whole. A query that reads a rotation file whole records its real
 //!   range. Invariant: a file is skipped only on its real range, or on an uncontradicted name's.
 //!
@@ -295,8 +295,29 @@ fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileE
     e
 }
 
+/// The files of an index that yield no packet because they cannot be read, with the reason,
+/// in name order.
+fn unreadable_in(idx: &HashMap<PathBuf, FileEntry>) -> Vec<(PathBuf, String)> {
+    let mut v: Vec<(PathBuf, String)> = idx
+        .iter()
+        .filter(|(_, e)| e.packets == 0)
+        .filter_map(|(p, e)| Some((p.clone(), e.error.clone()?)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `x` for a name `x.gz`, `x.lz4`, `x.zst` or `x.zstd`.
+fn compressed_stem(name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
+    let name = name.to_str()?;
+    [".gz", ".lz4", ".zst", ".zstd"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .map(std::ffi::OsString::from)
+}
+
 /// A rotation file, read only as far as its first packet: that packet's time (which must not
-/// be before the name's epoch, less [`ROTATION_SLACK`]) and the link types. A pcapng file (whose
+/// be before the name's epoch, less `ROTATION_SLACK`) and the link types. A pcapng file (whose
 /// later blocks may declare more interfaces), a file whose name lies, or one without a packet is
 /// read whole instead.
 fn probe(
@@ -329,10 +350,18 @@ fn probe(
 }
 
 /// The start epochs of every rotation sequence, sorted.
-fn sequence_starts(idx: &HashMap<PathBuf, FileEntry>) -> HashMap<&Sequence, Vec<Timestamp>> {
-    let mut starts: HashMap<&Sequence, Vec<Timestamp>> = HashMap::new();
-    for (seq, t) in idx.values().filter_map(|e| e.named.as_ref()) {
-        starts.entry(seq).or_default().push(*t);
+/// Every rotation sequence's files as (name epoch, start), sorted by epoch. A file starts at
+/// the later of its name's time and its first packet: a writer whose packets run ahead of the
+/// clock it names files by must not cut the previous file short.
+fn sequence_starts(
+    idx: &HashMap<PathBuf, FileEntry>,
+) -> HashMap<&Sequence, Vec<(Timestamp, Timestamp)>> {
+    let mut starts: HashMap<&Sequence, Vec<(Timestamp, Timestamp)>> = HashMap::new();
+    for e in idx.values() {
+        if let Some((seq, epoch)) = &e.named {
+            let start = e.first.map_or(*epoch, |f| f.max(*epoch));
+            starts.entry(seq).or_default().push((*epoch, start));
+        }
     }
     for v in starts.values_mut() {
         v.sort_unstable();
@@ -340,14 +369,15 @@ fn sequence_starts(idx: &HashMap<PathBuf, FileEntry>) -> HashMap<&Sequence, Vec<
     starts
 }
 
-/// The start epoch of the file after `epoch` in `seq`, if there is one.
+/// The start of the file after the one named `epoch` in `seq`, if there is one.
 fn next_start(
-    starts: &HashMap<&Sequence, Vec<Timestamp>>,
+    starts: &HashMap<&Sequence, Vec<(Timestamp, Timestamp)>>,
     seq: &Sequence,
     epoch: Timestamp,
 ) -> Option<Timestamp> {
     let v = starts.get(seq)?;
-    v.get(v.partition_point(|t| *t <= epoch)).copied()
+    v.get(v.partition_point(|(t, _)| *t <= epoch))
+        .map(|(_, s)| *s)
 }
 
 impl LocalUpstream {
@@ -388,15 +418,26 @@ impl LocalUpstream {
     /// # Errors
     /// The directory cannot be listed.
     pub fn refresh(&self) -> Result<(), Error> {
-        self.refresh_watched(&Arc::new(Progress::default()))
+        self.refresh_watched(&Arc::new(Progress::default()), &|| false)
+            .map(drop)
     }
 
-    fn refresh_watched(&self, progress: &Arc<Progress>) -> Result<(), Error> {
+    /// [`refresh`](Self::refresh) for a query: `Ok(false)` when `gone()` says the query went
+    /// away while it waited for another refresh.
+    fn refresh_watched(
+        &self,
+        progress: &Arc<Progress>,
+        gone: &dyn Fn() -> bool,
+    ) -> Result<bool, Error> {
         let _one_at_a_time = loop {
             match self.refreshing.try_lock() {
                 Ok(guard) => break guard,
                 Err(std::sync::TryLockError::Poisoned(e)) => panic!("refresh lock: {e}"),
+                // A query that was stopped, or failed as stuck, frees its thread.
+                Err(std::sync::TryLockError::WouldBlock) if gone() => return Ok(false),
                 Err(std::sync::TryLockError::WouldBlock) => {
+                    // Named if this wait is what gets stuck (no step: waiting is no progress).
+                    *progress.file.lock().expect("progress lock") = Some(self.dir.clone());
                     // Another refresh is under way: while it makes progress, so does this wait
                     // (a query queued behind the first indexing of a big directory is not
                     // stuck; one behind a refresh hung on a dead mount is, and fails as such).
@@ -447,6 +488,13 @@ impl LocalUpstream {
         let mut incomplete: Vec<PathBuf> = Vec::new();
         let mut dirs = std::collections::VecDeque::from([(self.dir.clone(), 0usize)]);
         while let Some((dir, depth)) = dirs.pop_front() {
+            // A subdirectory swapped for a link leading out since it was listed is not read.
+            if depth > 0
+                && !self.layout.follow_symlinks
+                && !std::fs::canonicalize(&dir).is_ok_and(|d| d.starts_with(&root))
+            {
+                continue;
+            }
             let listing = match std::fs::read_dir(&dir) {
                 Ok(l) => l,
                 Err(source) if depth == 0 => return Err(missing(source)),
@@ -467,9 +515,18 @@ impl LocalUpstream {
                 }
             }
             entries.sort_by_key(std::fs::DirEntry::file_name);
+            let names: std::collections::HashSet<std::ffi::OsString> =
+                entries.iter().map(std::fs::DirEntry::file_name).collect();
             for entry in entries {
                 let path = entry.path();
                 progress.opening(&path);
+                // `x.pcap.zst` beside `x.pcap`: a compressor at work (zstd and lz4 keep their
+                // input, gzip until it is done) — the same packets twice; the plain one is read.
+                if let Some(stem) = compressed_stem(&entry.file_name()) {
+                    if names.contains(&stem) {
+                        continue;
+                    }
+                }
                 if entry.file_type().is_ok_and(|t| t.is_symlink()) && !self.layout.follow_symlinks {
                     match std::fs::canonicalize(&path) {
                         Ok(target) if target.starts_with(&root) => {}
@@ -558,7 +615,7 @@ impl LocalUpstream {
                 self.index.lock().expect("index lock").insert(path, e);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The sequence and start epoch of a file whose name follows a rotation pattern.
@@ -593,7 +650,7 @@ impl LocalUpstream {
 
     /// The indexed files whose time range overlaps `[after, before)`, in name order. A rotation
     /// file not yet read whole ends where the next file of its sequence starts (plus
-    /// [`ROTATION_SLACK`]); the newest of a sequence has no end yet.
+    /// `ROTATION_SLACK`); the newest of a sequence has no end yet.
     pub fn overlapping(&self, after: Timestamp, before: Timestamp) -> Vec<(PathBuf, FileEntry)> {
         let idx = self.index.lock().expect("index lock");
         let starts = sequence_starts(&idx);
@@ -622,20 +679,15 @@ impl LocalUpstream {
 
     /// Files that yield no packet because they cannot be read, with the reason, in name order.
     pub fn unreadable(&self) -> Vec<(PathBuf, String)> {
-        let idx = self.index.lock().expect("index lock");
-        let mut v: Vec<(PathBuf, String)> = idx
-            .iter()
-            .filter(|(_, e)| e.packets == 0)
-            .filter_map(|(p, e)| Some((p.clone(), e.error.clone()?)))
-            .collect();
-        v.sort();
-        v
+        unreadable_in(&self.index.lock().expect("index lock"))
     }
 
     /// Readable and unreadable files, for `/stats`.
     pub fn files(&self) -> FileCounts {
-        let unreadable = self.unreadable();
-        let total = self.index.lock().expect("index lock").len();
+        let (total, unreadable) = {
+            let idx = self.index.lock().expect("index lock");
+            (idx.len(), unreadable_in(&idx))
+        };
         FileCounts {
             readable: total - unreadable.len(),
             unreadable: unreadable
@@ -670,9 +722,14 @@ impl LocalUpstream {
         let watched = Arc::clone(&progress);
         let thread_cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = me.refresh_watched(&watched) {
-                let _ = inner_tx.blocking_send(Message::Failed(e));
-                return;
+            let gone = || thread_cancel.is_cancelled() || inner_tx.is_closed();
+            match me.refresh_watched(&watched, &gone) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    let _ = inner_tx.blocking_send(Message::Failed(e));
+                    return;
+                }
             }
             me.answer(&query, &inner_tx, &thread_cancel, &watched);
         });
@@ -702,6 +759,7 @@ impl LocalUpstream {
         }
         let (after, before) = (query.after, query.before);
         let files = self.overlapping(after, before);
+        let root = std::fs::canonicalize(&self.dir).ok();
         let mut declared: Vec<(LinkType, Precision)> = Vec::new();
         for (_, e) in &files {
             for d in &e.declared {
@@ -723,6 +781,18 @@ impl LocalUpstream {
             .into_iter()
             .map(|(p, e)| {
                 progress.opening(&p);
+                // A path that leads outside the directory now (a link swapped in since it was
+                // indexed) is not read.
+                if !self.layout.follow_symlinks
+                    && !root
+                        .as_ref()
+                        .is_some_and(|r| std::fs::canonicalize(&p).is_ok_and(|c| c.starts_with(r)))
+                {
+                    let warning =
+                        format!("{}: now leads outside the directory; skipped", p.display());
+                    let _ = tx.blocking_send(Message::Warning(warning));
+                    return None;
+                }
                 match CaptureFile::open(&p) {
                     // The path names another file than the one indexed (replaced, or a link
                     // changed to lead elsewhere — outside the directory, maybe): not read.
@@ -787,7 +857,7 @@ impl LocalUpstream {
                         // Deleted (retention) or rotated away while read: the open handle
                         // still held all of it.
                         let _ = tx.blocking_send(Message::Warning(format!(
-                            "{}: deleted or rotated away while being read; read whole through                              the open file",
+                            "{}: deleted or rotated away while being read; read whole through the open file",
                             f.path().display()
                         )));
                     }
@@ -1012,5 +1082,59 @@ mod tests {
             .map(|(p, _)| p)
             .collect();
         assert_eq!(chosen, vec![name(first + 7200), liar]);
+    }
+
+    /// A file whose name is earlier than its first packet (a writer whose packets run ahead of
+    /// the clock it names files by) does not cut the previous file short.
+    #[test]
+    fn a_next_name_earlier_than_its_packets_does_not_cut_the_previous_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
+        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        let first = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+        let a = dir.path().join(format!("log.pcap.{first}"));
+        std::fs::write(&a, &bytes).unwrap();
+        // Named 60 s after A's start; its packets begin 200 s after it.
+        std::fs::write(
+            dir.path().join(format!("log.pcap.{}", first + 60)),
+            shifted(&bytes, 200),
+        )
+        .unwrap();
+        let up = LocalUpstream::new(&crate::config::LocalDir {
+            name: "r".into(),
+            path: dir.path().to_owned(),
+            layout: Layout::default(),
+        });
+        up.refresh().unwrap();
+        let at = |secs: u32| Timestamp(i128::from(secs) * pcap::NANOS_PER_SEC);
+        let chosen = up.overlapping(at(first + 100), at(first + 101));
+        assert!(chosen.iter().any(|(p, _)| *p == a), "{chosen:?}");
+    }
+
+    /// `x.pcap.gz` beside `x.pcap` (a compressor at work) is the same packets: read once.
+    #[test]
+    fn a_compressed_copy_beside_its_original_is_not_read_twice() {
+        use std::io::Write;
+        let dir = tempfile::TempDir::new().unwrap();
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
+        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        std::fs::write(dir.path().join("x.pcap"), &bytes).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).unwrap();
+        std::fs::write(dir.path().join("x.pcap.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::write(dir.path().join("y.pcap.gz"), b"not really").unwrap();
+        let up = LocalUpstream::new(&crate::config::LocalDir {
+            name: "r".into(),
+            path: dir.path().to_owned(),
+            layout: Layout::default(),
+        });
+        up.refresh().unwrap();
+        let idx = up.index.lock().unwrap();
+        let mut names: Vec<String> = idx
+            .keys()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["x.pcap", "y.pcap.gz"]);
     }
 }
