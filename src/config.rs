@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub prefix: String,
     /// Directory of the spool (merged captures of jobs). Default `/var/spool/docket`.
     pub spool_dir: PathBuf,
+    /// Directory of the local directories' capture indexes (one subdirectory per sensor).
+    /// Default: beside the spool, `<spool_dir>-index`. Deleting it is safe: indexes are rebuilt.
+    pub index_dir: Option<PathBuf>,
     /// Write each job's capture to the spool. Default true; `false`: stream straight to the
     /// clients attached (the slowest paces the job), keep nothing, and admit jobs whatever the
     /// spool disk's free space.
@@ -279,6 +282,14 @@ pub struct RawLocal {
     /// files outside a query's window are skipped without being read.
     #[serde(default = "default_epoch_names")]
     pub epoch_names: Vec<String>,
+    /// Index the directory's capture files (in `index_dir`): a query reads only the slices of
+    /// records that can match. Default true.
+    #[serde(default = "default_true")]
+    pub index: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_depth() -> usize {
@@ -298,6 +309,7 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8080".into(),
             prefix: "/app/docket/".into(),
             spool_dir: "/var/spool/docket".into(),
+            index_dir: None,
             spool: true,
             time_window: 60,
             long_ago: 86_400,
@@ -451,6 +463,8 @@ pub struct LocalDir {
     pub path: PathBuf,
     /// How the directory's files are laid out.
     pub layout: crate::upstream::local::Layout,
+    /// Where its capture indexes live (`None`: not indexed).
+    pub index_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -510,13 +524,15 @@ impl Config {
         let mut names: Vec<&str> = Vec::new();
         let check_name = |key: &str, name: &str, names: &[&str]| -> Result<(), Error> {
             if name.is_empty()
+                || name == "."
+                || name == ".."
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
             {
                 return Err(invalid(
                     key,
-                    format!("sensor name {name:?} must be [A-Za-z0-9_.-]+"),
+                    format!("sensor name {name:?} must be [A-Za-z0-9_.-]+, not . or .."),
                 ));
             }
             if names.contains(&name) {
@@ -542,8 +558,15 @@ impl Config {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let spool = resolve(&raw.spool_dir);
+            let index_root = raw.index_dir.as_deref().map(resolve).unwrap_or_else(|| {
+                let mut name = spool.file_name().unwrap_or_default().to_owned();
+                name.push("-index");
+                spool.with_file_name(name)
+            });
             local.push(LocalDir {
                 name: l.name.clone(),
+                index_dir: l.index.then(|| index_root.join(&l.name)),
                 path: p,
                 layout: crate::upstream::local::Layout {
                     max_depth: l.max_depth,

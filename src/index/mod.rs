@@ -18,6 +18,8 @@
 //! does not decode or names a record past the end) is refused whole — rebuilt, never used; a
 //! query reads the tables and only the postings of the keys it asks for.
 
+pub mod store;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -33,16 +35,19 @@ pub const SLICE_RECORDS: u32 = 64;
 const MAGIC: &[u8; 8] = b"DOCKETIX";
 /// Bumped whenever the format or the meaning of a key changes (a new encapsulation the
 /// dissector looks through changes which records hold a key): older indexes are rebuilt.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Bytes of a key in the key table: a kind byte, then the value left-aligned in 16 bytes.
 const KEY_LEN: usize = 17;
-/// A key-table entry: the key, its posting's offset (u64) and length (u32) in the blob.
-const ENTRY_LEN: usize = KEY_LEN + 12;
+/// A key-table entry: the key, its posting's offset (u64) and length (u32) in the blob, and
+/// the first 8 bytes of the posting's SHA-256 (a damaged posting that still decodes is caught).
+const ENTRY_LEN: usize = KEY_LEN + 20;
 /// A slice-table entry: offset (u64), earliest and latest time (i128 each).
 const SLICE_LEN: usize = 8 + 16 + 16;
-/// Header: magic, version, identity (dev, ino, size, mtime ns), two hashes, counts.
-const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 16 + 32 + 32 + 8 + 4 + 4;
+/// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime.
+const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 4 + 4 + 4 + 8;
+/// Header flag: the records are in time order (no record earlier than the one before it).
+const SORTED: u32 = 1;
 
 /// Which capture file an index describes, and how much of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,11 +56,9 @@ pub struct Identity {
     pub dev: u64,
     /// Inode of the capture file.
     pub ino: u64,
-    /// Bytes of the file indexed (a file that grows is indexed again; one that shrank or
-    /// changed is not the file indexed).
+    /// Bytes of the file indexed (a file that grew since is still the file indexed, up to
+    /// here; one that shrank or was rewritten is not).
     pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
     /// SHA-256 of the first (up to) 4 KiB of the file.
     pub head: [u8; 32],
     /// SHA-256 of the last (up to) 4 KiB of the indexed bytes.
@@ -109,6 +112,9 @@ fn encode(key: Key) -> [u8; KEY_LEN] {
 #[derive(Debug, Default)]
 pub struct Builder {
     records: u32,
+    /// The latest time so far, and whether a record went back in time.
+    latest: Option<Timestamp>,
+    unsorted: bool,
     slices: Vec<Slice>,
     postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
 }
@@ -125,6 +131,10 @@ impl Builder {
     /// Past 2^32 records in one file (a 4-billion-packet file is not a rotation anyone writes).
     pub fn add(&mut self, offset: u64, ts: Timestamp, link_type: u16, data: &[u8]) {
         let ordinal = self.records;
+        if self.latest.is_some_and(|l| ts < l) {
+            self.unsorted = true;
+        }
+        self.latest = Some(self.latest.map_or(ts, |l| l.max(ts)));
         if ordinal % SLICE_RECORDS == 0 {
             self.slices.push(Slice {
                 offset,
@@ -148,6 +158,7 @@ impl Builder {
     pub fn finish(self) -> FileIndex {
         FileIndex {
             records: self.records,
+            sorted: !self.unsorted,
             slices: self.slices,
             postings: self.postings,
         }
@@ -158,6 +169,7 @@ impl Builder {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileIndex {
     records: u32,
+    sorted: bool,
     slices: Vec<Slice>,
     postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
 }
@@ -215,8 +227,8 @@ impl FileIndex {
         self.records
     }
 
-    /// The index as its file holds it, for a capture of `identity`.
-    pub fn to_bytes(&self, identity: &Identity) -> Vec<u8> {
+    /// The index as its file holds it, for a capture of `identity` last modified at `mtime_ns`.
+    pub fn to_bytes(&self, identity: &Identity, mtime_ns: i64) -> Vec<u8> {
         let mut blob = Vec::new();
         let mut table = Vec::with_capacity(self.postings.len() * ENTRY_LEN);
         for (key, p) in &self.postings {
@@ -225,6 +237,7 @@ impl FileIndex {
             table.extend_from_slice(key);
             table.extend_from_slice(&at.to_le_bytes());
             table.extend_from_slice(&((blob.len() as u64 - at) as u32).to_le_bytes());
+            table.extend_from_slice(&Sha256::digest(&blob[at as usize..])[..8]);
         }
         let mut out = Vec::with_capacity(HEADER_LEN + table.len() + blob.len() + 32);
         out.extend_from_slice(MAGIC);
@@ -232,12 +245,13 @@ impl FileIndex {
         out.extend_from_slice(&identity.dev.to_le_bytes());
         out.extend_from_slice(&identity.ino.to_le_bytes());
         out.extend_from_slice(&identity.size.to_le_bytes());
-        out.extend_from_slice(&identity.mtime_ns.to_le_bytes());
         out.extend_from_slice(&identity.head);
         out.extend_from_slice(&identity.tail);
         out.extend_from_slice(&u64::from(self.records).to_le_bytes());
         out.extend_from_slice(&(self.slices.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.postings.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(if self.sorted { SORTED } else { 0 }).to_le_bytes());
+        out.extend_from_slice(&mtime_ns.to_le_bytes());
         for s in &self.slices {
             out.extend_from_slice(&s.offset.to_le_bytes());
             out.extend_from_slice(&s.first.0.to_le_bytes());
@@ -257,6 +271,8 @@ impl FileIndex {
 #[derive(Debug)]
 pub struct IndexView<'a> {
     records: u32,
+    flags: u32,
+    mtime_ns: i64,
     slices: &'a [u8],
     keys: &'a [u8],
     blob: &'a [u8],
@@ -281,7 +297,6 @@ impl<'a> IndexView<'a> {
             dev: r.u64()?,
             ino: r.u64()?,
             size: r.u64()?,
-            mtime_ns: i128::from_le_bytes(r.array()?),
             head: r.array()?,
             tail: r.array()?,
         };
@@ -291,6 +306,8 @@ impl<'a> IndexView<'a> {
         let records = u32::try_from(r.u64()?).map_err(|_| bad("record count"))?;
         let slices = r.u32()? as usize;
         let keys = r.u32()? as usize;
+        let flags = r.u32()?;
+        let mtime_ns = i64::from_le_bytes(r.array()?);
         if slices != (records as usize).div_ceil(SLICE_RECORDS as usize) {
             return Err(bad("slice count"));
         }
@@ -303,6 +320,8 @@ impl<'a> IndexView<'a> {
         }
         let view = IndexView {
             records,
+            flags,
+            mtime_ns,
             slices: &bytes[HEADER_LEN..slice_end],
             keys: &bytes[slice_end..tables],
             blob: &bytes[tables + 32..],
@@ -325,6 +344,22 @@ impl<'a> IndexView<'a> {
         self.records
     }
 
+    /// Whether the records are in time order: only then can a merge skip some of them without
+    /// changing the order of the others against other files.
+    pub fn sorted(&self) -> bool {
+        self.flags & SORTED != 0
+    }
+
+    /// The capture's modification time when it was indexed (nanoseconds since the epoch).
+    pub fn mtime_ns(&self) -> i64 {
+        self.mtime_ns
+    }
+
+    /// Number of slices.
+    pub fn slices(&self) -> u32 {
+        (self.slices.len() / SLICE_LEN) as u32
+    }
+
     /// Slice `i`.
     pub fn slice(&self, i: u32) -> Slice {
         let e = &self.slices[i as usize * SLICE_LEN..][..SLICE_LEN];
@@ -344,8 +379,13 @@ impl<'a> IndexView<'a> {
     fn span(&self, i: usize) -> (usize, usize) {
         let e = &self.keys[i * ENTRY_LEN + KEY_LEN..(i + 1) * ENTRY_LEN];
         let at = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(e[8..].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"));
         (usize::try_from(at).unwrap_or(usize::MAX), len as usize)
+    }
+
+    /// The check of key `i`'s posting: the first 8 bytes of its SHA-256.
+    fn check(&self, i: usize) -> &'a [u8] {
+        &self.keys[i * ENTRY_LEN + KEY_LEN + 12..(i + 1) * ENTRY_LEN]
     }
 
     fn posting(&self, i: usize) -> Result<RoaringBitmap, Error> {
@@ -355,6 +395,9 @@ impl<'a> IndexView<'a> {
             .blob
             .get(at..at.checked_add(len).ok_or(bad)?)
             .ok_or(bad)?;
+        if Sha256::digest(raw)[..8] != *self.check(i) {
+            return Err(Error::Unusable("posting damaged"));
+        }
         let p = RoaringBitmap::deserialize_from(raw).map_err(|_| bad)?;
         if p.max().is_some_and(|m| m >= self.records) {
             return Err(Error::Unusable("posting past the last record"));
@@ -449,7 +492,17 @@ pub enum BuildError {
 /// # Errors
 /// [`BuildError`]: a file that cannot be opened, is compressed, or fails part-way.
 pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), BuildError> {
-    use std::os::unix::fs::FileExt;
+    build_file_with(path, &mut || {})
+}
+
+/// [`build_file`], calling `tick` at every record (the progress a watcher sees).
+///
+/// # Errors
+/// As [`build_file`].
+pub fn build_file_with(
+    path: &std::path::Path,
+    tick: &mut dyn FnMut(),
+) -> Result<(FileIndex, Identity), BuildError> {
     let mut f = crate::pcap::CaptureFile::open(path)?;
     if let Some(c) = f.compression() {
         return Err(BuildError::Compressed(c));
@@ -465,6 +518,7 @@ pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), Build
         }
         b.add(at, p.ts, p.link_type, &p.data);
         at = f.offset();
+        tick();
     }
     if let Some(e) = f.ended_early() {
         return Err(BuildError::Read(crate::pcap::ReadError::Io {
@@ -472,26 +526,40 @@ pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), Build
             source: std::io::Error::other("the file changed while it was indexed"),
         }));
     }
-    let size = at;
-    let file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    let hash = |from: u64, to: u64| -> std::io::Result<[u8; 32]> {
-        let mut buf = vec![0u8; (to - from) as usize];
-        file.read_exact_at(&mut buf, from)?;
-        Ok(Sha256::digest(&buf).into())
-    };
-    let identity = Identity {
-        dev: std::os::unix::fs::MetadataExt::dev(&meta),
-        ino: std::os::unix::fs::MetadataExt::ino(&meta),
-        size,
-        mtime_ns: meta
-            .modified()
-            .map(|m| Timestamp::from(m).0)
-            .unwrap_or_default(),
-        head: hash(0, size.min(4096))?,
-        tail: hash(size.saturating_sub(4096), size)?,
-    };
+    // The identity of the bytes that were read, through the handle they were read from (the
+    // path may name another file by now).
+    let identity = Identity::of(f.file(), at)?;
     Ok((b.finish(), identity))
+}
+
+impl Identity {
+    /// The identity of `file`'s first `size` bytes: an error when it has fewer.
+    ///
+    /// # Errors
+    /// The `fstat` or a read failed, or the file is shorter than `size`.
+    pub fn of(file: &std::fs::File, size: u64) -> std::io::Result<Identity> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let meta = file.metadata()?;
+        let hash = |from: u64, to: u64| -> std::io::Result<[u8; 32]> {
+            let mut buf = vec![0u8; (to - from) as usize];
+            file.read_exact_at(&mut buf, from)?;
+            Ok(Sha256::digest(&buf).into())
+        };
+        Ok(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size,
+            head: hash(0, size.min(4096))?,
+            tail: hash(size.saturating_sub(4096), size)?,
+        })
+    }
+}
+
+/// The bytes an index file says it covers, read from its header before it is checked (to know
+/// which identity to check it against).
+pub fn indexed_size(bytes: &[u8]) -> Option<u64> {
+    let b = bytes.get(8 + 4 + 16..8 + 4 + 24)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
 /// Little-endian reads from a byte slice, every one bounds-checked.
@@ -559,7 +627,7 @@ mod tests {
         for rel in FILES {
             let path = corpus(rel);
             let (index, id) = build_file(&path).unwrap();
-            let bytes = index.to_bytes(&id);
+            let bytes = index.to_bytes(&id, 0);
             let view = IndexView::open(&bytes, &id).unwrap();
             let all = packets(&path);
             assert_eq!(view.records() as usize, all.len());
@@ -582,7 +650,7 @@ mod tests {
     fn a_damaged_foreign_or_old_index_is_refused() {
         let path = corpus(FILES[0]);
         let (index, id) = build_file(&path).unwrap();
-        let bytes = index.to_bytes(&id);
+        let bytes = index.to_bytes(&id, 0);
         assert!(IndexView::open(&bytes, &id).is_ok());
         let other = Identity {
             ino: id.ino + 1,
@@ -658,7 +726,7 @@ mod tests {
             let path = corpus(FILES[file]);
             let all = packets(&path);
             let (index, id) = build_file(&path).unwrap();
-            let bytes = index.to_bytes(&id);
+            let bytes = index.to_bytes(&id, 0);
             let view = IndexView::open(&bytes, &id).unwrap();
             // Values from the file's own keys, so that clauses do match something.
             let mut addrs = Vec::new();
@@ -695,5 +763,57 @@ mod tests {
                 prop_assert!(plan.binary_search(&(r / SLICE_RECORDS)).is_ok(), "record {} missed", r);
             }
         }
+    }
+
+    #[test]
+    fn a_file_out_of_time_order_is_marked_unsorted() {
+        let id = Identity {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            head: [0; 32],
+            tail: [0; 32],
+        };
+        for (times, sorted) in [(vec![1, 2, 2, 3], true), (vec![1, 3, 2], false)] {
+            let mut b = Builder::new();
+            for (i, t) in times.iter().enumerate() {
+                b.add(24 + 16 * i as u64, Timestamp(*t), 1, &[]);
+            }
+            let bytes = b.finish().to_bytes(&id, 7);
+            let view = IndexView::open(&bytes, &id).unwrap();
+            assert_eq!(view.sorted(), sorted, "{times:?}");
+            assert_eq!(view.mtime_ns(), 7);
+        }
+    }
+
+    /// Only files Docket could have written are read; captures gone take their indexes along.
+    #[test]
+    fn the_store_reads_only_its_own_files_and_prunes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let capture = corpus(FILES[0]);
+        let (index, id) = build_file(&capture).unwrap();
+        store::save(dir.path(), &capture, &index, &id, 0).unwrap();
+        let file = std::fs::File::open(&capture).unwrap();
+        assert!(store::load(dir.path(), &capture, &file).is_some());
+        let at = store::path_in(dir.path(), &capture);
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            store::load(dir.path(), &capture, &file).is_none(),
+            "writable by others"
+        );
+        std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::hard_link(&at, dir.path().join("second-name")).unwrap();
+        assert!(
+            store::load(dir.path(), &capture, &file).is_none(),
+            "two links"
+        );
+        std::fs::remove_file(dir.path().join("second-name")).unwrap();
+        assert!(store::load(dir.path(), &capture, &file).is_some());
+        std::fs::write(dir.path().join("stale.idx.1.tmp"), b"").unwrap();
+        store::prune(dir.path(), [capture.as_path()]);
+        assert!(at.exists() && !dir.path().join("stale.idx.1.tmp").exists());
+        store::prune(dir.path(), []);
+        assert!(!at.exists(), "its capture is gone");
     }
 }

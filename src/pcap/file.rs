@@ -154,6 +154,10 @@ pub struct CaptureFile {
     damage: Option<ReadError>,
     /// (device, inode) of the file opened.
     identity: (u64, u64),
+    /// Where the part being read ends: the size, unless [`CaptureFile::restrict`] chose parts.
+    stop: u64,
+    /// The parts still to read after the current one (an index's plan).
+    parts: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl CaptureFile {
@@ -209,6 +213,8 @@ impl CaptureFile {
             source,
             damage: None,
             identity,
+            stop: size,
+            parts: std::collections::VecDeque::new(),
         })
     }
 
@@ -220,9 +226,31 @@ impl CaptureFile {
         }
     }
 
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads only these byte ranges of the file, in order (an index's plan: the file header,
+    /// then slices of whole records). Ranges are clamped to the size; call before the first
+    /// packet. A compressed file cannot be read in parts: `false`, and it is read whole.
+    pub fn restrict(&mut self, ranges: &[(u64, u64)]) -> bool {
+        if self.compression().is_some() || self.offset != 0 {
+            return false;
+        }
+        self.parts = ranges
+            .iter()
+            .map(|&(a, b)| (a.min(self.size), b.min(self.size)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        // Nothing to read: the reader ends at once.
+        self.stop = 0;
+        true
     }
 
     /// (device, inode) of the file that was opened — which a path may no longer name.
@@ -328,11 +356,21 @@ impl CaptureFile {
             }
             return Ok(());
         }
-        let want = (self.size - self.offset).min(CHUNK as u64) as usize;
-        if want == 0 {
-            self.reader.finish();
-            return Ok(());
+        // The next part, when this one is done (a restricted read jumps ahead; the bytes
+        // skipped are not compared, the identity of the file was checked with its index).
+        while self.offset >= self.stop {
+            match self.parts.pop_front() {
+                Some((from, to)) => {
+                    (self.offset, self.stop) = (from, to);
+                    self.seen.clear();
+                }
+                None => {
+                    self.reader.finish();
+                    return Ok(());
+                }
+            }
         }
+        let want = (self.stop - self.offset).min(CHUNK as u64) as usize;
         // Each read starts with the last bytes already read: if they are no longer there, the
         // file was rewritten in place (a ring buffer reopening it with O_TRUNC and writing
         // again) and what follows belongs to another capture.
@@ -356,6 +394,8 @@ impl CaptureFile {
         if got < back || buf[..back] != self.seen[..] {
             self.ended_early = Some(self.offset);
             self.size = self.offset;
+            self.stop = self.offset;
+            self.parts.clear();
             self.reader.finish();
             return Ok(());
         }
@@ -366,6 +406,8 @@ impl CaptureFile {
         if n < want {
             self.ended_early = Some(self.offset);
             self.size = self.offset;
+            self.stop = self.offset;
+            self.parts.clear();
         }
         if n > 0 {
             let keep = n.min(OVERLAP);
@@ -373,7 +415,7 @@ impl CaptureFile {
             self.seen.extend_from_slice(&fresh[n - keep..]);
             self.reader.push(fresh.freeze());
         }
-        if self.offset == self.size {
+        if self.offset == self.stop && self.parts.is_empty() {
             self.reader.finish();
         }
         Ok(())

@@ -18,6 +18,11 @@
 //! - **Order.** The overlapping files are merged by timestamp with [`KWay`] in file-name order,
 //!   so a directory of overlapping captures answers in time order; with contiguous groups, the
 //!   job's merge of directories then equals one flat `mergecap` of all files in that order.
+//! - **Indexes** ([`crate::index`]). With an index directory, each classic-pcap file that is
+//!   scanned at a refresh gets an index file (unless a current one is there); a query reads an
+//!   indexed file only in its planned slices ([`CaptureFile::restrict`]) — or not at all when
+//!   nothing in it can match — and every packet read still passes the gate below. Invariant:
+//!   the answer is the scan's, byte for byte.
 //! - **Exact window and filter.** Every packet goes through the one [`pcap::Gate`]: the window
 //!   `[after, before)`, the structured clauses at any layer ([`pcap::Clauses`]), and the raw
 //!   BPF clause compiled by libpcap for the packet's link type (a link type it cannot be
@@ -216,6 +221,8 @@ pub struct LocalUpstream {
     name: String,
     dir: PathBuf,
     layout: Layout,
+    /// Where this directory's capture indexes live (`None`: every query scans).
+    index_dir: Option<PathBuf>,
     index: Mutex<HashMap<PathBuf, FileEntry>>,
     /// Held for a whole refresh, so concurrent queries do not scan the same new files twice.
     refreshing: Mutex<()>,
@@ -307,6 +314,13 @@ fn unreadable_in(idx: &HashMap<PathBuf, FileEntry>) -> Vec<(PathBuf, String)> {
     v
 }
 
+/// A file's modification time in nanoseconds since the epoch (0 when unknown).
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
 /// `x` for a name `x.gz`, `x.lz4`, `x.zst` or `x.zstd`.
 fn compressed_stem(name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
     let name = name.to_str()?;
@@ -388,6 +402,7 @@ impl LocalUpstream {
             name: d.name.clone(),
             dir: d.path.clone(),
             layout: d.layout.clone(),
+            index_dir: d.index_dir.clone(),
             index: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(()),
             refresher: Mutex::new(None),
@@ -582,6 +597,9 @@ impl LocalUpstream {
                         None => scan(&path, meta.len(), mtime, progress),
                     };
                     e.id = id;
+                    if e.named.is_none() && e.error.is_none() {
+                        self.ensure_index(&path, progress);
+                    }
                     self.index
                         .lock()
                         .expect("index lock")
@@ -607,6 +625,16 @@ impl LocalUpstream {
             .collect();
         drop(starts);
         drop(idx);
+        if let Some(dir) = &self.index_dir {
+            let files: Vec<PathBuf> = self
+                .index
+                .lock()
+                .expect("index lock")
+                .keys()
+                .cloned()
+                .collect();
+            crate::index::store::prune(dir, files.iter().map(PathBuf::as_path));
+        }
         for path in liars {
             if let Ok(meta) = std::fs::metadata(&path) {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -616,6 +644,79 @@ impl LocalUpstream {
             }
         }
         Ok(true)
+    }
+
+    /// Makes sure `path` has an index in the index directory (when this directory is indexed):
+    /// one that describes the file as it is, or a new one. A file that cannot be indexed
+    /// (compressed, pcapng, damaged) is scanned by every query, as before.
+    fn ensure_index(&self, path: &Path, progress: &Progress) {
+        let Some(dir) = &self.index_dir else { return };
+        let current = std::fs::File::open(path).ok().is_some_and(|f| {
+            let Some(m) = crate::index::store::load(dir, path, &f) else {
+                return false;
+            };
+            // The same length and the same modification time: not rewritten in place since.
+            f.metadata().is_ok_and(|meta| {
+                meta.len() == m.size() && m.view().is_some_and(|v| v.mtime_ns() == mtime_ns(&meta))
+            })
+        });
+        if current {
+            return;
+        }
+        match crate::index::build_file_with(path, &mut || progress.step()) {
+            Ok((index, identity)) => {
+                let mtime = std::fs::metadata(path).map_or(0, |m| mtime_ns(&m));
+                if let Err(e) = crate::index::store::save(dir, path, &index, &identity, mtime) {
+                    tracing::warn!(sensor = %self.name, file = %path.display(), error = %e, "cannot write an index");
+                }
+            }
+            Err(e) => tracing::debug!(file = %path.display(), reason = %e, "not indexed"),
+        }
+    }
+
+    /// The byte ranges of `f` a query of `lookup` over `[after, before)` needs, from its index:
+    /// `None` when it has no usable index (read it whole); `Some(empty)` when nothing in it can
+    /// match. The ranges are the file header and the planned slices.
+    fn planned_ranges(
+        &self,
+        f: &CaptureFile,
+        lookup: &crate::index::Lookup,
+        after: Timestamp,
+        before: Timestamp,
+    ) -> Option<Vec<(u64, u64)>> {
+        let dir = self.index_dir.as_ref()?;
+        if f.compression().is_some() {
+            return None;
+        }
+        let mapped = crate::index::store::load(dir, f.path(), f.file())?;
+        let view = mapped.view()?;
+        let indexed = mapped.size();
+        // Only a file as it was indexed (not grown, not rewritten in place), whose records are
+        // in time order: skipping records of an unsorted file would change the order in which
+        // the merge takes the others against other files' packets.
+        let mtime = f.file().metadata().ok().map(|m| mtime_ns(&m));
+        if !view.sorted() || f.size() != indexed || mtime != Some(view.mtime_ns()) {
+            return None;
+        }
+        let plan = view.plan(lookup, after, before).ok()?;
+        let mut ranges = Vec::with_capacity(plan.len() + 2);
+        for i in plan {
+            let start = view.slice(i).offset;
+            let end = if i + 1 < view.slices() {
+                view.slice(i + 1).offset
+            } else {
+                indexed
+            };
+            match ranges.last_mut() {
+                Some((_, e)) if *e == start => *e = end,
+                _ => ranges.push((start, end)),
+            }
+        }
+        if !ranges.is_empty() {
+            // The classic pcap header the slices' records follow.
+            ranges.insert(0, (0, 24));
+        }
+        Some(ranges)
     }
 
     /// The sequence and start epoch of a file whose name follows a rotation pattern.
@@ -760,6 +861,12 @@ impl LocalUpstream {
         let (after, before) = (query.after, query.before);
         let files = self.overlapping(after, before);
         let root = std::fs::canonicalize(&self.dir).ok();
+        let lookup = crate::index::Lookup::new(
+            &query.hosts,
+            query.nets.iter().map(|n| (n.addr, n.prefix)),
+            &query.ports,
+            query.proto,
+        );
         let mut declared: Vec<(LinkType, Precision)> = Vec::new();
         for (_, e) in &files {
             for d in &e.declared {
@@ -777,6 +884,7 @@ impl LocalUpstream {
             .iter()
             .map(|(_, e)| (e.named.is_some() && e.last.is_none()).then(Span::default))
             .collect();
+        let mut restricted: Vec<PathBuf> = Vec::new();
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
             .map(|(p, e)| {
@@ -804,7 +912,18 @@ impl LocalUpstream {
                         let _ = tx.blocking_send(Message::Warning(warning));
                         None
                     }
-                    Ok(f) => Some(f),
+                    Ok(mut f) => match self.planned_ranges(&f, &lookup, after, before) {
+                        // The index says nothing in this file can match.
+                        Some(ranges) if ranges.is_empty() => None,
+                        Some(ranges) => {
+                            // Read in parts, it is not read whole: nothing to learn from it.
+                            if f.restrict(&ranges) {
+                                restricted.push(p.clone());
+                            }
+                            Some(f)
+                        }
+                        None => Some(f),
+                    },
                     Err(e) => {
                         let warning = format!("{}: {e}; skipped", p.display());
                         let _ = tx.blocking_send(Message::Warning(warning));
@@ -813,6 +932,13 @@ impl LocalUpstream {
                 }
             })
             .collect();
+        for (s, f) in spans.iter_mut().zip(&readers) {
+            if f.as_ref()
+                .is_some_and(|f| restricted.iter().any(|r| r == f.path()))
+            {
+                *s = None;
+            }
+        }
         let mut gate = pcap::Gate::new(after, before, query.clauses(), query.bpf.clone());
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
@@ -1057,6 +1183,7 @@ mod tests {
             name: "r".into(),
             path: dir.path().to_owned(),
             layout: Layout::default(),
+            index_dir: None,
         });
         up.refresh().unwrap();
         let idx = up.index.lock().unwrap().clone();
@@ -1104,6 +1231,7 @@ mod tests {
             name: "r".into(),
             path: dir.path().to_owned(),
             layout: Layout::default(),
+            index_dir: None,
         });
         up.refresh().unwrap();
         let at = |secs: u32| Timestamp(i128::from(secs) * pcap::NANOS_PER_SEC);
@@ -1127,6 +1255,7 @@ mod tests {
             name: "r".into(),
             path: dir.path().to_owned(),
             layout: Layout::default(),
+            index_dir: None,
         });
         up.refresh().unwrap();
         let idx = up.index.lock().unwrap();

@@ -1,0 +1,132 @@
+//! Index files on disk: one per capture file, in an index directory, named by a hash of the
+//! capture's path. Written once, atomically (a new temporary file, fsync, rename), never
+//! modified in place: that is what makes mapping them safe. Read by mapping, so a query touches
+//! only the pages of the tables and postings it asks for.
+//!
+//! Invariants: an index is used only for the capture whose identity it carries (device, inode,
+//! the hashes of the bytes it covers, its modification time); anything else — another file's
+//! index copied over, an older version, a damaged or cut file — is refused, and the capture is
+//! scanned (and its index rebuilt). Only files Docket could have written are opened: regular,
+//! owned by this process's user, not writable by group or others, with one link, opened
+//! without following a link and without blocking — so a planted FIFO cannot hang a query and
+//! a planted file cannot be truncated under a map (SIGBUS). The directory is made `0700`.
+//! Deleting the directory at any time is safe: indexes are rebuilt.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{indexed_size, FileIndex, Identity, IndexView};
+
+/// Where the index of `capture` lives in `dir`.
+pub fn path_in(dir: &Path, capture: &Path) -> PathBuf {
+    let digest = Sha256::digest(capture.as_os_str().as_bytes());
+    let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{name}.idx"))
+}
+
+/// Whether a file's metadata is that of a file Docket wrote and nobody else could change.
+fn ours(meta: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    meta.is_file() && meta.uid() == me && meta.mode() & 0o022 == 0 && meta.nlink() == 1
+}
+
+/// Writes the index of `capture` into `dir`: a new temporary file (never an existing one, nor
+/// through a link), fsync, rename.
+///
+/// # Errors
+/// The directory cannot be made or the file written.
+pub fn save(
+    dir: &Path,
+    capture: &Path,
+    index: &FileIndex,
+    identity: &Identity,
+    mtime_ns: i64,
+) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let to = path_in(dir, capture);
+    let tmp = to.with_extension(format!("idx.{}.tmp", std::process::id()));
+    // A temporary file left by a crash of this same process id is ours to replace.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = f
+        .write_all(&index.to_bytes(identity, mtime_ns))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &to)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// An index file mapped for reading, with the identity of the capture bytes it covers.
+#[derive(Debug)]
+pub struct Mapped {
+    map: memmap2::Mmap,
+    identity: Identity,
+}
+
+impl Mapped {
+    /// The checked view of the index.
+    pub fn view(&self) -> Option<IndexView<'_>> {
+        IndexView::open(&self.map, &self.identity).ok()
+    }
+
+    /// The capture bytes the index covers (a capture that grew since has more).
+    pub fn size(&self) -> u64 {
+        self.identity.size
+    }
+}
+
+/// The index of `capture` (opened as `file`) from `dir`, if there is one that describes it: the
+/// same file, its first bytes unchanged up to where the index ends.
+pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path_in(dir, capture))
+        .ok()?;
+    if !ours(&f.metadata().ok()?) {
+        return None;
+    }
+    // SAFETY: the file is a regular file only this user can write, which Docket writes whole
+    // under a temporary name and renames into place, never in place; a replaced or deleted one
+    // stays mapped as it was.
+    let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let identity = Identity::of(file, indexed_size(&map)?).ok()?;
+    let mapped = Mapped { map, identity };
+    mapped.view().is_some().then_some(mapped)
+}
+
+/// Removes from `dir` the index files of captures not in `keep`, and temporary files left by
+/// a crash (retention deleted the capture: its index goes too).
+pub fn prune<'a>(dir: &Path, keep: impl IntoIterator<Item = &'a Path>) {
+    let wanted: std::collections::HashSet<PathBuf> =
+        keep.into_iter().map(|c| path_in(dir, c)).collect();
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.ends_with(".idx") || name.ends_with(".tmp");
+        let busy = name.ends_with(&format!(".{}.tmp", std::process::id()));
+        if ours && !busy && !wanted.contains(&path) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
