@@ -504,21 +504,42 @@ pub fn build_file_with(
     tick: &mut dyn FnMut(),
 ) -> Result<(FileIndex, Identity), BuildError> {
     let mut f = crate::pcap::CaptureFile::open(path)?;
-    if let Some(c) = f.compression() {
-        return Err(BuildError::Compressed(c));
-    }
+    read_indexing(&mut f, &mut |_| tick())
+}
+
+/// Reads `f` to its end, handing every packet (or the error that ended it) to `each`, and
+/// indexes it on the way: one pass serves whoever reads the file anyway (a directory's refresh)
+/// and the index. The index is returned when the file can be indexed — classic pcap, not
+/// compressed, read whole without damage and without changing underneath.
+///
+/// # Errors
+/// Why the file was read but not indexed.
+pub fn read_indexing(
+    f: &mut crate::pcap::CaptureFile,
+    each: &mut dyn FnMut(&Result<crate::pcap::Packet, crate::pcap::ReadError>),
+) -> Result<(FileIndex, Identity), BuildError> {
     let mut b = Builder::new();
     // Each record starts where the previous one ended; the first after the 24-byte header.
     let mut at = 24u64;
+    let mut unfit: Option<BuildError> = f.compression().map(BuildError::Compressed);
     while let Some(p) = f.next_packet() {
-        let p = p?;
-        if !matches!(f.format(), Some(crate::pcap::Format::Pcap { .. })) {
-            // A slice of pcapng needs the interfaces declared before it: not yet.
-            return Err(BuildError::Pcapng);
+        each(&p);
+        match p {
+            Ok(p) if unfit.is_none() => {
+                if matches!(f.format(), Some(crate::pcap::Format::Pcap { .. })) {
+                    b.add(at, p.ts, p.link_type, &p.data);
+                    at = f.offset();
+                } else {
+                    // A slice of pcapng needs the interfaces declared before it: not yet.
+                    unfit = Some(BuildError::Pcapng);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => unfit = Some(BuildError::Read(e)),
         }
-        b.add(at, p.ts, p.link_type, &p.data);
-        at = f.offset();
-        tick();
+    }
+    if let Some(e) = unfit {
+        return Err(e);
     }
     if let Some(e) = f.ended_early() {
         return Err(BuildError::Read(crate::pcap::ReadError::Io {

@@ -19,7 +19,7 @@
 //!   so a directory of overlapping captures answers in time order; with contiguous groups, the
 //!   job's merge of directories then equals one flat `mergecap` of all files in that order.
 //! - **Indexes** ([`crate::index`]). With an index directory, each classic-pcap file that is
-//!   scanned at a refresh gets an index file (unless a current one is there); a query reads an
+//!   scanned at a refresh gets an index file from that same pass; a query reads an
 //!   indexed file only in its planned slices ([`CaptureFile::restrict`]) — or not at all when
 //!   nothing in it can match — and every packet read still passes the gate below. Invariant:
 //!   the answer is the scan's, byte for byte.
@@ -273,7 +273,15 @@ impl FileEntry {
     }
 }
 
-fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileEntry {
+/// Reads a file whole for its time range, link types and packet count — and, with an index
+/// directory, writes its index from the same pass (when it can be indexed).
+fn scan(
+    path: &Path,
+    size: u64,
+    mtime: SystemTime,
+    progress: &Progress,
+    index_dir: Option<&Path>,
+) -> FileEntry {
     let mut e = FileEntry::unread(size, mtime);
     progress.opening(path);
     let mut f = match CaptureFile::open(path) {
@@ -283,7 +291,7 @@ fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileE
             return e;
         }
     };
-    while let Some(p) = f.next_packet() {
+    let built = crate::index::read_indexing(&mut f, &mut |p| {
         progress.step();
         match p {
             Ok(p) => {
@@ -292,6 +300,12 @@ fn scan(path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileE
                 e.last = Some(e.last.map_or(p.ts, |l| l.max(p.ts)));
             }
             Err(err) => e.error = Some(err.to_string()),
+        }
+    });
+    if let (Some(dir), Ok((index, identity))) = (index_dir, built) {
+        let mtime = f.file().metadata().map_or(0, |m| mtime_ns(&m));
+        if let Err(err) = crate::index::store::save(dir, path, &index, &identity, mtime) {
+            tracing::warn!(file = %path.display(), error = %err, "cannot write an index");
         }
     }
     if f.ended_early().is_some() {
@@ -343,15 +357,15 @@ fn probe(
 ) -> FileEntry {
     progress.opening(path);
     let Ok(mut f) = CaptureFile::open(path) else {
-        return scan(path, size, mtime, progress);
+        return scan(path, size, mtime, progress, None);
     };
     let first = match f.next_packet() {
         Some(Ok(p)) => p.ts,
-        _ => return scan(path, size, mtime, progress),
+        _ => return scan(path, size, mtime, progress, None),
     };
     let pcap = matches!(f.format(), Some(pcap::Format::Pcap { .. }));
     if !pcap || first.0 < named.1 .0 - ROTATION_SLACK {
-        return scan(path, size, mtime, progress);
+        return scan(path, size, mtime, progress, None);
     }
     FileEntry {
         first: Some(first),
@@ -594,12 +608,15 @@ impl LocalUpstream {
                     // A FIFO or device is refused by the open, without blocking, and named.
                     let mut e = match self.named(&dir, &path) {
                         Some(named) => probe(&path, meta.len(), mtime, named, progress),
-                        None => scan(&path, meta.len(), mtime, progress),
+                        None => scan(
+                            &path,
+                            meta.len(),
+                            mtime,
+                            progress,
+                            self.index_dir.as_deref(),
+                        ),
                     };
                     e.id = id;
-                    if e.named.is_none() && e.error.is_none() {
-                        self.ensure_index(&path, progress);
-                    }
                     self.index
                         .lock()
                         .expect("index lock")
@@ -638,40 +655,18 @@ impl LocalUpstream {
         for path in liars {
             if let Ok(meta) = std::fs::metadata(&path) {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                let mut e = scan(&path, meta.len(), mtime, progress);
+                let mut e = scan(
+                    &path,
+                    meta.len(),
+                    mtime,
+                    progress,
+                    self.index_dir.as_deref(),
+                );
                 e.id = (meta.dev(), meta.ino());
                 self.index.lock().expect("index lock").insert(path, e);
             }
         }
         Ok(true)
-    }
-
-    /// Makes sure `path` has an index in the index directory (when this directory is indexed):
-    /// one that describes the file as it is, or a new one. A file that cannot be indexed
-    /// (compressed, pcapng, damaged) is scanned by every query, as before.
-    fn ensure_index(&self, path: &Path, progress: &Progress) {
-        let Some(dir) = &self.index_dir else { return };
-        let current = std::fs::File::open(path).ok().is_some_and(|f| {
-            let Some(m) = crate::index::store::load(dir, path, &f) else {
-                return false;
-            };
-            // The same length and the same modification time: not rewritten in place since.
-            f.metadata().is_ok_and(|meta| {
-                meta.len() == m.size() && m.view().is_some_and(|v| v.mtime_ns() == mtime_ns(&meta))
-            })
-        });
-        if current {
-            return;
-        }
-        match crate::index::build_file_with(path, &mut || progress.step()) {
-            Ok((index, identity)) => {
-                let mtime = std::fs::metadata(path).map_or(0, |m| mtime_ns(&m));
-                if let Err(e) = crate::index::store::save(dir, path, &index, &identity, mtime) {
-                    tracing::warn!(sensor = %self.name, file = %path.display(), error = %e, "cannot write an index");
-                }
-            }
-            Err(e) => tracing::debug!(file = %path.display(), reason = %e, "not indexed"),
-        }
     }
 
     /// The byte ranges of `f` a query of `lookup` over `[after, before)` needs, from its index:
