@@ -492,19 +492,8 @@ pub enum BuildError {
 /// # Errors
 /// [`BuildError`]: a file that cannot be opened, is compressed, or fails part-way.
 pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), BuildError> {
-    build_file_with(path, &mut || {})
-}
-
-/// [`build_file`], calling `tick` at every record (the progress a watcher sees).
-///
-/// # Errors
-/// As [`build_file`].
-pub fn build_file_with(
-    path: &std::path::Path,
-    tick: &mut dyn FnMut(),
-) -> Result<(FileIndex, Identity), BuildError> {
     let mut f = crate::pcap::CaptureFile::open(path)?;
-    read_indexing(&mut f, &mut |_| tick())
+    read_indexing(&mut f, &mut |_| {})
 }
 
 /// Reads `f` to its end, handing every packet (or the error that ended it) to `each`, and
