@@ -228,6 +228,8 @@ pub struct LocalUpstream {
     refreshing: Mutex<()>,
     /// The progress of the refresh under way, watched by those waiting for it.
     refresher: Mutex<Option<Arc<Progress>>>,
+    /// Why the last refresh could not list the directory.
+    unavailable: Mutex<Option<String>>,
 }
 
 /// A thread that makes no progress for this long is stuck (a hung mount).
@@ -420,6 +422,7 @@ impl LocalUpstream {
             index: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(()),
             refresher: Mutex::new(None),
+            unavailable: Mutex::new(None),
         }
     }
 
@@ -428,17 +431,11 @@ impl LocalUpstream {
         &self.name
     }
 
-    /// Whether the directory can be listed now (cheap: one `read_dir`).
-    ///
-    /// # Errors
-    /// [`Error::Directory`] with the reason (missing, not permitted, …).
-    pub fn listable(&self) -> Result<(), Error> {
-        std::fs::read_dir(&self.dir)
-            .map(drop)
-            .map_err(|source| Error::Directory {
-                path: self.dir.clone(),
-                source,
-            })
+    /// Why the directory could not be listed at the last refresh (missing, not permitted, …);
+    /// `None` when it could. Kept by the refresh, so asking touches no file system (a health
+    /// check must not block on a hung mount).
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable.lock().expect("unavailable lock").clone()
     }
 
     /// Brings the index up to date with the directory: scans new and changed files, forgets
@@ -483,11 +480,16 @@ impl LocalUpstream {
             }
         };
         *self.refresher.lock().expect("refresher lock") = Some(Arc::clone(progress));
-        let missing = |source| Error::Directory {
-            path: self.dir.clone(),
-            source,
+        let missing = |source| {
+            let e = Error::Directory {
+                path: self.dir.clone(),
+                source,
+            };
+            *self.unavailable.lock().expect("unavailable lock") = Some(e.to_string());
+            e
         };
         let root = std::fs::canonicalize(&self.dir).map_err(missing)?;
+        *self.unavailable.lock().expect("unavailable lock") = None;
         let mut present = std::collections::HashSet::new();
         let note =
             |path: PathBuf, reason: String, present: &mut std::collections::HashSet<PathBuf>| {

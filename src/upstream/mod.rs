@@ -178,7 +178,7 @@ impl Upstream {
         match self {
             Upstream::Local(u) => {
                 // A missing directory (an unmounted share) shows as down, with the reason.
-                let error = u.listable().err().map(|e| e.to_string());
+                let error = u.unavailable();
                 Health {
                     kind: "local",
                     up: error.is_none(),
