@@ -258,6 +258,10 @@ mod tests {
             // Found by the fuzzer: a form `bpf` value with bytes that are not UTF-8 (replaced
             // by U+FFFD) made the host-name check slice inside a character.
             b"\x00POST /app/docket/api/ HTTP/1.1\r\nHost:coded\r\nContent-Length: 22\r\n\r\nhost=2.2.3.4&bpf=t\xff\xff\xffcp+port+1",
+            // Found by the fuzzer after 8.7 M inputs in one process: pipelined pcap requests
+            // with odd Range headers did not answer within 60 s there. Alone it answers in
+            // milliseconds (the stall needs the fixture's accumulated state; being looked into).
+            include_bytes!("../fuzz/seeds/http_request/pipelined-ranges-stall"),
         ] {
             super::http_request(req);
         }
