@@ -18,43 +18,69 @@ fn events(st: &serde_json::Value) -> String {
     st["events"].to_string()
 }
 
+/// A query streaming the big capture to a slow client (2 MB/s) with no spool, so the file is
+/// still being read when a test changes it under the reader; the stream is live when this
+/// returns.
+struct SlowRead {
+    /// The capture being read.
+    file: std::path::PathBuf,
+    /// A copy of it as it was.
+    original: std::path::PathBuf,
+    /// Where the client writes what arrives.
+    out: std::path::PathBuf,
+    server: Server,
+    curl: std::process::Child,
+}
+
+fn slow_read(work: &std::path::Path, before_start: impl FnOnce(&std::path::Path)) -> SlowRead {
+    let big = big_dir(work);
+    let file = big.join("big.pcap");
+    let original = work.join("original.pcap");
+    std::fs::copy(&file, &original).unwrap();
+    before_start(&original);
+    // Without a spool a slow client paces the job, so the file is being read when it changes.
+    let server = Server::start(&[("ring", big.clone())], "spool = false");
+    let out = work.join("got.pcap");
+    let curl = server.stream_at(BIG_PATH, &out, "2M");
+    wait_for_bytes(&out, 1 << 20);
+    SlowRead {
+        file,
+        original,
+        out,
+        server,
+        curl,
+    }
+}
+
 #[test]
 fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_on() {
     let work = TempDir::new().unwrap();
-    let big = big_dir(work.path());
-    let file = big.join("big.pcap");
-    let original = work.path().join("original.pcap");
-    std::fs::copy(&file, &original).unwrap();
-    // Without a spool a slow client paces the job, so the file is being read when it shrinks.
-    let server = Server::start(&[("ring", big.clone())], "spool = false");
-    let out = work.path().join("got.pcap");
-    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
-    wait_for_bytes(&out, 1 << 20);
+    let mut r = slow_read(work.path(), |_| {});
     // What a ring buffer does to its oldest file: reopen it with O_TRUNC and start writing.
     let f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
-        .open(&file)
+        .open(&r.file)
         .unwrap();
     drop(f);
-    let status = curl.wait().unwrap();
+    let status = r.curl.wait().unwrap();
     assert!(status.success(), "the stream ends cleanly: {status:?}");
     // The gateway is alive and still answers.
-    assert_eq!(server.get("healthz", &[]).0, 200);
-    let id = server.json("ids")[0].as_str().unwrap().to_owned();
-    let st = server.wait_final(&id);
+    assert_eq!(r.server.get("healthz", &[]).0, 200);
+    let id = r.server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = r.server.wait_final(&id);
     assert!(
         events(&st).contains("shrank"),
         "the job names the file: {st:#}"
     );
     assert!(events(&st).contains("big.pcap"), "{st:#}");
     // What arrived is a readable prefix of the file as it was.
-    assert_prefix(&out, &original, "the file before the truncation");
+    assert_prefix(&r.out, &r.original, "the file before the truncation");
     // Refilled (as the ring writes it again), the directory answers anew.
-    std::fs::copy(&original, &file).unwrap();
+    std::fs::copy(&r.original, &r.file).unwrap();
     let again = work.path().join("again.pcap");
     let again = {
-        let (code, body) = server.get(
+        let (code, body) = r.server.get(
             "q/after/2023-06-01T12:00:00Z/before/2023-06-01T12:01:00Z/pcap",
             &[],
         );
@@ -68,59 +94,46 @@ fn a_file_truncated_while_a_query_reads_it_ends_the_file_and_the_gateway_serves_
 #[test]
 fn a_file_deleted_while_a_query_reads_it_is_read_whole_with_a_note() {
     let work = TempDir::new().unwrap();
-    let big = big_dir(work.path());
-    let file = big.join("big.pcap");
-    let original = work.path().join("original.pcap");
-    std::fs::copy(&file, &original).unwrap();
-    let server = Server::start(&[("ring", big.clone())], "spool = false");
-    let out = work.path().join("got.pcap");
-    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
-    wait_for_bytes(&out, 1 << 20);
+    let mut r = slow_read(work.path(), |_| {});
     // Retention deletes the file being read.
-    std::fs::remove_file(&file).unwrap();
-    let status = curl.wait().unwrap();
+    std::fs::remove_file(&r.file).unwrap();
+    let status = r.curl.wait().unwrap();
     assert!(status.success(), "the stream ends cleanly: {status:?}");
-    let id = server.json("ids")[0].as_str().unwrap().to_owned();
-    let st = server.wait_final(&id);
+    let id = r.server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = r.server.wait_final(&id);
     assert!(events(&st).contains("deleted"), "the job notes it: {st:#}");
     // The open file held all of it: every packet arrived.
     assert_eq!(
-        common::tshark_packets(&out),
-        common::tshark_packets(&original)
+        common::tshark_packets(&r.out),
+        common::tshark_packets(&r.original)
     );
 }
 
 #[test]
 fn a_file_rewritten_in_place_while_read_never_splices_two_captures() {
     let work = TempDir::new().unwrap();
-    let big = big_dir(work.path());
-    let file = big.join("big.pcap");
-    let original = work.path().join("original.pcap");
-    std::fs::copy(&file, &original).unwrap();
     // Another capture of the same layout and window: every record header differs (times one
     // second later), so any byte of it in the answer would show.
     let other = work.path().join("other.pcap");
-    common::run_ok(
-        Command::new("editcap")
-            .args(["-F", "pcap", "-t", "1"])
-            .arg(&original)
-            .arg(&other),
-    );
-    let server = Server::start(&[("ring", big.clone())], "spool = false");
-    let out = work.path().join("got.pcap");
-    let mut curl = server.stream_at(BIG_PATH, &out, "2M");
-    wait_for_bytes(&out, 1 << 20);
+    let mut r = slow_read(work.path(), |original| {
+        common::run_ok(
+            Command::new("editcap")
+                .args(["-F", "pcap", "-t", "1"])
+                .arg(original)
+                .arg(&other),
+        );
+    });
     // A ring buffer reopening its oldest file: O_TRUNC, then a new capture written past the
     // reader's offset at once.
-    std::fs::copy(&other, &file).unwrap();
-    assert!(curl.wait().unwrap().success());
+    std::fs::copy(&other, &r.file).unwrap();
+    assert!(r.curl.wait().unwrap().success());
     assert_prefix(
-        &out,
-        &original,
+        &r.out,
+        &r.original,
         "only packets of the capture that was opened",
     );
-    let id = server.json("ids")[0].as_str().unwrap().to_owned();
-    let st = server.wait_final(&id);
+    let id = r.server.json("ids")[0].as_str().unwrap().to_owned();
+    let st = r.server.wait_final(&id);
     assert!(st["events"].to_string().contains("rewritten"), "{st:#}");
 }
 

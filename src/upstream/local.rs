@@ -1140,6 +1140,24 @@ mod tests {
         assert_eq!(EpochName::parse("{epoch}-{epoch}"), None);
     }
 
+    /// A little-endian µs pcap of the corpus.
+    fn sample() -> Vec<u8> {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
+        std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap()
+    }
+
+    /// An upstream over `dir` with the default layout, no index, refreshed.
+    fn refreshed(dir: &Path) -> LocalUpstream {
+        let up = LocalUpstream::new(&crate::config::LocalDir {
+            name: "r".into(),
+            path: dir.to_owned(),
+            layout: Layout::default(),
+            index_dir: None,
+        });
+        up.refresh().unwrap();
+        up
+    }
+
     /// A little-endian classic pcap with every record's time moved by `secs`.
     fn shifted(pcap: &[u8], secs: u32) -> Vec<u8> {
         assert_eq!(
@@ -1163,8 +1181,7 @@ mod tests {
     #[test]
     fn rotation_files_are_chosen_by_name() {
         let dir = tempfile::TempDir::new().unwrap();
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
-        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        let bytes = sample();
         let first = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
         // Three hours of rotation, one file an hour; and a file whose name is half an hour
         // after its first packet.
@@ -1176,13 +1193,7 @@ mod tests {
             .path()
             .join(format!("log.pcap.{}", first + 3 * 3600 + 1800));
         std::fs::write(&liar, shifted(&bytes, 3 * 3600)).unwrap();
-        let up = LocalUpstream::new(&crate::config::LocalDir {
-            name: "r".into(),
-            path: dir.path().to_owned(),
-            layout: Layout::default(),
-            index_dir: None,
-        });
-        up.refresh().unwrap();
+        let up = refreshed(dir.path());
         let idx = up.index.lock().unwrap().clone();
         for k in 0..3 {
             assert!(
@@ -1213,8 +1224,7 @@ mod tests {
     #[test]
     fn a_next_name_earlier_than_its_packets_does_not_cut_the_previous_file() {
         let dir = tempfile::TempDir::new().unwrap();
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
-        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        let bytes = sample();
         let first = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
         let a = dir.path().join(format!("log.pcap.{first}"));
         std::fs::write(&a, &bytes).unwrap();
@@ -1224,13 +1234,7 @@ mod tests {
             shifted(&bytes, 200),
         )
         .unwrap();
-        let up = LocalUpstream::new(&crate::config::LocalDir {
-            name: "r".into(),
-            path: dir.path().to_owned(),
-            layout: Layout::default(),
-            index_dir: None,
-        });
-        up.refresh().unwrap();
+        let up = refreshed(dir.path());
         let at = |secs: u32| Timestamp(i128::from(secs) * pcap::NANOS_PER_SEC);
         let chosen = up.overlapping(at(first + 100), at(first + 101));
         assert!(chosen.iter().any(|(p, _)| *p == a), "{chosen:?}");
@@ -1241,20 +1245,13 @@ mod tests {
     fn a_compressed_copy_beside_its_original_is_not_read_twice() {
         use std::io::Write;
         let dir = tempfile::TempDir::new().unwrap();
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
-        let bytes = std::fs::read(corpus.join("sensor-a__tls2-streams-mod3-0.pcap")).unwrap();
+        let bytes = sample();
         std::fs::write(dir.path().join("x.pcap"), &bytes).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).unwrap();
         std::fs::write(dir.path().join("x.pcap.gz"), gz.finish().unwrap()).unwrap();
         std::fs::write(dir.path().join("y.pcap.gz"), b"not really").unwrap();
-        let up = LocalUpstream::new(&crate::config::LocalDir {
-            name: "r".into(),
-            path: dir.path().to_owned(),
-            layout: Layout::default(),
-            index_dir: None,
-        });
-        up.refresh().unwrap();
+        let up = refreshed(dir.path());
         let idx = up.index.lock().unwrap();
         let mut names: Vec<String> = idx
             .keys()
