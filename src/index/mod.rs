@@ -805,7 +805,7 @@ mod tests {
         let (index, id) = build_file(&capture).unwrap();
         store::save(dir.path(), &capture, &index, &id, 0).unwrap();
         let file = std::fs::File::open(&capture).unwrap();
-        assert!(store::load(dir.path(), &capture, &file).is_some());
+        assert!(store::load(dir.path(), &capture, &file).is_some_and(|m| m.view().is_some()));
         let at = store::path_in(dir.path(), &capture);
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(
@@ -819,7 +819,7 @@ mod tests {
             "two links"
         );
         std::fs::remove_file(dir.path().join("second-name")).unwrap();
-        assert!(store::load(dir.path(), &capture, &file).is_some());
+        assert!(store::load(dir.path(), &capture, &file).is_some_and(|m| m.view().is_some()));
         std::fs::write(dir.path().join("stale.idx.1.tmp"), b"").unwrap();
         store::prune(dir.path(), [capture.as_path()]);
         assert!(at.exists() && !dir.path().join("stale.idx.1.tmp").exists());

@@ -80,7 +80,8 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    /// The checked view of the index.
+    /// The view of the index, if it describes the capture it was loaded for (same file, same
+    /// first bytes, this version, undamaged); `None` otherwise.
     pub fn view(&self) -> Option<IndexView<'_>> {
         IndexView::open(&self.map, &self.identity).ok()
     }
@@ -91,8 +92,10 @@ impl Mapped {
     }
 }
 
-/// The index of `capture` (opened as `file`) from `dir`, if there is one that describes it: the
-/// same file, its first bytes unchanged up to where the index ends.
+/// The index file of `capture` (opened as `file`) from `dir`, if there is one of ours, mapped
+/// with the identity of `file`'s bytes up to where the index says it ends. Whether it describes
+/// that file (and is whole) is checked once, by [`Mapped::view`]: checking here too would hash
+/// its tables twice per query.
 pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
     let f = OpenOptions::new()
         .read(true)
@@ -107,8 +110,7 @@ pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
     // stays mapped as it was.
     let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
     let identity = Identity::of(file, indexed_size(&map)?).ok()?;
-    let mapped = Mapped { map, identity };
-    mapped.view().is_some().then_some(mapped)
+    Some(Mapped { map, identity })
 }
 
 /// Removes from `dir` the index files of captures not in `keep`, and temporary files left by
