@@ -86,6 +86,9 @@ pub struct RawConfig {
     pub limit_bytes: u64,
     /// Global cap on a job's result in packets (0: none). Default 0.
     pub limit_packets: u64,
+    /// A new job whose estimated answer (from the indexes) is larger than this is refused
+    /// with 413 unless the request says `ignore-weight` (0: no check). Default 2 GiB.
+    pub max_estimated_bytes: u64,
     /// Local capture directories, each one upstream ("sensor").
     pub local: Vec<RawLocal>,
     /// Stenographer sensors, each one upstream.
@@ -322,6 +325,7 @@ impl Default for RawConfig {
             shutdown_grace: Duration::from_secs(30),
             limit_bytes: 0,
             limit_packets: 0,
+            max_estimated_bytes: 2 << 30,
             local: Vec::new(),
             stenographer: Vec::new(),
             tls: None,
@@ -365,6 +369,8 @@ pub struct Config {
     pub limit_bytes: u64,
     /// Global result caps (0 = none).
     pub limit_packets: u64,
+    /// Estimate over which a new job is refused (0 = off).
+    pub max_estimated_bytes: u64,
     /// Local directories, in configuration order (the merge's input order: before sensors).
     pub local: Vec<LocalDir>,
     /// Stenographer sensors, in configuration order (after the local directories).
@@ -696,6 +702,7 @@ impl Config {
             shutdown_grace: raw.shutdown_grace,
             limit_bytes: raw.limit_bytes,
             limit_packets: raw.limit_packets,
+            max_estimated_bytes: raw.max_estimated_bytes,
             local,
             stenographer,
         })
@@ -736,6 +743,7 @@ impl Config {
             max_queued: self.max_queued,
             limit_bytes: self.limit_bytes,
             limit_packets: self.limit_packets,
+            max_estimated_bytes: self.max_estimated_bytes,
             query: self.query_config(),
         }
     }

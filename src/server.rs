@@ -43,6 +43,9 @@ pub enum Error {
     /// The audit log cannot be opened.
     #[error("{0}")]
     Audit(#[source] std::io::Error),
+    /// A background thread (a directory's refresher or indexer) cannot be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Runs the gateway until `shutdown` completes.
@@ -63,14 +66,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         spool,
         true,
     )?);
+    // Each directory is refreshed (and indexed) in the background from the start, so the
+    // first query does not wait for it.
     for u in registry.upstreams() {
         let Upstream::Local(u) = u else { continue };
-        let u = Arc::clone(u);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = u.refresh() {
-                tracing::warn!(sensor = u.name(), error = %e, "cannot index directory");
-            }
-        });
+        crate::upstream::local::indexer::start(u).map_err(Error::Thread)?;
     }
     let cleanup_registry = Arc::clone(&registry);
     let (expire_time, expire_space, period) = (
@@ -146,6 +146,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Streams have finished or been cut: jobs still running are stopped and recorded as
     // interrupted, and the job store is flushed.
     registry.shutdown(JOBS_STOP_WAIT).await;
+    // What the directories learned since their catalogs were last written is kept.
+    for u in registry.upstreams() {
+        if let Upstream::Local(u) = u {
+            let u = Arc::clone(u);
+            let _ = tokio::task::spawn_blocking(move || u.save_catalog_now()).await;
+        }
+    }
     tracing::info!("shutdown: done");
     Ok(())
 }

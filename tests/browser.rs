@@ -372,6 +372,12 @@ fn query_job_and_download_in_a_real_browser() {
     b.typ("#f-host", "2620:1ec:c11::200");
     b.typ("#f-port", "443");
     b.click("input[name=sensor][value=sensor-merge]");
+    // The estimate under the form follows the fields (the indexes of the merge directory,
+    // built in the background, or its files counted whole).
+    b.wait_for("the estimate", |b| {
+        let t = b.text("#estimate");
+        t.contains("packets") && t.contains("indexed files") && !t.contains("about 0 packets")
+    });
     b.screenshot(&shots.join("query.png"));
     b.click("#submit");
     b.wait_for("the job page", |b| b.url().contains("/ui/job/"));

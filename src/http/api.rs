@@ -60,6 +60,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "q/host/10.0.0.1/after/5m"),
     ("GET", "q/host/10.0.0.1/after/5m/pcap"),
     ("GET", "api/uri/host/10.0.0.1/after/5m"),
+    ("GET", "q/host/10.0.0.1/after/5m/estimate"),
+    ("POST", "q/estimate"),
     ("POST", "q"),
     ("POST", "api"),
     ("GET", "{id}/merged.pcap"),
@@ -145,6 +147,17 @@ async fn route(
             req.uri().query(),
         )
         .await)),
+        // The dry run: what the indexes estimate of the answer; no job starts.
+        (Method::GET, ["q", clauses @ .., "estimate"]) => plain(
+            match query::parse_path(&clauses.join("/"), Timestamp::now(), &state.query_config()) {
+                Ok(q) => estimate(state, &q).await,
+                Err(e) => Err(e.into()),
+            },
+        ),
+        (Method::POST, ["q", "estimate"]) => plain(match read_query(req, body, state).await {
+            Ok(q) => estimate(state, &q).await,
+            Err(e) => Err(e),
+        }),
         (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["api", "uri", clauses @ ..]) => {
             let (clauses, want_pcap) = match clauses.split_last() {
                 Some((&"pcap", head)) => (head, true),
@@ -313,6 +326,22 @@ async fn read_query(
     })
 }
 
+/// `…/estimate`: the query as understood, and its answer as the indexes estimate it.
+async fn estimate(state: &AppState, q: &Query) -> Result<Response<Body>, ApiError> {
+    let w = state.registry.estimate(q).await?;
+    let over = w.limit > 0 && w.bytes > w.limit;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "id": q.id().to_string(),
+            "query": q.stenographer(),
+            "estimate": w,
+            "over_limit": over,
+            "ignore_weight": q.ignore_weight,
+        }),
+    ))
+}
+
 async fn start<B>(
     state: &AppState,
     q: Query,
@@ -320,7 +349,7 @@ async fn start<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let user = user_of(req);
-    let job = state.registry.get_or_start(q, user)?;
+    let job = state.registry.start(q, user).await?;
     if want_pcap {
         return capture(state, job, req).await;
     }

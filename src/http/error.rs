@@ -103,7 +103,9 @@ impl ApiError {
             ApiError::NoSuchJob(_) | ApiError::BadJobId(_) | ApiError::NoRoute => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge(_) | ApiError::Job(jobs::Error::TooHeavy(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BodyUnreadable => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotOwner { .. } => StatusCode::FORBIDDEN,
@@ -149,6 +151,9 @@ impl ApiError {
             if !value.is_empty() {
                 v["value"] = value.into();
             }
+        }
+        if let ApiError::Job(jobs::Error::TooHeavy(w)) = &self {
+            v["estimate"] = serde_json::to_value(w).unwrap_or_default();
         }
         let mut r = super::json(status, &v);
         match &self {

@@ -216,8 +216,16 @@ async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
          <option value=\"pcapng\">pcapng</option></select>",
         "",
     ));
+    f.push_str(&field(
+        "ignore-weight",
+        "Size check",
+        "<label class=\"check\"><input type=\"checkbox\" id=\"f-ignore-weight\" \
+         name=\"ignore-weight\"> fetch even if the estimate is over the limit</label>",
+        "",
+    ));
     f.push_str(
-        "</fieldset>\n<p class=\"err\" id=\"err-form\" role=\"alert\"></p>\n\
+        "</fieldset>\n<p class=\"hint\" id=\"estimate\" aria-live=\"polite\"></p>\n\
+         <p class=\"err\" id=\"err-form\" role=\"alert\"></p>\n\
          <button type=\"submit\" id=\"submit\">Submit</button> <button type=\"reset\">Reset</button>\n</form>\n",
     );
     page("./", "Query", user, &f)

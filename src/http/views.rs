@@ -34,6 +34,9 @@ pub struct JobView {
     pub bytes: u64,
     /// Whether there is a capture to download (running or complete).
     pub capture: bool,
+    /// What the indexes estimated of its answer before it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::jobs::Weight>,
 }
 
 impl JobView {
@@ -50,6 +53,7 @@ impl JobView {
             packets,
             bytes,
             capture: matches!(st, State::Running | State::Completed | State::Partial),
+            estimate: job.estimate().cloned(),
         }
     }
 }

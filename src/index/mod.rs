@@ -466,6 +466,75 @@ impl<'a> IndexView<'a> {
     }
 }
 
+/// What an index predicts of an answer, before any packet is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes of capture records (headers included).
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Estimate {
+    fn add_assign(&mut self, o: Estimate) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+    }
+}
+
+impl IndexView<'_> {
+    /// The answer of `lookup` in `[after, before)` as the index predicts it: in each slice
+    /// that overlaps the window, the records that carry every key asked for, scaled by the
+    /// part of the slice's time span inside the window (a slice at a window's edge); each
+    /// such record counted with its slice's average record size. `end` is the capture bytes
+    /// indexed (where the last slice ends). Exact for a window that holds whole slices, short
+    /// of what a raw `bpf` clause then removes.
+    ///
+    /// # Errors
+    /// A posting that does not decode: the index is unusable.
+    pub fn estimate(
+        &self,
+        lookup: &Lookup,
+        after: Timestamp,
+        before: Timestamp,
+        end: u64,
+    ) -> Result<Estimate, Error> {
+        let candidates = self.candidates(lookup)?;
+        let (mut packets, mut bytes) = (0f64, 0f64);
+        for i in 0..self.slices() {
+            let s = self.slice(i);
+            if s.first >= before || s.last < after {
+                continue;
+            }
+            let lo = i * SLICE_RECORDS;
+            let hi = lo.saturating_add(SLICE_RECORDS).min(self.records);
+            let hits = candidates.range_cardinality(lo..hi) as f64;
+            if hits == 0.0 {
+                continue;
+            }
+            let span = (s.last.0 - s.first.0) as f64;
+            let inside = (s.last.0.min(before.0 - 1) - s.first.0.max(after.0)) as f64;
+            let share = if span > 0.0 {
+                (inside / span).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            let next = if i + 1 < self.slices() {
+                self.slice(i + 1).offset
+            } else {
+                end
+            };
+            let per_record = next.saturating_sub(s.offset) as f64 / f64::from(hi - lo).max(1.0);
+            packets += hits * share;
+            bytes += hits * share * per_record;
+        }
+        Ok(Estimate {
+            packets: packets.round() as u64,
+            bytes: bytes.round() as u64,
+        })
+    }
+}
+
 /// Why a capture file could not be indexed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

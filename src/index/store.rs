@@ -11,6 +11,9 @@
 //! without following a link and without blocking — so a planted FIFO cannot hang a query and
 //! a planted file cannot be truncated under a map (SIGBUS). The directory is made `0700`.
 //! Deleting the directory at any time is safe: indexes are rebuilt.
+//!
+//! The directory also holds its capture directory's catalog (`catalog.json`, see
+//! `upstream::local::catalog`), written and read under the same rules.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -37,7 +40,7 @@ fn ours(meta: &std::fs::Metadata) -> bool {
 }
 
 /// Writes the index of `capture` into `dir`: a new temporary file (never an existing one, nor
-/// through a link), fsync, rename.
+/// through a link), fsync, rename. Returns the index file's length.
 ///
 /// # Errors
 /// The directory cannot be made or the file written.
@@ -47,29 +50,79 @@ pub fn save(
     index: &FileIndex,
     identity: &Identity,
     mtime_ns: i64,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
+    let bytes = index.to_bytes(identity, mtime_ns);
+    write_atomically(dir, &path_in(dir, capture), &bytes)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Where a directory's catalog (its files' identities and time ranges) lives in `dir`.
+pub fn catalog_path(dir: &Path) -> PathBuf {
+    dir.join(CATALOG)
+}
+
+const CATALOG: &str = "catalog.json";
+
+/// Writes the catalog of the directory indexed in `dir`, atomically.
+///
+/// # Errors
+/// The directory cannot be made or the file written.
+pub fn save_catalog(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically(dir, &catalog_path(dir), bytes)
+}
+
+/// The catalog of the directory indexed in `dir`, if there is one of ours (at most
+/// `max_bytes`: a catalog is never trusted with memory either).
+pub fn load_catalog(dir: &Path, max_bytes: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = open_ours(&catalog_path(dir))?;
+    let mut bytes = Vec::new();
+    f.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= max_bytes).then_some(bytes)
+}
+
+/// `bytes` into `to` (in `dir`, made `0700` if missing): a new temporary file (never an existing
+/// one, nor through a link), fsync, rename — a crash leaves the old file or the new, whole.
+fn write_atomically(dir: &Path, to: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let to = path_in(dir, capture);
-    let tmp = to.with_extension(format!("idx.{}.tmp", std::process::id()));
-    // A temporary file left by a crash of this same process id is ours to replace.
-    let _ = std::fs::remove_file(&tmp);
+    let mut name = to.as_os_str().to_owned();
+    name.push(format!(".{}.{}.tmp", std::process::id(), next_tmp()));
+    let tmp = PathBuf::from(name);
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let written = f
-        .write_all(&index.to_bytes(identity, mtime_ns))
-        .and_then(|()| f.sync_all());
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &to)) {
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, to)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(())
+}
+
+/// A number no other temporary file of this process uses (two threads may write the same
+/// index at once: the indexer and a refresh).
+fn next_tmp() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `path` opened for reading if it is a file Docket could have written: without following a
+/// link, without blocking (a planted FIFO), and [`ours`].
+fn open_ours(path: &Path) -> Option<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    ours(&f.metadata().ok()?).then_some(f)
 }
 
 /// An index file mapped for reading, with the identity of the capture bytes it covers.
@@ -97,14 +150,7 @@ impl Mapped {
 /// that file (and is whole) is checked once, by [`Mapped::view`]: checking here too would hash
 /// its tables twice per query.
 pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path_in(dir, capture))
-        .ok()?;
-    if !ours(&f.metadata().ok()?) {
-        return None;
-    }
+    let f = open_ours(&path_in(dir, capture))?;
     // SAFETY: the file is a regular file only this user can write, which Docket writes whole
     // under a temporary name and renames into place, never in place; a replaced or deleted one
     // stays mapped as it was.
@@ -114,7 +160,7 @@ pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
 }
 
 /// Removes from `dir` the index files of captures not in `keep`, and temporary files left by
-/// a crash (retention deleted the capture: its index goes too).
+/// a crash (retention deleted the capture: its index goes too). The catalog stays.
 pub fn prune<'a>(dir: &Path, keep: impl IntoIterator<Item = &'a Path>) {
     let wanted: std::collections::HashSet<PathBuf> =
         keep.into_iter().map(|c| path_in(dir, c)).collect();
@@ -126,7 +172,8 @@ pub fn prune<'a>(dir: &Path, keep: impl IntoIterator<Item = &'a Path>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let ours = name.ends_with(".idx") || name.ends_with(".tmp");
-        let busy = name.ends_with(&format!(".{}.tmp", std::process::id()));
+        // This process's own temporary files are being written.
+        let busy = name.ends_with(".tmp") && name.contains(&format!(".{}.", std::process::id()));
         if ours && !busy && !wanted.contains(&path) {
             let _ = std::fs::remove_file(&path);
         }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{EndReason, Event, Mode, Snapshot, State};
 use super::store::Store;
+use super::Weight;
 use crate::pcap::Timestamp;
 use crate::query::{JobId, Query};
 use crate::spool::{Complete, Feed, Follower, Spool};
@@ -77,9 +78,22 @@ pub struct Job {
     /// Removed from the registry (deleted): its history is gone and must not be written back
     /// by its own end (a new run under the same id has a row of its own).
     detached: AtomicBool,
+    /// What the indexes estimated of its answer before it started.
+    estimate: OnceLock<Weight>,
 }
 
 impl Job {
+    /// What the indexes estimated of its answer before it started (a job from the history,
+    /// or one joined before the estimate was made, has none).
+    pub fn estimate(&self) -> Option<&Weight> {
+        self.estimate.get()
+    }
+
+    /// Records the estimate made before it started (the first one stays).
+    pub(super) fn set_estimate(&self, w: Weight) {
+        let _ = self.estimate.set(w);
+    }
+
     pub(super) fn new(
         id: JobId,
         query: Query,
@@ -109,6 +123,7 @@ impl Job {
             cancel: CancellationToken::new(),
             stop: OnceLock::new(),
             detached: AtomicBool::new(false),
+            estimate: OnceLock::new(),
         }
     }
 

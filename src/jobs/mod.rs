@@ -25,7 +25,7 @@ mod state;
 pub mod store;
 
 pub use job::{Capture, Gone, Job, Stop};
-pub use registry::{JobsConfig, Registry};
+pub use registry::{JobsConfig, Registry, ESTIMATE_WITHIN};
 pub use run::FLUSH_BYTES;
 pub use state::{
     DirectReason, EndReason, Event, Failure, Mode, Snapshot, State, UpstreamState, UpstreamStatus,
@@ -48,4 +48,31 @@ pub enum Error {
     /// The request names sensors that do not exist.
     #[error("unknown sensor {0:?}")]
     UnknownSensor(String),
+    /// The answer is estimated over `max_estimated_bytes` and the request did not say
+    /// `ignore-weight`.
+    #[error(
+        "the answer is estimated at {} bytes ({} packets), over max_estimated_bytes = {}: \
+         narrow the window, add host, net, port or proto clauses, or add ignore-weight",
+        .0.bytes, .0.packets, .0.limit
+    )]
+    TooHeavy(Box<Weight>),
+}
+
+/// What the indexes estimate of a query's answer over the upstreams it asks, before any packet
+/// is read (`…/estimate`, the job's JSON, the 413 of an over-weight request).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Weight {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes of capture records.
+    pub bytes: u64,
+    /// Files estimated from their index.
+    pub indexed_files: usize,
+    /// Files without a usable index, counted whole (scaled to the window): an upper bound.
+    pub scanned_files: usize,
+    /// Upstreams that cannot estimate (Stenographer sensors; a directory that did not answer
+    /// in time): not counted.
+    pub not_estimated: Vec<String>,
+    /// The configured `max_estimated_bytes` (0: no check).
+    pub limit: u64,
 }

@@ -19,7 +19,10 @@ use super::state::{
     DirectReason, EndReason, Failure, Mode, Snapshot, State, UpstreamState, UpstreamStatus,
 };
 use super::store::{Row, Store};
-use super::Error;
+use super::{Error, Weight};
+
+/// How long a directory may take to estimate a query's answer (reading its indexes).
+pub const ESTIMATE_WITHIN: Duration = Duration::from_secs(10);
 use crate::query::{JobId, Query, QueryConfig};
 use crate::spool::Spool;
 use crate::upstream::{local::LocalUpstream, sensor_tls, stenographer::Sensor, Upstream};
@@ -39,6 +42,8 @@ pub struct JobsConfig {
     pub limit_bytes: u64,
     /// Global caps on a result (0: none).
     pub limit_packets: u64,
+    /// A new job estimated larger is refused unless it says `ignore-weight` (0: no check).
+    pub max_estimated_bytes: u64,
     /// To parse stored queries back.
     pub query: QueryConfig,
 }
@@ -313,6 +318,71 @@ impl Registry {
         drop(_g);
         tokio::spawn(run::run(Arc::clone(&self.cx.0), Arc::clone(&job), selected).instrument(span));
         Ok(job)
+    }
+
+    /// The job for `query` as [`get_or_start`](Self::get_or_start) gives it — but a new job is
+    /// first weighed ([`estimate`](Self::estimate)): over `max_estimated_bytes` it is refused
+    /// unless the query says `ignore-weight`. Joining a job, or a hit, costs nothing and is
+    /// never refused. The estimate is kept in the job.
+    ///
+    /// # Errors
+    /// [`Error::TooHeavy`], and those of [`get_or_start`](Self::get_or_start).
+    pub async fn start(&self, query: Query, user: Option<&str>) -> Result<Arc<Job>, Error> {
+        let new = !self.get(&query.id()).is_some_and(|j| self.joinable(&j));
+        let weight = if new {
+            Some(self.estimate(&query).await?)
+        } else {
+            None
+        };
+        if let Some(w) = &weight {
+            if w.limit > 0 && w.bytes > w.limit && !query.ignore_weight {
+                return Err(Error::TooHeavy(Box::new(w.clone())));
+            }
+        }
+        let job = self.get_or_start(query, user)?;
+        if let Some(w) = weight {
+            job.set_estimate(w);
+        }
+        Ok(job)
+    }
+
+    /// What the indexes of the upstreams `query` asks estimate of its answer (see
+    /// [`LocalUpstream::estimate`]), each directory on a blocking thread within
+    /// [`ESTIMATE_WITHIN`] (one that does not answer in time — a hung mount — is named as not
+    /// estimated).
+    ///
+    /// # Errors
+    /// The query names an unknown sensor.
+    pub async fn estimate(&self, query: &Query) -> Result<Weight, Error> {
+        let mut w = Weight {
+            limit: self.config.max_estimated_bytes,
+            ..Weight::default()
+        };
+        let q = Arc::new(query.clone());
+        let mut asked = Vec::new();
+        for i in self.select(query)? {
+            match &self.upstreams()[i] {
+                Upstream::Local(u) => {
+                    let (u, q) = (Arc::clone(u), Arc::clone(&q));
+                    let name = u.name().to_owned();
+                    let task = tokio::task::spawn_blocking(move || u.estimate(&q));
+                    asked.push((name, task));
+                }
+                Upstream::Stenographer(s) => w.not_estimated.push(s.name().to_owned()),
+            }
+        }
+        for (name, task) in asked {
+            match tokio::time::timeout(ESTIMATE_WITHIN, task).await {
+                Ok(Ok(e)) => {
+                    w.packets += e.packets;
+                    w.bytes += e.bytes;
+                    w.indexed_files += e.indexed_files;
+                    w.scanned_files += e.scanned_files;
+                }
+                _ => w.not_estimated.push(name),
+            }
+        }
+        Ok(w)
     }
 
     /// Whether a request for `j`'s query joins it (reads its capture from byte 0).

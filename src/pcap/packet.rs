@@ -15,7 +15,19 @@ pub const NANOS_PER_SEC: i128 = 1_000_000_000;
 ///
 /// An `i128` because pcapng timestamps are 64-bit counts of arbitrary units plus a signed 64-bit
 /// offset in seconds: the corpus has packets near 2^64 µs (≈ 1.8e22 ns), beyond `u64` ns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp(pub i128);
 
 impl Timestamp {

@@ -78,7 +78,9 @@ pub enum Format {
 }
 
 /// Timestamp resolution of a declared interface, as far as choosing an output format cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Precision {
     /// Microseconds or coarser.
     Micro,

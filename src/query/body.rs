@@ -102,7 +102,7 @@ fn field(b: &mut Builder, key: &str, v: &str) -> Result<(), Error> {
         }
         "bpf" => b.bpf(values::bpf(key, v)?, key)?,
         "format" => b.output(values::format(key, v)?, key, v)?,
-        "ignore-weight" => {}
+        "ignore-weight" => b.ignore_weight(),
         _ => return Err(unknown(key)),
     }
     Ok(())
@@ -133,7 +133,8 @@ fn texts(key: &str, value: &Value, shape: Shape) -> Result<Vec<String>, Error> {
     };
     match (value, shape) {
         (Value::Null, _) => Ok(vec![]),
-        (Value::Bool(_), Shape::Bool) => Ok(vec![]),
+        (Value::Bool(true), Shape::Bool) => Ok(vec!["true".to_owned()]),
+        (Value::Bool(false), Shape::Bool) => Ok(vec![]),
         (Value::Array(items), Shape::Strings | Shape::Numbers) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
@@ -149,7 +150,7 @@ fn texts(key: &str, value: &Value, shape: Shape) -> Result<Vec<String>, Error> {
 /// `port` (number or string, or a list), `proto` (number or numeric string), `proto-name`
 /// (`tcp|udp|icmp`), `after`, `before` (any time form), `after-ago`, `before-ago`
 /// (durations; a bare number is seconds), `limit-bytes`/`Steno-Limit-Bytes`,
-/// `limit-packets`/`Steno-Limit-Packets`, `bpf`, `format`, `ignore-weight` (ignored).
+/// `limit-packets`/`Steno-Limit-Packets`, `bpf`, `format`, `ignore-weight` (true: start even when the estimate is over the limit).
 /// `null` means absent. Unknown keys are errors naming the key; a body that is not a JSON
 /// object is an error with clause `body`.
 pub fn parse_json(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Query, Error> {
@@ -203,7 +204,10 @@ pub fn parse_form(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Quer
         if shape(&key).is_none() {
             return Err(unknown(&key));
         }
-        if !value.is_empty() && key != "ignore-weight" {
+        if key == "ignore-weight" {
+            // A checkbox: present is on, whatever its value.
+            b.ignore_weight();
+        } else if !value.is_empty() {
             field(&mut b, &key, &value)?;
         }
     }

@@ -36,6 +36,7 @@ pub(crate) struct Builder {
     limit_packets: Option<u64>,
     bpf: Option<String>,
     output: Option<OutputKind>,
+    ignore_weight: bool,
 }
 
 /// Sets a single-valued clause: a repeat must carry the same value.
@@ -160,6 +161,11 @@ impl Builder {
         set_once(&mut self.output, kind, clause, text)
     }
 
+    /// `ignore-weight`: the answer is wanted even if its estimate is over the limit.
+    pub(crate) fn ignore_weight(&mut self) {
+        self.ignore_weight = true;
+    }
+
     /// Resolves the times at `now`, quantises them to the window and normalises the lists.
     ///
     /// after = floor(after), before = ceil(before) (a before on a boundary stays); defaults
@@ -227,6 +233,7 @@ impl Builder {
             limit_packets: self.limit_packets,
             bpf: self.bpf,
             output: self.output.unwrap_or_default(),
+            ignore_weight: self.ignore_weight,
         })
     }
 }

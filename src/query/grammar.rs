@@ -108,8 +108,8 @@ pub fn parse_path(path: &str, now: Timestamp, cfg: &QueryConfig) -> Result<Query
                 let v = value("format")?;
                 b.output(values::format("format", v)?, "format", v)?;
             }
-            // Docket-py's switch for its "fat-finger" weight check, which Docket does not have.
-            "ignore-weight" => {}
+            // Docket-py's switch for its "fat-finger" weight check.
+            "ignore-weight" => b.ignore_weight(),
             _ => {
                 return Err(Error::new(
                     word,

@@ -136,6 +136,9 @@ pub struct Query {
     pub bpf: Option<String>,
     /// Requested output container.
     pub output: OutputKind,
+    /// `ignore-weight`: start the job even when its estimate is over `max_estimated_bytes`.
+    /// Not part of the canonical form: it changes whether a job starts, not its answer.
+    pub ignore_weight: bool,
 }
 
 /// The bytes of a BPF expression that stay literal in [`Query::to_path`]; everything else,
@@ -288,6 +291,9 @@ impl Query {
         }
         if self.output == OutputKind::Pcapng {
             p.extend(["format".into(), "pcapng".into()]);
+        }
+        if self.ignore_weight {
+            p.push("ignore-weight".into());
         }
         p.join("/")
     }

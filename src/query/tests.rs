@@ -382,7 +382,14 @@ fn format_and_ignore_weight() {
     );
     assert_eq!(path_err("format/json").clause, "format");
     assert_eq!(path_err("format/pcap/format/pcapng").clause, "format");
-    assert_eq!(path(&format!("{WIN}/ignore-weight")), path(WIN));
+    // ignore-weight changes whether a job starts, not which job: same id and canonical form.
+    let heavy = path(&format!("{WIN}/ignore-weight"));
+    assert!(heavy.ignore_weight && !path(WIN).ignore_weight);
+    assert_eq!(heavy.id(), path(WIN).id());
+    assert_eq!(heavy.canonical(), path(WIN).canonical());
+    assert!(heavy.to_path().ends_with("/ignore-weight"));
+    assert!(json(r#"{"ignore-weight": true}"#).ignore_weight);
+    assert!(!json(r#"{"ignore-weight": false}"#).ignore_weight);
 }
 
 #[test]
@@ -715,7 +722,7 @@ fn form_fields() {
     assert_eq!(
         q,
         path(&format!(
-            "{WIN}/host/10.0.0.2/host/2001:db8::1/net/10.0.0.0/8/port/80/port/443/tcp/sensor/a"
+            "{WIN}/host/10.0.0.2/host/2001:db8::1/net/10.0.0.0/8/port/80/port/443/tcp/sensor/a/ignore-weight"
         ))
     );
     // `+` is a space in forms; the bpf keeps it.

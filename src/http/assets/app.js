@@ -49,9 +49,9 @@
       }
     };
 
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      clearErrors();
+    // The form as the API's JSON; `complain(clause, message)` for what the browser can tell
+    // is wrong before asking (null is returned then).
+    const buildQuery = (complain) => {
       const v = (id) => document.getElementById(id).value.trim();
       const q = {};
       if (modeRel.checked) {
@@ -62,11 +62,11 @@
           const t = v("f-" + k);
           if (t) {
             const d = new Date(t);
-            if (isNaN(d.getTime())) { showError(k, "not a date and time"); return; }
+            if (isNaN(d.getTime())) { complain(k, "not a date and time"); return null; }
             q[k] = d.toISOString();
           }
         }
-        if (!q.after) { showError("after", "give a start time"); return; }
+        if (!q.after) { complain("after", "give a start time"); return null; }
       }
       for (const k of ["host", "net", "port"]) {
         const items = list(v("f-" + k));
@@ -77,6 +77,56 @@
       }
       const sensors = [...form.querySelectorAll("input[name=sensor]:checked")].map((c) => c.value);
       if (sensors.length) q.sensor = sensors;
+      if (document.getElementById("f-ignore-weight").checked) q["ignore-weight"] = true;
+      return q;
+    };
+
+    // The estimate under the form, asked (debounced) whenever a field changes: what the
+    // indexes say the answer will be, before anything is fetched.
+    const estimateSlot = document.getElementById("estimate");
+    const size = (n) => n >= 1 << 30 ? (n / (1 << 30)).toFixed(1) + " GiB"
+      : n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB"
+      : n >= 1 << 10 ? (n / (1 << 10)).toFixed(1) + " KiB" : n + " bytes";
+    let asked = 0;
+    let timer = null;
+    const estimate = async () => {
+      const q = buildQuery(() => {});
+      const mine = ++asked;
+      if (!q) { estimateSlot.textContent = ""; return; }
+      let r, body;
+      try {
+        r = await fetch(api("q/estimate"), {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(q),
+        });
+        body = await r.json();
+      } catch (e) { return; }
+      if (mine !== asked) return; // a newer question is on its way
+      if (!r.ok) { estimateSlot.textContent = body.error ? "Cannot estimate: " + body.error : ""; return; }
+      const e = body.estimate;
+      let t = "Estimate: about " + e.packets.toLocaleString() + " packets, " + size(e.bytes) +
+        " (" + e.indexed_files + " indexed files";
+      if (e.scanned_files) t += ", " + e.scanned_files + " counted whole";
+      t += ")";
+      if (e.not_estimated.length) t += "; not estimated: " + e.not_estimated.join(", ");
+      if (body.over_limit) {
+        t += " — over the limit of " + size(e.limit) +
+          (q["ignore-weight"] ? "; fetched anyway" : ": narrow the query, or tick “fetch even if”");
+      }
+      estimateSlot.textContent = t;
+      estimateSlot.classList.toggle("over", !!body.over_limit);
+    };
+    const soon = () => { clearTimeout(timer); timer = setTimeout(estimate, 300); };
+    form.addEventListener("input", soon);
+    form.addEventListener("change", soon);
+    estimate();
+
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      clearErrors();
+      const q = buildQuery(showError);
+      if (!q) return;
       let r;
       try {
         r = await fetch(api("q"), {

@@ -14,7 +14,8 @@
 //!   sorted), declared link types and packet count, keyed by path and remembered with the
 //!   file's size and mtime. [`LocalUpstream::refresh`] re-stats the directory and rescans only
 //!   files that appeared or changed; vanished files are forgotten. A query reads only files
-//!   whose range overlaps its window.
+//!   whose range overlaps its window. With an index directory the table is kept across
+//!   restarts ([`catalog`]), and [`indexer`] refreshes and indexes in the background.
 //! - **Order.** The overlapping files are merged by timestamp with [`KWay`] in file-name order,
 //!   so a directory of overlapping captures answers in time order; with contiguous groups, the
 //!   job's merge of directories then equals one flat `mergecap` of all files in that order.
@@ -22,7 +23,8 @@
 //!   scanned at a refresh gets an index file from that same pass; a query reads an
 //!   indexed file only in its planned slices ([`CaptureFile::restrict`]) — or not at all when
 //!   nothing in it can match — and every packet read still passes the gate below. Invariant:
-//!   the answer is the scan's, byte for byte.
+//!   the answer is the scan's, byte for byte. [`LocalUpstream::estimate`] predicts an answer
+//!   from the indexes before anything is read.
 //! - **Exact window and filter.** Every packet goes through the one [`pcap::Gate`]: the window
 //!   `[after, before)`, the structured clauses at any layer ([`pcap::Clauses`]), and the raw
 //!   BPF clause compiled by libpcap for the packet's link type (a link type it cannot be
@@ -39,6 +41,9 @@
 //!   network mount) fails the upstream alone, naming the file, and the job's slot is freed;
 //!   the thread itself stays blocked in the kernel until the mount answers.
 
+mod catalog;
+pub mod indexer;
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -54,8 +59,8 @@ use crate::merge::KWay;
 use crate::pcap::{self, CaptureFile, LinkType, Precision, Timestamp};
 use crate::query::Query;
 
-/// What the index knows of one file.
-#[derive(Debug, Clone)]
+/// What the index knows of one file (kept across restarts in the catalog).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileEntry {
     size: u64,
     mtime: SystemTime,
@@ -75,6 +80,23 @@ pub struct FileEntry {
     /// (the sequence — directory and pattern —, the name's epoch). Until the file has been read
     /// whole, `last` is unknown and the next file of the sequence bounds it.
     named: Option<(Sequence, Timestamp)>,
+    /// Whether an index file describes it.
+    #[serde(default)]
+    index: IndexState,
+}
+
+/// Whether a file has an index file, as the indexer last left it. Work bookkeeping only: a
+/// query uses an index after checking it against the file, whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum IndexState {
+    /// None yet (or it went missing): to be built.
+    #[default]
+    Missing,
+    /// Built over the file's first `size` bytes; the index file is `bytes` long.
+    Built { size: u64, bytes: u64 },
+    /// Tried when the file had `size` bytes: it cannot be indexed (compressed, pcapng,
+    /// damaged); tried again when it changes.
+    Unfit { size: u64 },
 }
 
 /// A rotation sequence: a directory, one of the epoch-name patterns, and the writer's thread
@@ -230,7 +252,22 @@ pub struct LocalUpstream {
     refresher: Mutex<Option<Arc<Progress>>>,
     /// Why the last refresh could not list the directory.
     unavailable: Mutex<Option<String>>,
+    /// The file table changed since the catalog was last written, and when that was.
+    catalog: Mutex<CatalogState>,
+    /// Files read whole (to learn their range, or to index them) since the start.
+    reads: AtomicU64,
 }
+
+/// When the catalog was written, and whether the file table changed since.
+#[derive(Debug, Default)]
+struct CatalogState {
+    dirty: bool,
+    saved: Option<std::time::Instant>,
+}
+
+/// The catalog is written at most this often while files change (a growing capture changes at
+/// every refresh).
+const CATALOG_EVERY: Duration = Duration::from_secs(2);
 
 /// A thread that makes no progress for this long is stuck (a hung mount).
 pub const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -259,6 +296,20 @@ impl Progress {
 }
 
 impl FileEntry {
+    /// Whether it can be read at all (an unreadable file is noted with its reason and no
+    /// packet).
+    fn readable(&self) -> bool {
+        self.packets > 0 || self.error.is_none()
+    }
+
+    /// Whether the indexer has work on it: readable, and neither indexed nor found unfit at
+    /// its present size.
+    fn wants_index(&self) -> bool {
+        self.readable()
+            && !matches!(self.index,
+                IndexState::Built { size, .. } | IndexState::Unfit { size } if size == self.size)
+    }
+
     /// A file of `size` bytes modified at `mtime`, before it is read.
     fn unread(size: u64, mtime: SystemTime) -> FileEntry {
         FileEntry {
@@ -271,6 +322,7 @@ impl FileEntry {
             error: None,
             id: (0, 0),
             named: None,
+            index: IndexState::Missing,
         }
     }
 }
@@ -283,9 +335,11 @@ fn scan(
     mtime: SystemTime,
     progress: &Progress,
     index_dir: Option<&Path>,
+    reads: &AtomicU64,
 ) -> FileEntry {
     let mut e = FileEntry::unread(size, mtime);
     progress.opening(path);
+    reads.fetch_add(1, Ordering::Relaxed);
     let mut f = match CaptureFile::open(path) {
         Ok(f) => f,
         Err(err) => {
@@ -293,6 +347,7 @@ fn scan(
             return e;
         }
     };
+    e.id = f.identity();
     let built = crate::index::read_indexing(&mut f, &mut |p| {
         progress.step();
         match p {
@@ -304,11 +359,24 @@ fn scan(
             Err(err) => e.error = Some(err.to_string()),
         }
     });
-    if let (Some(dir), Ok((index, identity))) = (index_dir, built) {
-        let mtime = f.file().metadata().map_or(0, |m| mtime_ns(&m));
-        if let Err(err) = crate::index::store::save(dir, path, &index, &identity, mtime) {
-            tracing::warn!(file = %path.display(), error = %err, "cannot write an index");
-        }
+    if let Some(dir) = index_dir {
+        e.index = match built {
+            Ok((index, identity)) => {
+                let mtime = f.file().metadata().map_or(0, |m| mtime_ns(&m));
+                match crate::index::store::save(dir, path, &index, &identity, mtime) {
+                    Ok(bytes) => IndexState::Built {
+                        size: identity.size,
+                        bytes,
+                    },
+                    Err(err) => {
+                        // Tried again when the file changes, not at every tick.
+                        tracing::warn!(file = %path.display(), error = %err, "cannot write an index");
+                        IndexState::Unfit { size: f.size() }
+                    }
+                }
+            }
+            Err(_) => IndexState::Unfit { size: f.size() },
+        };
     }
     if f.ended_early().is_some() {
         // Read again at the next refresh: its size and mtime changed.
@@ -356,18 +424,19 @@ fn probe(
     mtime: SystemTime,
     named: (Sequence, Timestamp),
     progress: &Progress,
+    reads: &AtomicU64,
 ) -> FileEntry {
     progress.opening(path);
     let Ok(mut f) = CaptureFile::open(path) else {
-        return scan(path, size, mtime, progress, None);
+        return scan(path, size, mtime, progress, None, reads);
     };
     let first = match f.next_packet() {
         Some(Ok(p)) => p.ts,
-        _ => return scan(path, size, mtime, progress, None),
+        _ => return scan(path, size, mtime, progress, None, reads),
     };
     let pcap = matches!(f.format(), Some(pcap::Format::Pcap { .. }));
     if !pcap || first.0 < named.1 .0 - ROTATION_SLACK {
-        return scan(path, size, mtime, progress, None);
+        return scan(path, size, mtime, progress, None, reads);
     }
     FileEntry {
         first: Some(first),
@@ -413,16 +482,56 @@ fn next_start(
 impl LocalUpstream {
     /// An upstream over a configured directory, with an empty index (call
     /// [`refresh`](Self::refresh)).
+    ///
+    /// With an index directory, the file table starts as its catalog left it: a file whose
+    /// device, inode, size and modification time are unchanged is not read again.
     pub fn new(d: &crate::config::LocalDir) -> LocalUpstream {
+        let known = d
+            .index_dir
+            .as_deref()
+            .map(catalog::load)
+            .unwrap_or_default();
         LocalUpstream {
             name: d.name.clone(),
             dir: d.path.clone(),
             layout: d.layout.clone(),
             index_dir: d.index_dir.clone(),
-            index: Mutex::new(HashMap::new()),
+            index: Mutex::new(known),
             refreshing: Mutex::new(()),
             refresher: Mutex::new(None),
             unavailable: Mutex::new(None),
+            catalog: Mutex::new(CatalogState::default()),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the file table changed (the catalog is to be written).
+    fn changed(&self) {
+        self.catalog.lock().expect("catalog lock").dirty = true;
+    }
+
+    /// Writes the catalog if the file table changed (at shutdown).
+    pub fn save_catalog_now(&self) {
+        self.save_catalog(true);
+    }
+
+    /// Writes the catalog if the file table changed, at most every [`CATALOG_EVERY`] unless
+    /// `now`. A catalog lost to a crash costs only reads: whatever it misses is read again.
+    fn save_catalog(&self, now: bool) {
+        let Some(dir) = &self.index_dir else { return };
+        {
+            let mut c = self.catalog.lock().expect("catalog lock");
+            let due = now || c.saved.is_none_or(|t| t.elapsed() >= CATALOG_EVERY);
+            if !c.dirty || !due {
+                return;
+            }
+            c.dirty = false;
+            c.saved = Some(std::time::Instant::now());
+        }
+        let files = self.index.lock().expect("index lock").clone();
+        if let Err(e) = catalog::save(dir, &files) {
+            self.changed();
+            tracing::warn!(sensor = %self.name, error = %e, "cannot write the catalog");
         }
     }
 
@@ -445,6 +554,15 @@ impl LocalUpstream {
     /// The directory cannot be listed.
     pub fn refresh(&self) -> Result<(), Error> {
         self.refresh_watched(&Arc::new(Progress::default()), &|| false)
+            .map(drop)
+    }
+
+    /// [`refresh`](Self::refresh) unless another refresh is under way (then nothing).
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn refresh_if_idle(&self) -> Result<(), Error> {
+        self.refresh_watched(&Arc::new(Progress::default()), &|| true)
             .map(drop)
     }
 
@@ -609,26 +727,27 @@ impl LocalUpstream {
                 if !known {
                     // A FIFO or device is refused by the open, without blocking, and named.
                     let mut e = match self.named(&dir, &path) {
-                        Some(named) => probe(&path, meta.len(), mtime, named, progress),
-                        None => scan(
-                            &path,
-                            meta.len(),
-                            mtime,
-                            progress,
-                            self.index_dir.as_deref(),
-                        ),
+                        Some(named) => {
+                            probe(&path, meta.len(), mtime, named, progress, &self.reads)
+                        }
+                        None => self.scan(&path, meta.len(), mtime, progress),
                     };
                     e.id = id;
                     self.index
                         .lock()
                         .expect("index lock")
                         .insert(path.clone(), e);
+                    self.changed();
                 }
                 present.insert(path);
             }
         }
         let mut idx = self.index.lock().expect("index lock");
+        let before = idx.len();
         idx.retain(|p, _| present.contains(p) || incomplete.iter().any(|d| p.starts_with(d)));
+        if idx.len() != before {
+            self.changed();
+        }
         // A rotation name that lies (its file starts after the next file of its sequence
         // starts) is not trusted: that file is read whole, like an unnamed one.
         let starts = sequence_starts(&idx);
@@ -657,17 +776,13 @@ impl LocalUpstream {
         for path in liars {
             if let Ok(meta) = std::fs::metadata(&path) {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                let mut e = scan(
-                    &path,
-                    meta.len(),
-                    mtime,
-                    progress,
-                    self.index_dir.as_deref(),
-                );
+                let mut e = self.scan(&path, meta.len(), mtime, progress);
                 e.id = (meta.dev(), meta.ino());
                 self.index.lock().expect("index lock").insert(path, e);
+                self.changed();
             }
         }
+        self.save_catalog(false);
         Ok(true)
     }
 
@@ -685,9 +800,12 @@ impl LocalUpstream {
         if f.compression().is_some() {
             return None;
         }
-        let mapped = crate::index::store::load(dir, f.path(), f.file())?;
-        let view = mapped.view()?;
-        let indexed = mapped.size();
+        let mapped = crate::index::store::load(dir, f.path(), f.file());
+        let Some(view) = mapped.as_ref().and_then(|m| m.view()) else {
+            self.index_lost(f);
+            return None;
+        };
+        let indexed = mapped.as_ref().map_or(0, |m| m.size());
         // Only a file as it was indexed (not grown, not rewritten in place), whose records are
         // in time order: skipping records of an unsorted file would change the order in which
         // the merge takes the others against other files' packets.
@@ -716,6 +834,31 @@ impl LocalUpstream {
         Some(ranges)
     }
 
+    /// Reads a file whole ([`scan`]), indexing it when the directory is indexed.
+    fn scan(&self, path: &Path, size: u64, mtime: SystemTime, progress: &Progress) -> FileEntry {
+        scan(
+            path,
+            size,
+            mtime,
+            progress,
+            self.index_dir.as_deref(),
+            &self.reads,
+        )
+    }
+
+    /// Notes that the index of `f` is missing or unusable (deleted with `index_dir`, damaged,
+    /// replaced): the indexer builds it again.
+    fn index_lost(&self, f: &CaptureFile) {
+        let mut idx = self.index.lock().expect("index lock");
+        if let Some(e) = idx.get_mut(f.path()) {
+            if e.id == f.identity() && matches!(e.index, IndexState::Built { .. }) {
+                e.index = IndexState::Missing;
+                drop(idx);
+                self.changed();
+            }
+        }
+    }
+
     /// The sequence and start epoch of a file whose name follows a rotation pattern.
     fn named(&self, dir: &Path, path: &Path) -> Option<(Sequence, Timestamp)> {
         let name = path.file_name()?.to_str()?;
@@ -742,6 +885,8 @@ impl LocalUpstream {
         if let Some(e) = idx.get_mut(f.path()) {
             if e.id == f.identity() && e.size == f.size() && e.last.is_none() {
                 (e.first, e.last, e.packets) = (first, last, packets);
+                drop(idx);
+                self.changed();
             }
         }
     }
@@ -782,11 +927,30 @@ impl LocalUpstream {
 
     /// Readable and unreadable files, for `/stats`.
     pub fn files(&self) -> FileCounts {
-        let (total, unreadable) = {
+        let (total, unreadable, index) = {
             let idx = self.index.lock().expect("index lock");
-            (idx.len(), unreadable_in(&idx))
+            let index = self.index_dir.as_ref().map(|_| {
+                let mut c = IndexCounts {
+                    files_read: self.reads.load(Ordering::Relaxed),
+                    ..IndexCounts::default()
+                };
+                for e in idx.values() {
+                    match e.index {
+                        IndexState::Built { size, bytes } if size == e.size => {
+                            c.indexed += 1;
+                            c.index_bytes += bytes;
+                        }
+                        IndexState::Unfit { size } if size == e.size => c.unindexable += 1,
+                        _ if e.readable() => c.backlog_bytes += e.size,
+                        _ => {}
+                    }
+                }
+                c
+            });
+            (idx.len(), unreadable_in(&idx), index)
         };
         FileCounts {
+            index,
             readable: total - unreadable.len(),
             unreadable: unreadable
                 .into_iter()
@@ -796,6 +960,62 @@ impl LocalUpstream {
                 })
                 .collect(),
         }
+    }
+
+    /// What the answer of `query` will be, as far as the indexes tell without reading a
+    /// packet: an indexed file by its postings ([`crate::index::IndexView::estimate`]); a file
+    /// without a usable index (compressed, pcapng, still growing, not indexed yet) whole,
+    /// scaled to the part of its time range inside the window — an upper bound, since nothing
+    /// says which of its packets match. Reads only index files and 8 KiB of each capture (to
+    /// check that an index is its own). Blocking.
+    pub fn estimate(&self, query: &Query) -> Estimate {
+        let (after, before) = (query.after, query.before);
+        let lookup = crate::index::Lookup::new(
+            &query.hosts,
+            query.nets.iter().map(|n| (n.addr, n.prefix)),
+            &query.ports,
+            query.proto,
+        );
+        let mut est = Estimate::default();
+        let files = self.overlapping(after, before);
+        // Bytes per packet of the files read whole: to turn an unindexed file's bytes into
+        // packets.
+        let (sz, n) = files
+            .iter()
+            .filter(|(_, e)| e.last.is_some() && e.packets > 0)
+            .fold((0u64, 0u64), |(s, n), (_, e)| (s + e.size, n + e.packets));
+        let per_packet = if n > 0 { sz as f64 / n as f64 } else { 1000.0 };
+        for (path, e) in &files {
+            let indexed = CaptureFile::open(path).ok().and_then(|f| {
+                let dir = self.index_dir.as_ref()?;
+                let mapped = crate::index::store::load(dir, path, f.file())?;
+                let view = mapped.view()?;
+                (f.size() == mapped.size())
+                    .then(|| view.estimate(&lookup, after, before, mapped.size()).ok())
+                    .flatten()
+            });
+            match indexed {
+                Some(x) => {
+                    est.indexed_files += 1;
+                    est.packets += x.packets;
+                    est.bytes += x.bytes;
+                }
+                None => {
+                    let share = match (e.first, e.last) {
+                        (Some(f), Some(l)) if l > f => {
+                            let inside = l.0.min(before.0) - f.0.max(after.0);
+                            (inside as f64 / (l.0 - f.0) as f64).clamp(0.0, 1.0)
+                        }
+                        _ => 1.0,
+                    };
+                    let bytes = e.size as f64 * share;
+                    est.scanned_files += 1;
+                    est.bytes += bytes.round() as u64;
+                    est.packets += (bytes / per_packet).round() as u64;
+                }
+            }
+        }
+        est
     }
 
     /// Earliest packet time in the directory (data availability).
@@ -1090,10 +1310,51 @@ async fn relay(
 /// Readable and unreadable files of a directory (`/stats`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileCounts {
+    /// The indexes, when the directory is indexed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexCounts>,
     /// Files that yield packets (or could).
     pub readable: usize,
     /// Files that yield nothing because they cannot be read, with the reason.
     pub unreadable: Vec<UnreadableFile>,
+}
+
+/// What a directory's answer to a query is estimated to be (see [`LocalUpstream::estimate`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes of capture records.
+    pub bytes: u64,
+    /// Files in the window estimated from their index.
+    pub indexed_files: usize,
+    /// Files in the window without a usable index, counted whole (scaled to the window).
+    pub scanned_files: usize,
+}
+
+impl std::ops::AddAssign for Estimate {
+    fn add_assign(&mut self, o: Estimate) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.indexed_files += o.indexed_files;
+        self.scanned_files += o.scanned_files;
+    }
+}
+
+/// A directory's indexes (`/stats`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IndexCounts {
+    /// Files with an index covering all of them.
+    pub indexed: usize,
+    /// Files that cannot be indexed (compressed, pcapng, damaged): scanned by queries.
+    pub unindexable: usize,
+    /// Bytes of capture waiting to be indexed (new, grown, or still being written).
+    pub backlog_bytes: u64,
+    /// Bytes of the index files.
+    pub index_bytes: u64,
+    /// Capture files read whole since the start (to learn their time range or index them):
+    /// after a restart over an indexed directory, only files that changed.
+    pub files_read: u64,
 }
 
 /// A file that cannot be read.

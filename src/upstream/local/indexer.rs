@@ -1,0 +1,141 @@
+//! Background work of an indexed directory, off the query path: a refresher that notices new
+//! and changed files between queries, and an indexer that builds the index of every file that
+//! has none — rotation files a refresh only probed, files whose index went missing (a deleted
+//! `index_dir`), files that changed.
+//!
+//! Invariants: the indexer runs at the lowest CPU and I/O priority and never holds the refresh
+//! lock, so a query never waits for it (it holds the file table's lock only to read an entry
+//! and to store what it learned); a file still being written (modified within [`SETTLE`]) is
+//! left to the queries, which read it whole; what it learned is stored only if the file is
+//! still the one it read. Both threads end by themselves when the upstream is dropped.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::{IndexState, LocalUpstream, Progress};
+
+/// How often the directory is looked at between queries.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the indexer looks for work when it has none.
+const INDEX_EVERY: Duration = Duration::from_secs(1);
+
+/// A file modified this recently is still being written: indexed once it settles.
+pub(super) const SETTLE: Duration = Duration::from_secs(3);
+
+/// Starts the refresher and the indexer of `u` (an indexed directory).
+///
+/// # Errors
+/// A thread cannot be started.
+pub fn start(u: &Arc<LocalUpstream>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(u);
+    std::thread::Builder::new()
+        .name(format!("refresh-{}", u.name))
+        .spawn(move || refresher(&weak))?;
+    if u.index_dir.is_some() {
+        let weak = Arc::downgrade(u);
+        std::thread::Builder::new()
+            .name(format!("index-{}", u.name))
+            .spawn(move || indexer(&weak))?;
+    }
+    Ok(())
+}
+
+fn refresher(weak: &Weak<LocalUpstream>) {
+    loop {
+        let Some(u) = weak.upgrade() else { return };
+        // Only when no other refresh (a query's) is under way: never a second thread waiting
+        // behind one hung on a dead mount.
+        if let Err(e) = u.refresh_if_idle() {
+            tracing::debug!(sensor = %u.name, error = %e, "refresh");
+        }
+        u.save_catalog(false);
+        drop(u);
+        std::thread::sleep(REFRESH_EVERY);
+    }
+}
+
+fn indexer(weak: &Weak<LocalUpstream>) {
+    lower_priority();
+    loop {
+        let Some(u) = weak.upgrade() else { return };
+        u.notice_lost_indexes();
+        let work = u.unindexed();
+        for path in &work {
+            index_one(&u, path.clone());
+        }
+        // A pass's work is kept at once: a restart after it reads nothing again.
+        u.save_catalog(!work.is_empty());
+        drop(u);
+        std::thread::sleep(INDEX_EVERY);
+    }
+}
+
+/// The lowest CPU (nice 19) and I/O (idle class) priority for this thread: indexing uses what
+/// queries leave.
+fn lower_priority() {
+    // SAFETY: plain system calls about this thread only; failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::gettid();
+        #[allow(clippy::cast_sign_loss)]
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        // ioprio_set(IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT)
+        libc::syscall(libc::SYS_ioprio_set, 1, tid, 3 << 13);
+    }
+}
+
+/// Reads `path` whole, writing its index, and stores its real range and index state if the
+/// file is still the one the table knows.
+fn index_one(u: &LocalUpstream, path: PathBuf) {
+    let Some(known) = u.index.lock().expect("index lock").get(&path).cloned() else {
+        return;
+    };
+    let mut fresh = u.scan(&path, known.size, known.mtime, &Progress::default());
+    let mut idx = u.index.lock().expect("index lock");
+    if let Some(e) = idx.get_mut(&path) {
+        let same = e.id == known.id && e.size == known.size && e.mtime == known.mtime;
+        if same && fresh.id == known.id && fresh.size == known.size {
+            fresh.named = e.named.take();
+            *e = fresh;
+            drop(idx);
+            u.changed();
+        }
+    }
+}
+
+impl LocalUpstream {
+    /// Every index is marked missing when the index directory is gone (deleted by hand):
+    /// they are all built again. A single index file that went missing is noticed by the
+    /// query that looks for it.
+    fn notice_lost_indexes(&self) {
+        let Some(dir) = &self.index_dir else { return };
+        if dir.exists() {
+            return;
+        }
+        let mut lost = false;
+        for e in self.index.lock().expect("index lock").values_mut() {
+            if matches!(e.index, IndexState::Built { .. }) {
+                e.index = IndexState::Missing;
+                lost = true;
+            }
+        }
+        if lost {
+            self.changed();
+        }
+    }
+
+    /// Files the indexer has work on, settled ones only, oldest modification first.
+    fn unindexed(&self) -> Vec<PathBuf> {
+        let now = SystemTime::now();
+        let idx = self.index.lock().expect("index lock");
+        let mut v: Vec<(SystemTime, PathBuf)> = idx
+            .iter()
+            .filter(|(_, e)| e.wants_index())
+            .filter(|(_, e)| now.duration_since(e.mtime).is_ok_and(|d| d >= SETTLE))
+            .map(|(p, e)| (e.mtime, p.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+}

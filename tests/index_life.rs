@@ -1,0 +1,387 @@
+//! An index's life beside a running gateway, with real rotation files (the bulk trace cut by
+//! `editcap -i`, named as Suricata names them, plus an unnamed capture): built in the
+//! background (`/stats` shows the backlog drain), kept across a restart (no capture is read
+//! again), survives a `kill -9` in the middle of indexing and a deleted `index_dir` (rebuilt;
+//! never used when damaged). Oracle: the same directory answered with `index = false` — the
+//! scan — byte for byte.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::Server;
+use tempfile::TempDir;
+
+/// The bulk trace (four time-shifted copies with `reps = 4`) cut every 30 s into classic pcap
+/// files named `log.pcap.<epoch of the first packet>`, and the ground-truth trace as
+/// `other.pcap` (no epoch in its name).
+fn rotated_dir(work: &Path, reps: i64) -> PathBuf {
+    let dir = work.join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let bulk = common::corpus().join("bulk/mix-19-real-captures-10min.pcap");
+    let cut = work.join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    for r in 0..reps {
+        let shifted = work.join(format!("rep{r}.pcap"));
+        common::run_ok(
+            Command::new("editcap")
+                .args(["-F", "pcap", "-t", &(r * 700).to_string()])
+                .arg(&bulk)
+                .arg(&shifted),
+        );
+        common::run_ok(
+            Command::new("editcap")
+                .args(["-F", "pcap", "-i", "30"])
+                .arg(&shifted)
+                .arg(cut.join(format!("r{r}.pcap"))),
+        );
+    }
+    for f in std::fs::read_dir(&cut).unwrap() {
+        let f = f.unwrap().path();
+        let out = common::run_ok(
+            Command::new("capinfos")
+                .args(["-S", "-a", "-T", "-r"])
+                .arg(&f),
+        );
+        let line = String::from_utf8(out).unwrap();
+        let secs: f64 = line.split('\t').nth(1).unwrap().trim().parse().unwrap();
+        std::fs::rename(&f, dir.join(format!("log.pcap.{}", secs.floor() as i64))).unwrap();
+    }
+    std::fs::copy(
+        common::corpus().join("merge/ground-truth__pcpp-tls2.pcap"),
+        dir.join("other.pcap"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Sensor `i` (indexed) and `s` (scanning) over the same directory.
+fn conf(dir: &Path) -> String {
+    format!(
+        "time_window = 1\n[[local]]\nname = \"i\"\npath = \"{0}\"\n\
+         [[local]]\nname = \"s\"\npath = \"{0}\"\nindex = false\n",
+        dir.display()
+    )
+}
+
+/// Queries over the bulk trace and the ground truth: selective hosts, ports, a protocol, and a
+/// window alone. `{s}` is the window end's second: each round asks new jobs (an answer already
+/// in the spool would not touch the index).
+const QUERIES: [&str; 6] = [
+    "host/10.0.2.15/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:{s}Z",
+    "tcp/port/443/after/2023-06-01T12:05:00Z/before/2023-06-01T12:20:{s}Z",
+    "udp/after/2023-06-01T12:00:00Z/before/2023-06-01T12:10:{s}Z",
+    "after/2023-06-01T12:03:10Z/before/2023-06-01T12:03:{s}Z",
+    "host/2620:1ec:c11::200/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:{s}Z",
+    "net/10.0.0.0/8/port/53/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:{s}Z",
+];
+
+/// Every query answered by the indexed sensor equals the scanning sensor's answer (`round`
+/// 10 to 59: the queries' window ends).
+fn answers_agree(server: &Server, round: u32, what: &str) -> usize {
+    let mut bytes = 0;
+    for q in QUERIES {
+        let q = q.replace("{s}", &round.to_string());
+        let (c1, indexed) = server.get(&format!("q/sensor/i/{q}/pcap"), &[]);
+        let (c2, scanned) = server.get(&format!("q/sensor/s/{q}/pcap"), &[]);
+        assert_eq!((c1, c2), (200, 200), "{what}: {q}");
+        assert!(
+            indexed == scanned,
+            "{what}: {q}: indexed {} bytes, scanned {}",
+            indexed.len(),
+            scanned.len()
+        );
+        bytes += scanned.len();
+    }
+    bytes
+}
+
+/// The indexed sensor's index counters from `/stats`.
+fn index_stats(server: &Server) -> serde_json::Value {
+    server.json("stats/i")["i"]["files"]["index"].clone()
+}
+
+/// Waits (bounded) until the indexed sensor has no indexing backlog and `files` files indexed.
+fn wait_indexed(server: &Server, files: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = index_stats(server);
+        if s["backlog_bytes"] == 0 && s["indexed"] == files {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "indexing did not finish: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+fn index_files(index: &Path, ext: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(index).map_or_else(
+        |_| Vec::new(),
+        |d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(ext))
+                .collect()
+        },
+    )
+}
+
+#[test]
+fn an_index_is_built_in_the_background_and_a_restart_reads_no_capture_again() {
+    let work = TempDir::new().unwrap();
+    let dir = rotated_dir(work.path(), 1);
+    let n = files_in(&dir) as u64;
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    let built = wait_indexed(&server, n);
+    assert_eq!(built["unindexable"], 0, "{built}");
+    let answered = answers_agree(&server, 11, "indexed in the background");
+    assert!(answered > 24 * QUERIES.len(), "the queries select packets");
+    let index = server.dir.path().join("spool-index/i");
+    assert_eq!(index_files(&index, ".idx").len() as u64, n);
+
+    // A restart: the catalog holds every file; nothing is read again, and the answers are the
+    // same.
+    let server = Server::launch(server.stop(), &conf(&dir), None);
+    answers_agree(&server, 12, "after a restart");
+    let after = index_stats(&server);
+    assert_eq!(after["files_read"], 0, "{after}");
+    assert_eq!(after["indexed"], n, "{after}");
+
+    // A capture deleted (retention): its index goes too. A capture rewritten in place with
+    // other content: read again, indexed again, answered as scanned.
+    let first = dir.join(format!(
+        "log.pcap.{}",
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e
+                .file_name()
+                .to_str()?
+                .strip_prefix("log.pcap.")?
+                .parse::<i64>()
+                .ok())
+            .min()
+            .unwrap()
+    ));
+    std::fs::remove_file(&first).unwrap();
+    std::fs::copy(
+        common::corpus().join("merge/sensor-a__tls2-streams-mod3-0.pcap"),
+        dir.join("other.pcap"),
+    )
+    .unwrap();
+    answers_agree(&server, 13, "after a deletion and a rewrite");
+    let s = wait_indexed(&server, n - 1);
+    assert!(s["files_read"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(index_files(&index, ".idx").len() as u64, n - 1);
+}
+
+#[test]
+fn a_deleted_or_damaged_index_is_never_used_and_is_built_again() {
+    let work = TempDir::new().unwrap();
+    let dir = rotated_dir(work.path(), 1);
+    let n = files_in(&dir) as u64;
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    wait_indexed(&server, n);
+    let index = server.dir.path().join("spool-index/i");
+
+    // The whole index directory deleted under the running gateway.
+    std::fs::remove_dir_all(&index).unwrap();
+    answers_agree(&server, 14, "index directory deleted");
+    wait_indexed(&server, n);
+    assert_eq!(index_files(&index, ".idx").len() as u64, n);
+
+    // One index copied over another's name, and every other cut in half: all refused (the
+    // queries scan), noticed, and built again as they were.
+    let idx = index_files(&index, ".idx");
+    let size = |f: &PathBuf| std::fs::metadata(f).unwrap().len();
+    let sizes: Vec<u64> = idx.iter().map(size).collect();
+    std::fs::copy(&idx[1], &idx[0]).unwrap();
+    for f in &idx[2..] {
+        let bytes = std::fs::read(f).unwrap();
+        std::fs::write(f, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    answers_agree(&server, 15, "damaged and foreign indexes");
+    wait_indexed(&server, n);
+    answers_agree(&server, 16, "indexes built again");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while idx.iter().map(size).collect::<Vec<_>>() != sizes {
+        assert!(
+            Instant::now() < deadline,
+            "the damaged indexes were not rebuilt"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_in_the_middle_of_indexing_then_a_restart_finishes_the_index() {
+    let work = TempDir::new().unwrap();
+    let dir = rotated_dir(work.path(), 4);
+    let n = files_in(&dir) as u64;
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    // Killed once the indexer has written some indexes and not all (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = index_stats(&server);
+        let done = s["indexed"].as_u64().unwrap_or(0);
+        if done >= 2 && done < n {
+            break;
+        }
+        assert!(
+            done < n && Instant::now() < deadline,
+            "indexing was not caught part-way: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let index = server.dir.path().join("spool-index/i");
+    let home = server.kill();
+    // What a crash in the middle of a write leaves: a temporary file, and a truncated one.
+    std::fs::write(index.join("0123.idx.999999.0.tmp"), b"DOCKETIX half").unwrap();
+    let server = Server::launch(home, &conf(&dir), None);
+    answers_agree(&server, 17, "after kill -9");
+    let s = wait_indexed(&server, n);
+    assert!(s["files_read"].as_u64().unwrap() < 2 * n, "{s}");
+    answers_agree(&server, 18, "indexing finished after the restart");
+    assert!(
+        index_files(&index, ".tmp").is_empty(),
+        "temporary files pruned"
+    );
+    assert_eq!(index_files(&index, ".idx").len() as u64, n);
+}
+
+/// The tshark display filter for each of [`QUERIES`] (`{s}` as given).
+fn display_filter(q: &str) -> String {
+    let secs = |t: &str| common::server::epoch(t);
+    let mut parts: Vec<String> = Vec::new();
+    let words: Vec<&str> = q.split('/').collect();
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "host" => {
+                let family = if words[i + 1].contains(':') {
+                    "ipv6"
+                } else {
+                    "ip"
+                };
+                parts.push(format!("{family}.addr=={}", words[i + 1]));
+                i += 1;
+            }
+            "net" => {
+                parts.push(format!("ip.addr=={}/{}", words[i + 1], words[i + 2]));
+                i += 2;
+            }
+            "port" => {
+                parts.push(format!("(tcp.port=={0} || udp.port=={0})", words[i + 1]));
+                i += 1;
+            }
+            "tcp" | "udp" => parts.push(words[i].to_owned()),
+            "after" => {
+                parts.push(format!("frame.time_epoch >= {}", secs(words[i + 1])));
+                i += 1;
+            }
+            "before" => {
+                parts.push(format!("frame.time_epoch < {}", secs(words[i + 1])));
+                i += 1;
+            }
+            w => panic!("no display filter for {w}"),
+        }
+        i += 1;
+    }
+    parts.join(" && ")
+}
+
+#[test]
+fn the_estimate_is_near_the_answer_and_an_over_weight_request_is_refused() {
+    let work = TempDir::new().unwrap();
+    let dir = rotated_dir(work.path(), 1);
+    let n = files_in(&dir) as u64;
+    let limit = 1_000_000;
+    let server = Server::launch(
+        TempDir::new().unwrap(),
+        &format!("max_estimated_bytes = {limit}\n{}", conf(&dir)),
+        None,
+    );
+    wait_indexed(&server, n);
+    // The oracle: tshark's count over all the files at once.
+    let all = work.path().join("all.pcap");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    common::run_ok(Command::new("mergecap").arg("-w").arg(&all).args(&files));
+    for q in QUERIES {
+        let q = q.replace("{s}", "50");
+        let filter = display_filter(&q);
+        let out = common::run_ok(
+            Command::new("tshark")
+                .arg("-r")
+                .arg(&all)
+                .args(["-Y", &filter]),
+        );
+        let want = String::from_utf8(out).unwrap().lines().count() as f64;
+        let e = server.json(&format!("q/sensor/i/{q}/estimate"));
+        let got = e["estimate"]["packets"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= want * 0.1,
+            "{q}: estimated {got} packets, tshark finds {want}: {e}"
+        );
+        assert_eq!(e["estimate"]["scanned_files"], 0, "{e}");
+    }
+
+    // Over the limit: 413 naming the estimate; `ignore-weight` starts it, and the job shows
+    // the estimate; a request that joins the running or finished job is never refused.
+    let heavy = "q/sensor/i/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:00Z";
+    let (code, body) = server.get(heavy, &[]);
+    assert_eq!(code, 413, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["estimate"]["bytes"].as_u64().unwrap() > limit, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("ignore-weight"),
+        "{v}"
+    );
+    let (code, _) = server.get(&format!("{heavy}/pcap"), &[]);
+    assert_eq!(code, 413);
+    let job = server.json(&format!("{heavy}/ignore-weight"));
+    assert!(job["estimate"]["bytes"].as_u64().unwrap() > limit, "{job}");
+    let (code, _) = server.get(&format!("{heavy}/pcap"), &[]);
+    assert_eq!(code, 200, "the job exists: joining it is free");
+    // The same by JSON.
+    let post = |body: &str| {
+        let o = server
+            .curl()
+            .args([
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                body,
+            ])
+            .arg(server.url("q"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let heavy_json = |extra: &str| {
+        format!(
+            r#"{{"sensor": "i", "after": "2023-06-01T12:01:00Z", "before": "2023-06-01T13:00:00Z"{extra}}}"#
+        )
+    };
+    assert_eq!(post(&heavy_json("")), "413");
+    assert_eq!(post(&heavy_json(r#", "ignore-weight": true"#)), "200");
+    // A directory without indexes estimates its files whole.
+    let e = server.json(
+        "q/sensor/s/host/10.0.2.15/after/2023-06-01T12:00:00Z/before/2023-06-01T13:00:00Z/estimate",
+    );
+    assert_eq!(e["estimate"]["indexed_files"], 0, "{e}");
+    assert!(e["estimate"]["scanned_files"].as_u64().unwrap() > 0, "{e}");
+    assert_eq!(e["over_limit"], true, "{e}");
+}
