@@ -9,8 +9,8 @@
 # 3. Peak memory (RssAnon) of the Docket process during those jobs.
 #
 # Usage: benches/sensors.sh         (RUNS=3 by default)
-# The sensors run in network namespaces made by ../shared/steno/up.sh on 198.18.8.0/24 (an
-# address range this machine does not use; up.sh refuses overlaps); the gateway is on
+# The sensors run in network namespaces made by ../shared/steno/up.sh on 198.51.100.0/24 (the
+# range benches may assign; up.sh refuses overlaps); the gateway is on
 # 127.0.0.1. Every process is stopped by PID; down.sh removes the sensors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$steno/down.sh" "$work" >/dev/null 2>&1 || true
-STENO_PREFIX=dkb STENO_NET=198.18.8 "$steno/up.sh" "$work" >/dev/null
+STENO_PREFIX=dkb STENO_NET=198.51.100 "$steno/up.sh" "$work" >/dev/null
 # Eight loops of the bulk trace into each sensor: ~100 MB each.
 "$steno/replay.sh" -w "$work" a="$bulk" b="$bulk" -- --topspeed --loop=8 | grep REPLAYED
 # shellcheck disable=SC1091
@@ -56,7 +56,7 @@ cert = "$STENO_CLIENT_CERT"
 key = "$STENO_CLIENT_KEY"
 ca = "$STENO_CA_CERT"
 EOF
-# host = "198.18.8.2:1234" → host and port.
+# host = "198.51.100.2:1234" → host and port.
 sed -i -E 's/^host = "([0-9.]+):([0-9]+)"/host = "\1"\nport = \2/' "$dir/docket.toml"
 "$docket" serve -c "$dir/docket.toml" > "$dir/docket.out" 2> "$dir/docket.err" &
 dpid=$!; pids+=("$dpid")

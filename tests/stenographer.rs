@@ -30,6 +30,13 @@ struct Instance {
     pid: i32,
 }
 
+/// The only addresses tests may assign (in namespaces they create): 198.51.100.0/24. One set
+/// of sensors at a time holds it ([`ONE_SET`]).
+const NET: &str = "198.51.100";
+
+/// Held by a test for as long as its sensors run: two sets cannot share the range.
+static ONE_SET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A set of real sensors, brought down (and their namespaces removed) on drop.
 struct Sensors {
     work: PathBuf,
@@ -44,9 +51,9 @@ fn steno_scripts() -> PathBuf {
 }
 
 impl Sensors {
-    /// Starts two sensors `a`, `b` with netns prefix `prefix` on `net`.0/24 (an address range
-    /// this machine does not use; up.sh refuses overlaps), certificates in `style`.
-    fn up(prefix: &str, net: &str, style: &str) -> Sensors {
+    /// Starts two sensors `a`, `b` with netns prefix `prefix` on [`NET`].0/24 (up.sh refuses
+    /// a range this machine uses), certificates in `style`. Hold [`ONE_SET`] meanwhile.
+    fn up(prefix: &str, style: &str) -> Sensors {
         let work = PathBuf::from(format!("/tmp/docket-test-{prefix}"));
         // Leftovers of a crashed earlier run first (down.sh knows them from its state file).
         let _ = Command::new(steno_scripts().join("down.sh"))
@@ -55,7 +62,7 @@ impl Sensors {
         let o = Command::new(steno_scripts().join("up.sh"))
             .arg(&work)
             .env("STENO_PREFIX", prefix)
-            .env("STENO_NET", net)
+            .env("STENO_NET", NET)
             .env("STENO_CERTS", style)
             .env("STENO_INSTANCES", "2")
             .output()
@@ -287,7 +294,8 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
     if !can_make_namespaces() {
         return;
     }
-    let sensors = Sensors::up("dkts", "198.18.6", "san");
+    let _one = ONE_SET.lock().unwrap_or_else(|e| e.into_inner());
+    let sensors = Sensors::up("dkts", "san");
     let work = TempDir::new().unwrap();
     let file_a = corpus().join("merge/sensor-a__tls2-streams-mod3-0.pcap");
     let file_b = corpus().join("merge/sensor-b__tls2-streams-mod3-1.pcapng");
@@ -541,7 +549,8 @@ fn stenokeys_certificates_work_and_another_sensors_ca_is_refused() {
     }
     // Certificates as the package's stenokeys.sh makes them: v1, no extensions, the address
     // only in the CN, one CA per sensor.
-    let sensors = Sensors::up("dktk", "198.18.7", "stenokeys");
+    let _one = ONE_SET.lock().unwrap_or_else(|e| e.into_inner());
+    let sensors = Sensors::up("dktk", "stenokeys");
     let work = TempDir::new().unwrap();
     let file = corpus().join("merge/sensor-a__tls2-streams-mod3-0.pcap");
     sensors.replay(&[("a", &file)], &[]);

@@ -35,7 +35,7 @@ pub const SLICE_RECORDS: u32 = 64;
 const MAGIC: &[u8; 8] = b"DOCKETIX";
 /// Bumped whenever the format or the meaning of a key changes (a new encapsulation the
 /// dissector looks through changes which records hold a key): older indexes are rebuilt.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Bytes of a key in the key table: a kind byte, then the value left-aligned in 16 bytes.
 const KEY_LEN: usize = 17;
@@ -44,10 +44,14 @@ const KEY_LEN: usize = 17;
 const ENTRY_LEN: usize = KEY_LEN + 20;
 /// A slice-table entry: offset (u64), earliest and latest time (i128 each).
 const SLICE_LEN: usize = 8 + 16 + 16;
-/// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime.
-const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 4 + 4 + 4 + 8;
+/// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime, end.
+const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 4 + 4 + 4 + 8 + 8;
 /// Header flag: the records are in time order (no record earlier than the one before it).
 const SORTED: u32 = 1;
+/// Header flag: the slices' offsets are not file offsets (a compressed file's are in its
+/// decompressed stream; a pcapng slice would need the interfaces declared before it): the
+/// file is read whole, or skipped when nothing in it can match — a file-level key set.
+const WHOLE: u32 = 2;
 
 /// Which capture file an index describes, and how much of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +116,8 @@ fn encode(key: Key) -> [u8; KEY_LEN] {
 #[derive(Debug, Default)]
 pub struct Builder {
     records: u32,
+    /// Where the last record added ends (in the offsets `add` was given).
+    end: u64,
     /// The latest time so far, and whether a record went back in time.
     latest: Option<Timestamp>,
     unsorted: bool,
@@ -154,11 +160,18 @@ impl Builder {
         self.records = ordinal.checked_add(1).expect("fewer than 2^32 records");
     }
 
-    /// The index of what was added.
-    pub fn finish(self) -> FileIndex {
+    /// Where the records added so far end (the offset after the last one).
+    pub fn end_at(&mut self, end: u64) {
+        self.end = end;
+    }
+
+    /// The index of what was added; `whole`: its offsets cannot be read from (see [`WHOLE`]).
+    pub fn finish(self, whole: bool) -> FileIndex {
         FileIndex {
             records: self.records,
             sorted: !self.unsorted,
+            whole,
+            end: self.end,
             slices: self.slices,
             postings: self.postings,
         }
@@ -170,6 +183,8 @@ impl Builder {
 pub struct FileIndex {
     records: u32,
     sorted: bool,
+    whole: bool,
+    end: u64,
     slices: Vec<Slice>,
     postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
 }
@@ -250,8 +265,10 @@ impl FileIndex {
         out.extend_from_slice(&u64::from(self.records).to_le_bytes());
         out.extend_from_slice(&(self.slices.len() as u32).to_le_bytes());
         out.extend_from_slice(&(self.postings.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(if self.sorted { SORTED } else { 0 }).to_le_bytes());
+        let flags = if self.sorted { SORTED } else { 0 } | if self.whole { WHOLE } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.end.to_le_bytes());
         for s in &self.slices {
             out.extend_from_slice(&s.offset.to_le_bytes());
             out.extend_from_slice(&s.first.0.to_le_bytes());
@@ -273,6 +290,7 @@ pub struct IndexView<'a> {
     records: u32,
     flags: u32,
     mtime_ns: i64,
+    end: u64,
     slices: &'a [u8],
     keys: &'a [u8],
     blob: &'a [u8],
@@ -308,6 +326,7 @@ impl<'a> IndexView<'a> {
         let keys = r.u32()? as usize;
         let flags = r.u32()?;
         let mtime_ns = i64::from_le_bytes(r.array()?);
+        let end = r.u64()?;
         if slices != (records as usize).div_ceil(SLICE_RECORDS as usize) {
             return Err(bad("slice count"));
         }
@@ -322,6 +341,7 @@ impl<'a> IndexView<'a> {
             records,
             flags,
             mtime_ns,
+            end,
             slices: &bytes[HEADER_LEN..slice_end],
             keys: &bytes[slice_end..tables],
             blob: &bytes[tables + 32..],
@@ -348,6 +368,11 @@ impl<'a> IndexView<'a> {
     /// changing the order of the others against other files.
     pub fn sorted(&self) -> bool {
         self.flags & SORTED != 0
+    }
+
+    /// Whether the file can only be read whole (or skipped): see [`WHOLE`].
+    pub fn whole_only(&self) -> bool {
+        self.flags & WHOLE != 0
     }
 
     /// The capture's modification time when it was indexed (nanoseconds since the epoch).
@@ -486,9 +511,9 @@ impl IndexView<'_> {
     /// The answer of `lookup` in `[after, before)` as the index predicts it: in each slice
     /// that overlaps the window, the records that carry every key asked for, scaled by the
     /// part of the slice's time span inside the window (a slice at a window's edge); each
-    /// such record counted with its slice's average record size. `end` is the capture bytes
-    /// indexed (where the last slice ends). Exact for a window that holds whole slices, short
-    /// of what a raw `bpf` clause then removes.
+    /// such record counted with its slice's average record size (of the decompressed stream,
+    /// for a compressed file). Exact for a window that holds whole slices, short of what a raw
+    /// `bpf` clause then removes.
     ///
     /// # Errors
     /// A posting that does not decode: the index is unusable.
@@ -497,7 +522,6 @@ impl IndexView<'_> {
         lookup: &Lookup,
         after: Timestamp,
         before: Timestamp,
-        end: u64,
     ) -> Result<Estimate, Error> {
         let candidates = self.candidates(lookup)?;
         let (mut packets, mut bytes) = (0f64, 0f64);
@@ -522,7 +546,7 @@ impl IndexView<'_> {
             let next = if i + 1 < self.slices() {
                 self.slice(i + 1).offset
             } else {
-                end
+                self.end
             };
             let per_record = next.saturating_sub(s.offset) as f64 / f64::from(hi - lo).max(1.0);
             packets += hits * share;
@@ -541,12 +565,6 @@ pub enum BuildError {
     /// It could not be opened (or is not a regular file).
     #[error("{0}")]
     Open(#[from] crate::pcap::OpenError),
-    /// Compressed: its records have no file offsets to read a slice from.
-    #[error("compressed ({0:?}): scanned, not indexed")]
-    Compressed(crate::pcap::Compression),
-    /// pcapng: scanned, not indexed (yet).
-    #[error("pcapng: scanned, not indexed")]
-    Pcapng,
     /// It failed part-way (damage, or it changed while read).
     #[error("{0}")]
     Read(#[from] crate::pcap::ReadError),
@@ -559,7 +577,7 @@ pub enum BuildError {
 /// identity of the bytes it describes.
 ///
 /// # Errors
-/// [`BuildError`]: a file that cannot be opened, is compressed, or fails part-way.
+/// [`BuildError`]: a file that cannot be opened or fails part-way.
 pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), BuildError> {
     let mut f = crate::pcap::CaptureFile::open(path)?;
     read_indexing(&mut f, &mut |_| {})
@@ -567,8 +585,9 @@ pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), Build
 
 /// Reads `f` to its end, handing every packet (or the error that ended it) to `each`, and
 /// indexes it on the way: one pass serves whoever reads the file anyway (a directory's refresh)
-/// and the index. The index is returned when the file can be indexed — classic pcap, not
-/// compressed, read whole without damage and without changing underneath.
+/// and the index. The index is returned when the file was read whole without damage and
+/// without changing underneath. A classic pcap file's index is read by slices; a compressed or
+/// pcapng file's is a file-level key set (see [`WHOLE`]) covering the whole file.
 ///
 /// # Errors
 /// Why the file was read but not indexed.
@@ -577,26 +596,26 @@ pub fn read_indexing(
     each: &mut dyn FnMut(&Result<crate::pcap::Packet, crate::pcap::ReadError>),
 ) -> Result<(FileIndex, Identity), BuildError> {
     let mut b = Builder::new();
-    // Each record starts where the previous one ended; the first after the 24-byte header.
-    let mut at = 24u64;
-    let mut unfit: Option<BuildError> = f.compression().map(BuildError::Compressed);
+    // Each record starts where the previous one ended (in the decompressed stream for a
+    // compressed file); the first after the 24-byte header of a classic pcap file.
+    let mut at: Option<u64> = None;
+    let mut damaged = None;
+    let pcap = |f: &crate::pcap::CaptureFile| {
+        f.compression().is_none() && matches!(f.format(), Some(crate::pcap::Format::Pcap { .. }))
+    };
     while let Some(p) = f.next_packet() {
         each(&p);
         match p {
-            Ok(p) if unfit.is_none() => {
-                if matches!(f.format(), Some(crate::pcap::Format::Pcap { .. })) {
-                    b.add(at, p.ts, p.link_type, &p.data);
-                    at = f.offset();
-                } else {
-                    // A slice of pcapng needs the interfaces declared before it: not yet.
-                    unfit = Some(BuildError::Pcapng);
-                }
+            Ok(p) if damaged.is_none() => {
+                let start = at.unwrap_or(if pcap(f) { 24 } else { 0 });
+                b.add(start, p.ts, p.link_type, &p.data);
+                at = Some(f.offset());
             }
             Ok(_) => {}
-            Err(e) => unfit = Some(BuildError::Read(e)),
+            Err(e) => damaged = Some(BuildError::Read(e)),
         }
     }
-    if let Some(e) = unfit {
+    if let Some(e) = damaged {
         return Err(e);
     }
     if let Some(e) = f.ended_early() {
@@ -605,10 +624,14 @@ pub fn read_indexing(
             source: std::io::Error::other("the file changed while it was indexed"),
         }));
     }
+    let sliced = pcap(f);
+    let end = at.unwrap_or(if sliced { 24 } else { 0 });
+    b.end_at(end);
     // The identity of the bytes that were read, through the handle they were read from (the
-    // path may name another file by now).
-    let identity = Identity::of(f.file(), at)?;
-    Ok((b.finish(), identity))
+    // path may name another file by now): a sliced index covers the records read; a
+    // file-level one, the whole file as opened.
+    let identity = Identity::of(f.file(), if sliced { end } else { f.size() })?;
+    Ok((b.finish(!sliced), identity))
 }
 
 impl Identity {
@@ -858,7 +881,7 @@ mod tests {
             for (i, t) in times.iter().enumerate() {
                 b.add(24 + 16 * i as u64, Timestamp(*t), 1, &[]);
             }
-            let bytes = b.finish().to_bytes(&id, 7);
+            let bytes = b.finish(false).to_bytes(&id, 7);
             let view = IndexView::open(&bytes, &id).unwrap();
             assert_eq!(view.sorted(), sorted, "{times:?}");
             assert_eq!(view.mtime_ns(), 7);

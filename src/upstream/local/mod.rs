@@ -19,10 +19,11 @@
 //! - **Order.** The overlapping files are merged by timestamp with [`KWay`] in file-name order,
 //!   so a directory of overlapping captures answers in time order; with contiguous groups, the
 //!   job's merge of directories then equals one flat `mergecap` of all files in that order.
-//! - **Indexes** ([`crate::index`]). With an index directory, each classic-pcap file that is
-//!   scanned at a refresh gets an index file from that same pass; a query reads an
-//!   indexed file only in its planned slices ([`CaptureFile::restrict`]) — or not at all when
-//!   nothing in it can match — and every packet read still passes the gate below. Invariant:
+//! - **Indexes** ([`crate::index`]). With an index directory, each file that is scanned at a
+//!   refresh (or by the [`indexer`]) gets an index file from that same pass; a query reads an
+//!   indexed, sorted classic-pcap file only in its planned slices ([`CaptureFile::restrict`]),
+//!   any indexed file not at all when nothing in it can match (compressed and pcapng files
+//!   have file-level indexes), and every packet read still passes the gate below. Invariant:
 //!   the answer is the scan's, byte for byte. [`LocalUpstream::estimate`] predicts an answer
 //!   from the indexes before anything is read.
 //! - **Exact window and filter.** Every packet goes through the one [`pcap::Gate`]: the window
@@ -94,8 +95,8 @@ enum IndexState {
     Missing,
     /// Built over the file's first `size` bytes; the index file is `bytes` long.
     Built { size: u64, bytes: u64 },
-    /// Tried when the file had `size` bytes: it cannot be indexed (compressed, pcapng,
-    /// damaged); tried again when it changes.
+    /// Tried when the file had `size` bytes: it cannot be indexed (damaged, or its
+    /// index could not be written); tried again when it changes.
     Unfit { size: u64 },
 }
 
@@ -797,23 +798,29 @@ impl LocalUpstream {
         before: Timestamp,
     ) -> Option<Vec<(u64, u64)>> {
         let dir = self.index_dir.as_ref()?;
-        if f.compression().is_some() {
-            return None;
-        }
         let mapped = crate::index::store::load(dir, f.path(), f.file());
         let Some(view) = mapped.as_ref().and_then(|m| m.view()) else {
             self.index_lost(f);
             return None;
         };
         let indexed = mapped.as_ref().map_or(0, |m| m.size());
-        // Only a file as it was indexed (not grown, not rewritten in place), whose records are
-        // in time order: skipping records of an unsorted file would change the order in which
-        // the merge takes the others against other files' packets.
+        // Only a file as it was indexed (not grown, not rewritten in place).
         let mtime = f.file().metadata().ok().map(|m| mtime_ns(&m));
-        if !view.sorted() || f.size() != indexed || mtime != Some(view.mtime_ns()) {
+        if f.size() != indexed || mtime != Some(view.mtime_ns()) {
             return None;
         }
         let plan = view.plan(lookup, after, before).ok()?;
+        // Nothing in it can match: skipped whole, whatever its order or form (leaving out one
+        // input of the merge leaves the order of the others' packets as it was).
+        if plan.is_empty() {
+            return Some(Vec::new());
+        }
+        // Read in parts only a classic pcap file whose records are in time order: skipping
+        // records of an unsorted file would change the order in which the merge takes the
+        // others against other files' packets.
+        if view.whole_only() || !view.sorted() {
+            return None;
+        }
         let mut ranges = Vec::with_capacity(plan.len() + 2);
         for i in plan {
             let start = view.slice(i).offset;
@@ -991,7 +998,7 @@ impl LocalUpstream {
                 let mapped = crate::index::store::load(dir, path, f.file())?;
                 let view = mapped.view()?;
                 (f.size() == mapped.size())
-                    .then(|| view.estimate(&lookup, after, before, mapped.size()).ok())
+                    .then(|| view.estimate(&lookup, after, before).ok())
                     .flatten()
             });
             match indexed {
@@ -1346,7 +1353,7 @@ impl std::ops::AddAssign for Estimate {
 pub struct IndexCounts {
     /// Files with an index covering all of them.
     pub indexed: usize,
-    /// Files that cannot be indexed (compressed, pcapng, damaged): scanned by queries.
+    /// Files that cannot be indexed (damaged, or the index could not be written): scanned by queries.
     pub unindexable: usize,
     /// Bytes of capture waiting to be indexed (new, grown, or still being written).
     pub backlog_bytes: u64,
