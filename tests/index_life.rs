@@ -385,3 +385,119 @@ fn the_estimate_is_near_the_answer_and_an_over_weight_request_is_refused() {
     assert!(e["estimate"]["scanned_files"].as_u64().unwrap() > 0, "{e}");
     assert_eq!(e["over_limit"], true, "{e}");
 }
+
+/// The records of a classic pcap file: the 24-byte header, then (offset, length) of each.
+fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let caplen = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        v.push((at, 16 + caplen));
+        at += 16 + caplen;
+    }
+    v
+}
+
+/// A capture that grows while it is queried — records appended in bursts, one burst ending in
+/// the middle of a record as a writer's buffer would — is read on from where it was read
+/// (the refresh reads no file whole again: `files_read` stays 1), and every answer equals
+/// tcpdump's over the whole records written so far. A file rewritten in place with other,
+/// longer content is noticed (its first bytes changed) and read whole.
+#[test]
+fn a_growing_capture_is_read_on_from_where_it_was_read() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("g");
+    std::fs::create_dir(&dir).unwrap();
+    let src = std::fs::read(common::corpus().join("merge/ground-truth__pcpp-tls2.pcap")).unwrap();
+    assert_eq!(
+        &src[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian µs pcap"
+    );
+    let recs = records(&src);
+    let live = dir.join("live.pcap");
+    // Kept in the future: the indexer leaves a file being written alone, so every read of it
+    // here is the refresh's.
+    let touch = |step: u64| {
+        let f = std::fs::OpenOptions::new().write(true).open(&live).unwrap();
+        let t = std::time::SystemTime::now() + Duration::from_secs(3600 + step);
+        f.set_modified(t).unwrap();
+    };
+    let conf = format!(
+        "time_window = 1\n[[local]]\nname = \"i\"\npath = \"{0}\"\n\
+         [[local]]\nname = \"s\"\npath = \"{0}\"\nindex = false\n",
+        dir.display()
+    );
+    let first = recs[1000].0;
+    std::fs::write(&live, &src[..first]).unwrap();
+    touch(0);
+    let server = Server::launch(TempDir::new().unwrap(), &conf, None);
+    let q = "host/2620:1ec:c11::200/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z";
+    let mut written = first;
+    for (step, upto) in [2000, 3500, 5000, 7416].into_iter().enumerate() {
+        let end = if upto < recs.len() {
+            recs[upto].0
+        } else {
+            src.len()
+        };
+        // The burst, then half a record more (a writer's buffer cut mid-record).
+        let cut = if upto < recs.len() {
+            recs[upto].1 / 2
+        } else {
+            0
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&live)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &src[written..end + cut]).unwrap();
+        drop(f);
+        written = end + cut;
+        touch(step as u64 + 1);
+        // The oracle's input: the whole records written so far.
+        let whole = work.path().join(format!("whole-{step}"));
+        std::fs::create_dir(&whole).unwrap();
+        std::fs::write(whole.join("live.pcap"), &src[..end]).unwrap();
+        let want = common::server::oracle(
+            &[whole],
+            "host 2620:1ec:c11::200",
+            common::server::epoch("2021-01-05T06:55:00Z"),
+            common::server::epoch("2021-01-05T07:00:00Z"),
+            work.path(),
+        )
+        .expect("packets of that host");
+        for sensor in ["i", "s"] {
+            // A job of its own at each step (a limit no answer reaches), not the last one's.
+            let path = format!(
+                "q/sensor/{sensor}/{q}/limit-packets/{}/pcap",
+                100_000 + step
+            );
+            let ours = server.fetch(&path, work.path());
+            common::server::assert_same_packets(
+                &ours,
+                &want,
+                &format!("{sensor} after burst {step}"),
+            );
+        }
+        // Appended to, never read again from the start.
+        assert_eq!(index_stats(&server)["files_read"], 1, "burst {step}");
+    }
+    // Rewritten in place with other, longer content: read whole (and right).
+    // (The trace without its first record, then the whole trace again: longer, and its first
+    // bytes differ.)
+    let mut other = src[..24].to_vec();
+    other.extend_from_slice(&src[recs[1].0..]);
+    other.extend_from_slice(&src[24..]);
+    std::fs::write(&live, &other).unwrap();
+    touch(99);
+    let (_, indexed) = server.get(
+        "q/sensor/i/after/2000-01-01T00:00:00Z/before/2030-01-01T00:00:00Z/pcap",
+        &[],
+    );
+    let (_, scanned) = server.get(
+        "q/sensor/s/after/2000-01-01T00:00:00Z/before/2030-01-01T00:00:00Z/pcap",
+        &[],
+    );
+    assert!(indexed == scanned && indexed.len() > 24);
+    assert_eq!(index_stats(&server)["files_read"], 2);
+}

@@ -7,8 +7,8 @@
 //! An index holds:
 //! - **slices**: every [`SLICE_RECORDS`] records, the byte offset of the slice's first record
 //!   and the earliest and latest time in it (a file need not be sorted);
-//! - **postings**: for every key (address, port, protocol) the records that carry it, as a
-//!   compressed bitmap of record ordinals (`roaring`).
+//! - **postings**: for every key (address, port, protocol) the records that carry it: record
+//!   ordinals as a compressed bitmap (`roaring`) or as varint gaps, whichever is shorter.
 //!
 //! On disk ([`FileIndex::to_bytes`], read back with [`IndexView::open`]): a header with
 //! the format version and the identity of the capture it describes (device, inode, bytes
@@ -35,13 +35,21 @@ pub const SLICE_RECORDS: u32 = 64;
 const MAGIC: &[u8; 8] = b"DOCKETIX";
 /// Bumped whenever the format or the meaning of a key changes (a new encapsulation the
 /// dissector looks through changes which records hold a key): older indexes are rebuilt.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Bytes of a key in the key table: a kind byte, then the value left-aligned in 16 bytes.
 const KEY_LEN: usize = 17;
-/// A key-table entry: the key, its posting's offset (u64) and length (u32) in the blob, and
-/// the first 8 bytes of the posting's SHA-256 (a damaged posting that still decodes is caught).
-const ENTRY_LEN: usize = KEY_LEN + 20;
+/// A key-table entry: the key, its posting's offset in the blob (u64; it ends where the next
+/// one starts), and the first 4 bytes of the posting's SHA-256 (a damaged posting that still
+/// decodes is caught).
+const ENTRY_LEN: usize = KEY_LEN + 12;
+/// A posting's first byte: how the record ordinals after it are written. Each posting is
+/// written both ways and the shorter kept (measured on the corpus: most keys are rare — an
+/// ephemeral port, a peer seen once — and a run of small gaps costs a byte each as varints,
+/// two as a roaring array).
+const POSTING_ROARING: u8 = 0;
+/// Gaps between ascending ordinals as LEB128 varints (the first from 0).
+const POSTING_GAPS: u8 = 1;
 /// A slice-table entry: offset (u64), earliest and latest time (i128 each).
 const SLICE_LEN: usize = 8 + 16 + 16;
 /// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime, end.
@@ -110,6 +118,58 @@ fn encode(key: Key) -> [u8; KEY_LEN] {
         }
     }
     k
+}
+
+/// A posting as [`POSTING_GAPS`]: its tag, then each ordinal's distance from the one before
+/// (the first from 0) as an LEB128 varint.
+fn encode_gaps(p: &RoaringBitmap) -> Vec<u8> {
+    let mut out = vec![POSTING_GAPS];
+    let mut prev: Option<u32> = None;
+    for v in p {
+        let mut gap = prev.map_or(v, |q| v - q);
+        prev = Some(v);
+        loop {
+            let byte = (gap & 0x7f) as u8;
+            gap >>= 7;
+            if gap == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out
+}
+
+/// The ordinals of a [`POSTING_GAPS`] posting (after its tag); `None` for bytes that are not
+/// one (a varint over 32 bits, a gap of 0 after the first, an ordinal past 2^32, a cut varint).
+fn decode_gaps(mut g: &[u8]) -> Option<RoaringBitmap> {
+    let mut values = Vec::with_capacity(g.len());
+    let mut prev: Option<u32> = None;
+    while !g.is_empty() {
+        let mut gap: u32 = 0;
+        let mut shift = 0;
+        loop {
+            let (&b, rest) = g.split_first()?;
+            g = rest;
+            if shift > 28 || (shift == 28 && b & 0x70 != 0) {
+                return None;
+            }
+            gap |= u32::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let v = match prev {
+            None => gap,
+            Some(_) if gap == 0 => return None,
+            Some(q) => q.checked_add(gap)?,
+        };
+        values.push(v);
+        prev = Some(v);
+    }
+    RoaringBitmap::from_sorted_iter(values).ok()
 }
 
 /// Collects an index while a capture file is read, record by record.
@@ -248,11 +308,17 @@ impl FileIndex {
         let mut table = Vec::with_capacity(self.postings.len() * ENTRY_LEN);
         for (key, p) in &self.postings {
             let at = blob.len() as u64;
-            p.serialize_into(&mut blob).expect("writing to a Vec");
+            let mut roaring = vec![POSTING_ROARING];
+            p.serialize_into(&mut roaring).expect("writing to a Vec");
+            let gaps = encode_gaps(p);
+            blob.extend_from_slice(if gaps.len() < roaring.len() {
+                &gaps
+            } else {
+                &roaring
+            });
             table.extend_from_slice(key);
             table.extend_from_slice(&at.to_le_bytes());
-            table.extend_from_slice(&((blob.len() as u64 - at) as u32).to_le_bytes());
-            table.extend_from_slice(&Sha256::digest(&blob[at as usize..])[..8]);
+            table.extend_from_slice(&Sha256::digest(&blob[at as usize..])[..4]);
         }
         let mut out = Vec::with_capacity(HEADER_LEN + table.len() + blob.len() + 32);
         out.extend_from_slice(MAGIC);
@@ -349,10 +415,11 @@ impl<'a> IndexView<'a> {
         if (1..keys).any(|i| view.key(i - 1) >= view.key(i)) {
             return Err(bad("key table out of order"));
         }
-        // Every posting lies inside the file: a cut index is refused here, not at a query.
+        // Every posting lies inside the file, in key order: a cut index is refused here, not
+        // at a query.
         if (0..keys).any(|i| {
             let (at, len) = view.span(i);
-            at.checked_add(len).is_none_or(|end| end > view.blob.len())
+            len == 0 || at.checked_add(len).is_none_or(|end| end > view.blob.len())
         }) {
             return Err(bad("cut short"));
         }
@@ -400,17 +467,27 @@ impl<'a> IndexView<'a> {
         &self.keys[i * ENTRY_LEN..i * ENTRY_LEN + KEY_LEN]
     }
 
-    /// Where key `i`'s posting lies in the blob: offset and length.
-    fn span(&self, i: usize) -> (usize, usize) {
-        let e = &self.keys[i * ENTRY_LEN + KEY_LEN..(i + 1) * ENTRY_LEN];
-        let at = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"));
-        (usize::try_from(at).unwrap_or(usize::MAX), len as usize)
+    /// Where key `i`'s posting starts in the blob.
+    fn start(&self, i: usize) -> usize {
+        let e = &self.keys[i * ENTRY_LEN + KEY_LEN..][..8];
+        usize::try_from(u64::from_le_bytes(e.try_into().expect("8 bytes"))).unwrap_or(usize::MAX)
     }
 
-    /// The check of key `i`'s posting: the first 8 bytes of its SHA-256.
+    /// Where key `i`'s posting lies in the blob: offset and length (0 when the offsets are
+    /// out of order: refused at open).
+    fn span(&self, i: usize) -> (usize, usize) {
+        let at = self.start(i);
+        let end = if (i + 1) * ENTRY_LEN < self.keys.len() {
+            self.start(i + 1)
+        } else {
+            self.blob.len()
+        };
+        (at, end.saturating_sub(at))
+    }
+
+    /// The check of key `i`'s posting: the first 4 bytes of its SHA-256.
     fn check(&self, i: usize) -> &'a [u8] {
-        &self.keys[i * ENTRY_LEN + KEY_LEN + 12..(i + 1) * ENTRY_LEN]
+        &self.keys[i * ENTRY_LEN + KEY_LEN + 8..(i + 1) * ENTRY_LEN]
     }
 
     fn posting(&self, i: usize) -> Result<RoaringBitmap, Error> {
@@ -420,10 +497,14 @@ impl<'a> IndexView<'a> {
             .blob
             .get(at..at.checked_add(len).ok_or(bad)?)
             .ok_or(bad)?;
-        if Sha256::digest(raw)[..8] != *self.check(i) {
+        if Sha256::digest(raw)[..4] != *self.check(i) {
             return Err(Error::Unusable("posting damaged"));
         }
-        let p = RoaringBitmap::deserialize_from(raw).map_err(|_| bad)?;
+        let p = match raw.split_first() {
+            Some((&POSTING_ROARING, r)) => RoaringBitmap::deserialize_from(r).map_err(|_| bad)?,
+            Some((&POSTING_GAPS, g)) => decode_gaps(g).ok_or(bad)?,
+            _ => return Err(bad),
+        };
         if p.max().is_some_and(|m| m >= self.records) {
             return Err(Error::Unusable("posting past the last record"));
         }
@@ -788,6 +869,41 @@ mod tests {
         // The last posting in the blob is the highest protocol number's (keys sort by kind).
         let asks = |p: u8| view.candidates(&Lookup::new(&[], [], &[], Some(p)));
         assert!((0..=255u8).any(|p| asks(p).is_err()));
+    }
+
+    #[test]
+    fn gap_postings_round_trip_and_refuse_what_is_not_one() {
+        let sets: [&[u32]; 5] = [
+            &[0],
+            &[5, 6, 7, 200, 70_000, u32::MAX],
+            &[1, 3, 5, 7, 9, 11],
+            &[127, 128, 16_383, 16_384, 2_097_151, 2_097_152],
+            &[],
+        ];
+        for set in sets {
+            let p: RoaringBitmap = set.iter().copied().collect();
+            let g = encode_gaps(&p);
+            assert_eq!(g[0], POSTING_GAPS);
+            assert_eq!(decode_gaps(&g[1..]), Some(p), "{set:?}");
+        }
+        // A cut varint, a varint over 32 bits, a repeated ordinal, an ordinal past 2^32.
+        for bad in [
+            &[0x80][..],
+            &[0xff, 0xff, 0xff, 0xff, 0x7f],
+            &[3, 0],
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, 1],
+        ] {
+            assert_eq!(decode_gaps(bad), None, "{bad:?}");
+        }
+        // The shorter form is kept: a rare key as gaps, a dense one (TCP in a 26,000-record
+        // trace) as a roaring bitmap.
+        let (index, id) = build_file(&corpus("bulk/mix-19-real-captures-10min.pcap")).unwrap();
+        let bytes = index.to_bytes(&id, 0);
+        let view = IndexView::open(&bytes, &id).unwrap();
+        let tags: Vec<u8> = (0..view.keys.len() / ENTRY_LEN)
+            .map(|i| view.blob[view.span(i).0])
+            .collect();
+        assert!(tags.contains(&POSTING_GAPS) && tags.contains(&POSTING_ROARING));
     }
 
     /// What a scan selects: the ordinals of the records in the window that the matcher admits.

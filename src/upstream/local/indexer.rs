@@ -1,6 +1,8 @@
 //! Background work of an indexed directory, off the query path: a refresher that notices new
-//! and changed files between queries, and an indexer that builds the index of every file that
-//! has none — rotation files a refresh only probed, files whose index went missing (a deleted
+//! and changed files between queries — woken by an inotify watch of the directory tree
+//! (`notify`), with a periodic refresh as the fallback for what a watch misses (network mounts,
+//! the inotify watch limit) — and an indexer that builds the index of every file that has
+//! none — rotation files a refresh only probed, files whose index went missing (a deleted
 //! `index_dir`), files that changed.
 //!
 //! Invariants: the indexer runs at the lowest CPU and I/O priority and never holds the refresh
@@ -15,8 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use super::{IndexState, LocalUpstream, Progress};
 
-/// How often the directory is looked at between queries.
+/// How often the directory is looked at between queries when no change is reported.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// After a reported change, how long more changes are gathered before the refresh: a capture
+/// being written reports every write, and one refresh answers them all.
+const GATHER: Duration = Duration::from_millis(500);
 
 /// How often the indexer looks for work when it has none.
 const INDEX_EVERY: Duration = Duration::from_secs(1);
@@ -30,9 +36,20 @@ pub(super) const SETTLE: Duration = Duration::from_secs(3);
 /// A thread cannot be started.
 pub fn start(u: &Arc<LocalUpstream>) -> std::io::Result<()> {
     let weak = Arc::downgrade(u);
+    let (name, dir) = (u.name.clone(), u.dir.clone());
     std::thread::Builder::new()
         .name(format!("refresh-{}", u.name))
-        .spawn(move || refresher(&weak))?;
+        .spawn(move || {
+            // Set up here, not on the start's path: adding watches walks the tree, and a hung
+            // mount in it would hold the start.
+            let (wake, woken) = std::sync::mpsc::sync_channel(1);
+            let watcher = watch(&dir, wake)
+                .map_err(|e| {
+                    tracing::warn!(sensor = %name, error = %e, "no change notification: the directory is looked at every 2 s");
+                })
+                .ok();
+            refresher(&weak, &woken, watcher);
+        })?;
     if u.index_dir.is_some() {
         let weak = Arc::downgrade(u);
         std::thread::Builder::new()
@@ -42,7 +59,41 @@ pub fn start(u: &Arc<LocalUpstream>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn refresher(weak: &Weak<LocalUpstream>) {
+/// A watch of `dir` and everything below it that sends on `wake` when something is created,
+/// written, closed after writing, renamed or removed (not when a file is only read: Docket's
+/// own reads must not wake it).
+fn watch(
+    dir: &std::path::Path,
+    wake: std::sync::mpsc::SyncSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    use notify::Watcher;
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let changed = ev.is_ok_and(|e| {
+            matches!(
+                e.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Any
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            )
+        });
+        if changed {
+            // A wake already pending says the same.
+            let _ = wake.try_send(());
+        }
+    })?;
+    w.watch(dir, notify::RecursiveMode::Recursive)?;
+    Ok(w)
+}
+
+fn refresher(
+    weak: &Weak<LocalUpstream>,
+    woken: &std::sync::mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
     loop {
         let Some(u) = weak.upgrade() else { return };
         // Only when no other refresh (a query's) is under way: never a second thread waiting
@@ -52,7 +103,15 @@ fn refresher(weak: &Weak<LocalUpstream>) {
         }
         u.save_catalog(false);
         drop(u);
-        std::thread::sleep(REFRESH_EVERY);
+        match woken.recv_timeout(REFRESH_EVERY) {
+            Ok(()) => {
+                std::thread::sleep(GATHER);
+                while woken.try_recv().is_ok() {}
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // No watch: the clock alone.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(REFRESH_EVERY),
+        }
     }
 }
 

@@ -84,6 +84,11 @@ pub struct FileEntry {
     /// Whether an index file describes it.
     #[serde(default)]
     index: IndexState,
+    /// A plain pcap file read whole: where its last whole record ends, and a hash of its first
+    /// and last 4 KiB up to there. A file that grows past it with those bytes unchanged is
+    /// read on from there ([`LocalUpstream::extend`]), not again from the start.
+    #[serde(default)]
+    read_to: Option<(u64, [u8; 32])>,
 }
 
 /// Whether a file has an index file, as the indexer last left it. Work bookkeeping only: a
@@ -324,6 +329,7 @@ impl FileEntry {
             id: (0, 0),
             named: None,
             index: IndexState::Missing,
+            read_to: None,
         }
     }
 }
@@ -349,6 +355,9 @@ fn scan(
         }
     };
     e.id = f.identity();
+    // Whether reading stopped only at a record the end of the file cut (one still being
+    // written): the file can be read on from its last whole record when it grows.
+    let mut cut = false;
     let built = crate::index::read_indexing(&mut f, &mut |p| {
         progress.step();
         match p {
@@ -357,7 +366,10 @@ fn scan(
                 e.first = Some(e.first.map_or(p.ts, |f| f.min(p.ts)));
                 e.last = Some(e.last.map_or(p.ts, |l| l.max(p.ts)));
             }
-            Err(err) => e.error = Some(err.to_string()),
+            Err(err) => {
+                cut = is_cut(err);
+                e.error = Some(err.to_string());
+            }
         }
     });
     if let Some(dir) = index_dir {
@@ -382,9 +394,75 @@ fn scan(
     if f.ended_early().is_some() {
         // Read again at the next refresh: its size and mtime changed.
         e.size = f.size();
+    } else {
+        let plain =
+            f.compression().is_none() && matches!(f.format(), Some(pcap::Format::Pcap { .. }));
+        if plain && (e.error.is_none() || cut) {
+            e.read_to = prefix_hash(&f, f.offset());
+        }
     }
     e.declared = f.declared().to_vec();
     e
+}
+
+/// Whether a read stopped at a record the end of the file cut (not damage: the rest is still
+/// being written).
+fn is_cut(err: &pcap::ReadError) -> bool {
+    matches!(err, pcap::ReadError::Capture(c) if c.is_truncation())
+}
+
+/// A hash of a file's first and last 4 KiB up to `end` (its identity there).
+fn prefix_hash(f: &CaptureFile, end: u64) -> Option<(u64, [u8; 32])> {
+    use sha2::Digest;
+    let id = crate::index::Identity::of(f.file(), end).ok()?;
+    let mut h = sha2::Sha256::new();
+    h.update(id.head);
+    h.update(id.tail);
+    Some((end, h.finalize().into()))
+}
+
+/// A plain pcap file that grew since it was read to `old.read_to` (its bytes up to there
+/// unchanged): read from there on only, its range and count extended. `None` when it cannot be
+/// (not read that way, rewritten, damaged in its new part): it is read whole instead. Its
+/// index, which covers less than the file now, is built again once the file settles.
+fn extend(
+    path: &Path,
+    old: &FileEntry,
+    mtime: SystemTime,
+    progress: &Progress,
+) -> Option<FileEntry> {
+    let (from, hash) = old.read_to?;
+    progress.opening(path);
+    let mut f = CaptureFile::open(path).ok()?;
+    if f.identity() != old.id || prefix_hash(&f, from)? != (from, hash) {
+        return None;
+    }
+    if !f.restrict(&[(0, 24), (from, f.size())]) {
+        return None;
+    }
+    let mut e = old.clone();
+    (e.size, e.mtime, e.error) = (f.size(), mtime, None);
+    while let Some(p) = f.next_packet() {
+        progress.step();
+        let p = match p {
+            Ok(p) => p,
+            // The last record is still being written: read on from before it next time.
+            Err(err) if is_cut(&err) => {
+                e.error = Some(err.to_string());
+                break;
+            }
+            Err(_) => return None,
+        };
+        e.packets += 1;
+        e.first = Some(e.first.map_or(p.ts, |x| x.min(p.ts)));
+        e.last = Some(e.last.map_or(p.ts, |x| x.max(p.ts)));
+    }
+    if f.ended_early().is_some() {
+        return None;
+    }
+    // The reader's offset counts the 24-byte header it read first, then the new records.
+    e.read_to = prefix_hash(&f, from + (f.offset() - 24));
+    Some(e)
 }
 
 /// The files of an index that yield no packet because they cannot be read, with the reason,
@@ -726,12 +804,22 @@ impl LocalUpstream {
                         .is_some_and(|e| e.size == meta.len() && e.mtime == mtime && e.id == id)
                 };
                 if !known {
+                    let grown = self
+                        .index
+                        .lock()
+                        .expect("index lock")
+                        .get(&path)
+                        .filter(|e| e.id == id && e.named.is_none() && e.size < meta.len())
+                        .cloned();
                     // A FIFO or device is refused by the open, without blocking, and named.
                     let mut e = match self.named(&dir, &path) {
                         Some(named) => {
                             probe(&path, meta.len(), mtime, named, progress, &self.reads)
                         }
-                        None => self.scan(&path, meta.len(), mtime, progress),
+                        None => match grown.and_then(|g| extend(&path, &g, mtime, progress)) {
+                            Some(e) => e,
+                            None => self.scan(&path, meta.len(), mtime, progress),
+                        },
                     };
                     e.id = id;
                     self.index
