@@ -182,9 +182,9 @@ fn indexed_and_scanned_answers_are_the_same_bytes() {
     assert_eq!(written('s'), 0);
 }
 
-/// A capture whose records go back in time, beside another that overlaps it: skipping some of
-/// its records would change the order in which the merge takes the rest against the other
-/// file's packets. Indexed and scanned answers are the same bytes.
+/// A capture whose records go back in time, beside another that overlaps it: the index skips
+/// some of its records. Indexed and scanned answers are the same bytes, and the same packets in
+/// the same order as tcpdump per file then mergecap (each file gated before the merge).
 #[test]
 fn a_file_out_of_time_order_answers_as_its_scan() {
     let work = TempDir::new().unwrap();
@@ -254,5 +254,24 @@ fn a_file_out_of_time_order_answers_as_its_scan() {
             indexed.len(),
             scanned.len()
         );
+        // And both are what tcpdump per file, then mergecap, make of the directory: each
+        // file's packets are gated before the merge.
+        let filter = clauses
+            .replace("host/", "host ")
+            .replace("tcp/port/", "tcp and port ")
+            .replace("port/", "port ");
+        let want = common::server::oracle(
+            std::slice::from_ref(&dir),
+            &filter,
+            common::server::epoch("2021-01-05T06:55:00Z"),
+            common::server::epoch(&format!("2021-01-05T{before}Z")),
+            work.path(),
+        )
+        .expect("something matches");
+        let ours = work
+            .path()
+            .join(format!("ours-{}.pcap", common::server::rand_suffix()));
+        std::fs::write(&ours, &indexed).unwrap();
+        common::server::assert_same_packets(&ours, &want, &format!("{clauses} before {before}"));
     }
 }

@@ -214,7 +214,9 @@ impl Builder {
         }
         let postings = &mut self.postings;
         let _ = keys(link_type, data, |key| {
-            postings.entry(encode(key)).or_default().insert(ordinal);
+            // Ordinals only grow: an append, not a search (a key twice in one record is
+            // refused by `try_push` as not greater, which is what a set wants).
+            let _ = postings.entry(encode(key)).or_default().try_push(ordinal);
             ControlFlow::Continue(())
         });
         self.records = ordinal.checked_add(1).expect("fewer than 2^32 records");
@@ -369,6 +371,19 @@ impl<'a> IndexView<'a> {
     /// # Errors
     /// [`Error::Unusable`] naming the first check that failed.
     pub fn open(bytes: &'a [u8], identity: &Identity) -> Result<IndexView<'a>, Error> {
+        Self::open_with(bytes, identity, true)
+    }
+
+    /// [`open`](Self::open), hashing the tables only when `hash_tables` (the caller knows these
+    /// very bytes were hashed before: see `store::Mapped::view`). Every other check is made.
+    ///
+    /// # Errors
+    /// [`Error::Unusable`] naming the first check that failed.
+    pub fn open_with(
+        bytes: &'a [u8],
+        identity: &Identity,
+        hash_tables: bool,
+    ) -> Result<IndexView<'a>, Error> {
         let bad = Error::Unusable;
         let mut r = Cursor { bytes, at: 0 };
         if r.take(8).ok_or(bad("short"))? != MAGIC {
@@ -399,7 +414,7 @@ impl<'a> IndexView<'a> {
         let slice_end = HEADER_LEN + slices * SLICE_LEN;
         let tables = slice_end + keys * ENTRY_LEN;
         if bytes.len() < tables + 32
-            || Sha256::digest(&bytes[..tables])[..] != bytes[tables..tables + 32]
+            || (hash_tables && Sha256::digest(&bytes[..tables])[..] != bytes[tables..tables + 32])
         {
             return Err(bad("damaged"));
         }
@@ -431,8 +446,8 @@ impl<'a> IndexView<'a> {
         self.records
     }
 
-    /// Whether the records are in time order: only then can a merge skip some of them without
-    /// changing the order of the others against other files.
+    /// Whether the records are in time order (informational: a query's answer does not depend
+    /// on it, each file being filtered before the merge).
     pub fn sorted(&self) -> bool {
         self.flags & SORTED != 0
     }
@@ -640,6 +655,70 @@ impl IndexView<'_> {
     }
 }
 
+impl IndexView<'_> {
+    /// Where the records indexed end (the offset after the last one).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The latest time indexed (`None`: no record).
+    pub fn latest(&self) -> Option<Timestamp> {
+        (0..self.slices()).map(|i| self.slice(i).last).max()
+    }
+
+    /// A builder holding everything this index holds, to add the records a file gained since.
+    ///
+    /// # Errors
+    /// A posting that does not decode: the index is unusable.
+    pub fn resume(&self) -> Result<Builder, Error> {
+        let mut postings = BTreeMap::new();
+        for i in 0..self.keys.len() / ENTRY_LEN {
+            let key: [u8; KEY_LEN] = self.key(i).try_into().map_err(|_| Error::Unusable("key"))?;
+            postings.insert(key, self.posting(i)?);
+        }
+        Ok(Builder {
+            records: self.records,
+            end: self.end,
+            latest: self.latest(),
+            unsorted: !self.sorted(),
+            slices: (0..self.slices()).map(|i| self.slice(i)).collect(),
+            postings,
+        })
+    }
+}
+
+/// Adds to `b` (an index of `f`'s records up to `from`, a classic pcap file) the records `f`
+/// gained after `from`, up to its last whole record (a record the end of the file cuts is
+/// still being written). The index and the identity of the bytes it now covers; `None` when
+/// the new part cannot be read (damage, a file that changed underneath).
+pub fn extend_indexing(
+    f: &mut crate::pcap::CaptureFile,
+    mut b: Builder,
+    from: u64,
+) -> Option<(FileIndex, Identity)> {
+    if !f.restrict(&[(0, 24), (from, f.size())]) {
+        return None;
+    }
+    let mut at = from;
+    while let Some(p) = f.next_packet() {
+        match p {
+            Ok(p) => {
+                b.add(at, p.ts, p.link_type, &p.data);
+                // The reader counts the 24-byte header it read first.
+                at = from + (f.offset() - 24);
+            }
+            Err(crate::pcap::ReadError::Capture(e)) if e.is_truncation() => break,
+            Err(_) => return None,
+        }
+    }
+    if f.ended_early().is_some() {
+        return None;
+    }
+    b.end_at(at);
+    let identity = Identity::of(f.file(), at).ok()?;
+    Some((b.finish(false), identity))
+}
+
 /// Why a capture file could not be indexed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -693,6 +772,9 @@ pub fn read_indexing(
                 at = Some(f.offset());
             }
             Ok(_) => {}
+            // A last record the end of the file cuts is still being written: the index covers
+            // the records before it.
+            Err(crate::pcap::ReadError::Capture(e)) if e.is_truncation() => {}
             Err(e) => damaged = Some(BuildError::Read(e)),
         }
     }

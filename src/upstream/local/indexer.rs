@@ -7,15 +7,19 @@
 //!
 //! Invariants: the indexer runs at the lowest CPU and I/O priority and never holds the refresh
 //! lock, so a query never waits for it (it holds the file table's lock only to read an entry
-//! and to store what it learned); a file still being written (modified within [`SETTLE`]) is
-//! left to the queries, which read it whole; what it learned is stored only if the file is
-//! still the one it read. Both threads end by themselves when the upstream is dropped.
+//! and to store what it learned); a file that grew since it was indexed (one being written) is
+//! indexed on from where its index ends, at every pass (every second): its index lags its
+//! last whole record by about a second; what it learned is stored only if the file is still
+//! the one it read. Both threads end by themselves when the upstream is dropped.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use super::{IndexState, LocalUpstream, Progress};
+use std::path::Path;
+
+use super::{FileEntry, IndexState, LocalUpstream, Progress};
+use crate::pcap::CaptureFile;
 
 /// How often the directory is looked at between queries when no change is reported.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -26,9 +30,6 @@ const GATHER: Duration = Duration::from_millis(500);
 
 /// How often the indexer looks for work when it has none.
 const INDEX_EVERY: Duration = Duration::from_secs(1);
-
-/// A file modified this recently is still being written: indexed once it settles.
-pub(super) const SETTLE: Duration = Duration::from_secs(3);
 
 /// Starts the refresher and the indexer of `u` (an indexed directory).
 ///
@@ -144,12 +145,22 @@ fn lower_priority() {
     }
 }
 
-/// Reads `path` whole, writing its index, and stores its real range and index state if the
-/// file is still the one the table knows.
+/// Indexes `path`: on from where its index ends if it has one of a prefix of it (a file being
+/// written), else by reading it whole and storing its real range too — if the file is still
+/// the one the table knows.
 fn index_one(u: &LocalUpstream, path: PathBuf) {
     let Some(known) = u.index.lock().expect("index lock").get(&path).cloned() else {
         return;
     };
+    if let Some(state) = extend_index(u, &path, &known) {
+        let mut idx = u.index.lock().expect("index lock");
+        if let Some(e) = idx.get_mut(&path).filter(|e| e.id == known.id) {
+            e.index = state;
+            drop(idx);
+            u.changed();
+        }
+        return;
+    }
     let mut fresh = u.scan(&path, known.size, known.mtime, &Progress::default());
     let mut idx = u.index.lock().expect("index lock");
     if let Some(e) = idx.get_mut(&path) {
@@ -161,6 +172,39 @@ fn index_one(u: &LocalUpstream, path: PathBuf) {
             u.changed();
         }
     }
+}
+
+/// The index of a file that grew since it was indexed (a plain pcap file, its indexed bytes
+/// unchanged), extended by what it gained: the new index state, or `None` when it has no such
+/// index (it is then read whole).
+fn extend_index(u: &LocalUpstream, path: &Path, known: &FileEntry) -> Option<IndexState> {
+    let dir = u.index_dir.as_deref()?;
+    let mut f = CaptureFile::open(path).ok()?;
+    if f.identity() != known.id {
+        return None;
+    }
+    let mapped = crate::index::store::load(dir, path, f.file())?;
+    let view = mapped.view()?;
+    if view.whole_only() {
+        return None;
+    }
+    let from = mapped.size();
+    let b = view.resume().ok()?;
+    let mtime = f.file().metadata().map_or(0, |m| super::mtime_ns(&m));
+    let (index, identity) = crate::index::extend_indexing(&mut f, b, from)?;
+    if index.records() == view.records() {
+        // Nothing whole was added (the end is a record still being written): nothing to
+        // write, and nothing to do until the file changes again.
+        return Some(IndexState::Built {
+            size: known.size,
+            bytes: mapped.bytes(),
+        });
+    }
+    let bytes = crate::index::store::save(dir, path, &index, &identity, mtime).ok()?;
+    Some(IndexState::Built {
+        size: identity.size,
+        bytes,
+    })
 }
 
 impl LocalUpstream {
@@ -184,14 +228,12 @@ impl LocalUpstream {
         }
     }
 
-    /// Files the indexer has work on, settled ones only, oldest modification first.
+    /// Files the indexer has work on, oldest modification first (files being written last).
     fn unindexed(&self) -> Vec<PathBuf> {
-        let now = SystemTime::now();
         let idx = self.index.lock().expect("index lock");
         let mut v: Vec<(SystemTime, PathBuf)> = idx
             .iter()
             .filter(|(_, e)| e.wants_index())
-            .filter(|(_, e)| now.duration_since(e.mtime).is_ok_and(|d| d >= SETTLE))
             .map(|(p, e)| (e.mtime, p.clone()))
             .collect();
         v.sort();

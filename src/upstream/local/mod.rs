@@ -16,13 +16,16 @@
 //!   files that appeared or changed; vanished files are forgotten. A query reads only files
 //!   whose range overlaps its window. With an index directory the table is kept across
 //!   restarts ([`catalog`]), and [`indexer`] refreshes and indexes in the background.
-//! - **Order.** The overlapping files are merged by timestamp with [`KWay`] in file-name order,
-//!   so a directory of overlapping captures answers in time order; with contiguous groups, the
-//!   job's merge of directories then equals one flat `mergecap` of all files in that order.
+//! - **Order.** Each overlapping file's packets pass the gate (below) on their own; what passes
+//!   is merged by timestamp with [`KWay`] in file-name order — `tcpdump -r FILE FILTER` per
+//!   file, then `mergecap` — so a directory of overlapping captures answers in time order; with
+//!   contiguous groups, the job's merge of directories then equals one flat `mergecap` of all
+//!   files' results in that order.
 //! - **Indexes** ([`crate::index`]). With an index directory, each file that is scanned at a
 //!   refresh (or by the [`indexer`]) gets an index file from that same pass; a query reads an
-//!   indexed, sorted classic-pcap file only in its planned slices ([`CaptureFile::restrict`]),
-//!   any indexed file not at all when nothing in it can match (compressed and pcapng files
+//!   indexed classic-pcap file only in its planned slices ([`CaptureFile::restrict`]) — exact
+//!   whatever the order of its records, since each file is gated before the merge —, any
+//!   indexed file not at all when nothing in it can match (compressed and pcapng files
 //!   have file-level indexes), and every packet read still passes the gate below. Invariant:
 //!   the answer is the scan's, byte for byte. [`LocalUpstream::estimate`] predicts an answer
 //!   from the indexes before anything is read.
@@ -424,7 +427,7 @@ fn prefix_hash(f: &CaptureFile, end: u64) -> Option<(u64, [u8; 32])> {
 /// A plain pcap file that grew since it was read to `old.read_to` (its bytes up to there
 /// unchanged): read from there on only, its range and count extended. `None` when it cannot be
 /// (not read that way, rewritten, damaged in its new part): it is read whole instead. Its
-/// index, which covers less than the file now, is built again once the file settles.
+/// index, which covers less than the file now, is extended by the [`indexer`].
 fn extend(
     path: &Path,
     old: &FileEntry,
@@ -892,21 +895,22 @@ impl LocalUpstream {
             return None;
         };
         let indexed = mapped.as_ref().map_or(0, |m| m.size());
-        // Only a file as it was indexed (not grown, not rewritten in place).
+        // A file as it was indexed (not rewritten in place), or one that grew since (being
+        // written; its indexed bytes are unchanged — `load` checked them).
         let mtime = f.file().metadata().ok().map(|m| mtime_ns(&m));
-        if f.size() != indexed || mtime != Some(view.mtime_ns()) {
+        let grown = f.size() > indexed;
+        if f.size() < indexed || (!grown && mtime != Some(view.mtime_ns())) {
             return None;
         }
+        // Packets are gated before the merge (see `answer`): skipping records that cannot
+        // match changes nothing, whatever the order of the file's records. A grown file's new
+        // part is read whole after the planned slices of the indexed part.
         let plan = view.plan(lookup, after, before).ok()?;
-        // Nothing in it can match: skipped whole, whatever its order or form (leaving out one
-        // input of the merge leaves the order of the others' packets as it was).
-        if plan.is_empty() {
+        if plan.is_empty() && !grown {
             return Some(Vec::new());
         }
-        // Read in parts only a classic pcap file whose records are in time order: skipping
-        // records of an unsorted file would change the order in which the merge takes the
-        // others against other files' packets.
-        if view.whole_only() || !view.sorted() {
+        // A compressed or pcapng file is read whole (or skipped, above).
+        if view.whole_only() {
             return None;
         }
         let mut ranges = Vec::with_capacity(plan.len() + 2);
@@ -920,6 +924,12 @@ impl LocalUpstream {
             match ranges.last_mut() {
                 Some((_, e)) if *e == start => *e = end,
                 _ => ranges.push((start, end)),
+            }
+        }
+        if grown {
+            match ranges.last_mut() {
+                Some((_, e)) if *e == indexed => *e = f.size(),
+                _ => ranges.push((indexed, f.size())),
             }
         }
         if !ranges.is_empty() {
@@ -1196,10 +1206,12 @@ impl LocalUpstream {
             .iter()
             .map(|(_, e)| (e.named.is_some() && e.last.is_none()).then(Span::default))
             .collect();
-        let mut restricted: Vec<PathBuf> = Vec::new();
+        // Files read in parts (by their index's plan): nothing to learn of their range.
+        let mut restricted: Vec<usize> = Vec::new();
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
-            .map(|(p, e)| {
+            .enumerate()
+            .map(|(i, (p, e))| {
                 progress.opening(&p);
                 // A path that leads outside the directory now (a link swapped in since it was
                 // indexed) is not read.
@@ -1230,7 +1242,7 @@ impl LocalUpstream {
                         Some(ranges) => {
                             // Read in parts, it is not read whole: nothing to learn from it.
                             if f.restrict(&ranges) {
-                                restricted.push(p.clone());
+                                restricted.push(i);
                             }
                             Some(f)
                         }
@@ -1244,32 +1256,49 @@ impl LocalUpstream {
                 }
             })
             .collect();
-        for (s, f) in spans.iter_mut().zip(&readers) {
-            if f.as_ref()
-                .is_some_and(|f| restricted.iter().any(|r| r == f.path()))
-            {
-                *s = None;
-            }
+        for i in restricted {
+            spans[i] = None;
         }
+        // Each file's packets are gated before the merge, as `tcpdump -r FILE FILTER` per file
+        // then `mergecap` would: the merge takes each file's matching packets in file order,
+        // so reading a file in part (its index's plan) cannot change the answer, whatever the
+        // order of its records — and a selective query merges only what it keeps.
         let mut gate = pcap::Gate::new(after, before, query.clauses(), query.bpf.clone());
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
         let fill = |i: usize,
                     kway: &mut KWay,
                     readers: &mut [Option<CaptureFile>],
-                    spans: &mut [Option<Span>]| {
+                    spans: &mut [Option<Span>],
+                    gate: &mut pcap::Gate| {
             let Some(f) = &mut readers[i] else {
                 kway.end(i);
                 return;
             };
-            progress.step();
-            match f.next_packet() {
-                Some(Ok(p)) => {
-                    if let Some(s) = &mut spans[i] {
-                        s.saw(p.ts);
+            let mut skipped = 0u32;
+            let next = loop {
+                progress.step();
+                match f.next_packet() {
+                    Some(Ok(p)) => {
+                        if let Some(s) = &mut spans[i] {
+                            s.saw(p.ts);
+                        }
+                        if gate.admits(&p) {
+                            break Some(Ok(p));
+                        }
+                        skipped = skipped.wrapping_add(1);
+                        // A long run of packets that do not match: notice a stop between them.
+                        if skipped % 4096 == 0 && (cancel.is_cancelled() || tx.is_closed()) {
+                            spans[i] = None;
+                            kway.end(i);
+                            return;
+                        }
                     }
-                    kway.push(i, p)
+                    other => break other,
                 }
+            };
+            match next {
+                Some(Ok(p)) => kway.push(i, p),
                 Some(Err(e)) => {
                     spans[i] = None;
                     let _ = tx.blocking_send(Message::Warning(format!(
@@ -1304,7 +1333,7 @@ impl LocalUpstream {
             }
         };
         for i in 0..readers.len() {
-            fill(i, &mut kway, &mut readers, &mut spans);
+            fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
         }
         let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
@@ -1314,10 +1343,7 @@ impl LocalUpstream {
             if popped % 4096 == 0 && (cancel.is_cancelled() || tx.is_closed()) {
                 return;
             }
-            fill(i, &mut kway, &mut readers, &mut spans);
-            if !gate.admits(&p) {
-                continue;
-            }
+            fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
             batch.push(p);
             if batch.len() == BATCH_PACKETS {
                 if cancel.is_cancelled() {
