@@ -58,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(t) => Some(Arc::new(crate::http::tls::Tls::new(t)?)),
         None => None,
     };
+    raise_open_files_limit();
     let spool = Spool::open(&config.spool_dir)?;
     let registry = Arc::new(Registry::new(
         config.jobs(),
@@ -155,6 +156,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("shutdown: done");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: a query over a directory keeps one
+/// file open per capture file in its window (thousands of rotation files), and the default
+/// soft limit (1,024) would fail it (the upstream fails then, rather than answer in part).
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid, initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                tracing::warn!("cannot raise the open files limit");
+            }
+        }
+    }
 }
 
 /// How long stopped jobs may take to record their end at shutdown.

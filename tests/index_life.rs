@@ -376,6 +376,17 @@ fn the_estimate_is_near_the_answer_and_an_over_weight_request_is_refused() {
         )
     };
     assert_eq!(post(&heavy_json("")), "413");
+    // The request's own limits cap what it can cost: not heavy.
+    let (code, _) = server.get(
+        "q/sensor/i/after/2023-06-01T12:02:00Z/before/2023-06-01T13:00:00Z/limit-bytes/1000/pcap",
+        &[],
+    );
+    assert_eq!(code, 200, "limit-bytes caps the answer");
+    let (code, _) = server.get(
+        "q/sensor/i/after/2023-06-01T12:03:00Z/before/2023-06-01T13:00:00Z/limit-packets/3/pcap",
+        &[],
+    );
+    assert_eq!(code, 200, "limit-packets caps the answer");
     assert_eq!(post(&heavy_json(r#", "ignore-weight": true"#)), "200");
     // A directory without indexes estimates its files whole.
     let e = server.json(
@@ -495,4 +506,90 @@ fn a_growing_capture_is_read_on_from_where_it_was_read() {
     );
     assert!(indexed == scanned && indexed.len() > 24);
     assert_eq!(index_stats(&server)["files_read"], 2);
+}
+
+/// A capture rewritten in place with other bytes of the same length, its modification time set
+/// back (as `cp -p` or `rsync --inplace -t` leave it): its change time tells it apart, so its
+/// old index is not used (it would skip packets the new bytes hold) and it is read again.
+#[test]
+fn a_capture_rewritten_in_place_with_its_time_set_back_is_read_again() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let a = std::fs::read(common::corpus().join("merge/ground-truth__pcpp-tls2.pcap")).unwrap();
+    // The same trace with 2620:1ec:c11::200 replaced by ::201 (same length) — away from the
+    // first and last 4 KiB, which the index's identity hashes: only the times can tell.
+    let from: [u8; 16] = "2620:1ec:c11::200"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let to: [u8; 16] = "2620:1ec:c11::201"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let mut b = a.clone();
+    let mut n = 0;
+    for i in 8192..b.len() - 8192 {
+        if b[i..i + 16] == from {
+            b[i..i + 16].copy_from_slice(&to);
+            n += 1;
+        }
+    }
+    assert!(n > 100, "{n} addresses replaced");
+    let file = dir.join("cap.pcap");
+    std::fs::write(&file, &a).unwrap();
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    wait_indexed(&server, 1);
+    let q = "host/2620:1ec:c11::201/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z";
+    let (_, before) = server.get(&format!("q/sensor/i/{q}/pcap"), &[]);
+    assert_eq!(before.len(), 24, "no such host before the rewrite");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all(&b).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    let q2 = format!("{q}/limit-packets/100000");
+    let (_, indexed) = server.get(&format!("q/sensor/i/{q2}/pcap"), &[]);
+    let (_, scanned) = server.get(&format!("q/sensor/s/{q2}/pcap"), &[]);
+    assert!(scanned.len() > 24, "the new bytes hold that host");
+    assert!(
+        indexed == scanned,
+        "{} vs {} bytes",
+        indexed.len(),
+        scanned.len()
+    );
+}
+
+/// An index that cannot be written for a while (the index directory replaced by a file) is
+/// retried once it can be: the file is not marked unindexable for good.
+#[test]
+fn an_index_that_could_not_be_written_is_written_later() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        common::corpus().join("merge/ground-truth__pcpp-tls2.pcap"),
+        dir.join("a.pcap"),
+    )
+    .unwrap();
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    wait_indexed(&server, 1);
+    let index = server.dir.path().join("spool-index/i");
+    std::fs::remove_dir_all(&index).unwrap();
+    std::fs::write(&index, b"not a directory").unwrap();
+    std::fs::copy(
+        common::corpus().join("merge/sensor-a__tls2-streams-mod3-0.pcap"),
+        dir.join("b.pcap"),
+    )
+    .unwrap();
+    answers_agree(&server, 20, "the index directory is a file");
+    let s = index_stats(&server);
+    assert_eq!(s["unindexable"], 0, "{s}");
+    std::fs::remove_file(&index).unwrap();
+    // Written on a later pass (after the pause that follows a failed write).
+    wait_indexed(&server, 2);
+    assert_eq!(index_files(&index, ".idx").len(), 2);
 }

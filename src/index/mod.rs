@@ -32,10 +32,17 @@ use crate::pcap::{keys, mask4, mask6, Key, Timestamp};
 /// Records per slice: the unit an index narrows a read to.
 pub const SLICE_RECORDS: u32 = 64;
 
+/// Distinct keys one file's index may hold. Past it the file is not indexed (it is scanned):
+/// a capture of a flood with a random source per packet has a key per packet, and a posting
+/// per key would cost several times the capture in memory and most of it on disk (measured:
+/// 2 M random-source SYNs, 140 MB, took 817 MB to index into 75 MB). Bounds the builder's
+/// memory to a few tens of MiB.
+pub const MAX_KEYS: usize = 1 << 17;
+
 const MAGIC: &[u8; 8] = b"DOCKETIX";
 /// Bumped whenever the format or the meaning of a key changes (a new encapsulation the
 /// dissector looks through changes which records hold a key): older indexes are rebuilt.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Bytes of a key in the key table: a kind byte, then the value left-aligned in 16 bytes.
 const KEY_LEN: usize = 17;
@@ -52,8 +59,32 @@ const POSTING_ROARING: u8 = 0;
 const POSTING_GAPS: u8 = 1;
 /// A slice-table entry: offset (u64), earliest and latest time (i128 each).
 const SLICE_LEN: usize = 8 + 16 + 16;
-/// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime, end.
-const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 4 + 4 + 4 + 8 + 8;
+/// Header: magic, version, identity (dev, ino, size), two hashes, counts, flags, mtime, ctime,
+/// end.
+const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 4 + 4 + 4 + 8 + 8 + 8;
+
+/// A capture file's modification and change times (ns since the epoch) when it was indexed.
+/// The change time cannot be set back by hand: a file rewritten in place with the same length
+/// and a restored modification time (`cp -p`, `rsync --inplace -t`) is still told apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Times {
+    /// Modification time.
+    pub mtime_ns: i64,
+    /// Status change time.
+    pub ctime_ns: i64,
+}
+
+impl Times {
+    /// The times of a file's metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Times {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Times {
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
 /// Header flag: the records are in time order (no record earlier than the one before it).
 const SORTED: u32 = 1;
 /// Header flag: the slices' offsets are not file offsets (a compressed file's are in its
@@ -183,6 +214,8 @@ pub struct Builder {
     unsorted: bool,
     slices: Vec<Slice>,
     postings: BTreeMap<[u8; KEY_LEN], RoaringBitmap>,
+    /// More than [`MAX_KEYS`] keys were met: the index is given up.
+    overflow: bool,
 }
 
 impl Builder {
@@ -213,13 +246,24 @@ impl Builder {
             s.last = s.last.max(ts);
         }
         let postings = &mut self.postings;
+        let overflow = &mut self.overflow;
         let _ = keys(link_type, data, |key| {
+            let key = encode(key);
+            if !postings.contains_key(&key) && postings.len() >= MAX_KEYS {
+                *overflow = true;
+                return ControlFlow::Break(());
+            }
             // Ordinals only grow: an append, not a search (a key twice in one record is
             // refused by `try_push` as not greater, which is what a set wants).
-            let _ = postings.entry(encode(key)).or_default().try_push(ordinal);
+            let _ = postings.entry(key).or_default().try_push(ordinal);
             ControlFlow::Continue(())
         });
         self.records = ordinal.checked_add(1).expect("fewer than 2^32 records");
+    }
+
+    /// Whether more than [`MAX_KEYS`] keys were met (the index is then not to be used).
+    pub fn overflowed(&self) -> bool {
+        self.overflow
     }
 
     /// Where the records added so far end (the offset after the last one).
@@ -304,8 +348,8 @@ impl FileIndex {
         self.records
     }
 
-    /// The index as its file holds it, for a capture of `identity` last modified at `mtime_ns`.
-    pub fn to_bytes(&self, identity: &Identity, mtime_ns: i64) -> Vec<u8> {
+    /// The index as its file holds it, for a capture of `identity` with `times`.
+    pub fn to_bytes(&self, identity: &Identity, times: Times) -> Vec<u8> {
         let mut blob = Vec::new();
         let mut table = Vec::with_capacity(self.postings.len() * ENTRY_LEN);
         for (key, p) in &self.postings {
@@ -335,7 +379,8 @@ impl FileIndex {
         out.extend_from_slice(&(self.postings.len() as u32).to_le_bytes());
         let flags = if self.sorted { SORTED } else { 0 } | if self.whole { WHOLE } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&mtime_ns.to_le_bytes());
+        out.extend_from_slice(&times.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&times.ctime_ns.to_le_bytes());
         out.extend_from_slice(&self.end.to_le_bytes());
         for s in &self.slices {
             out.extend_from_slice(&s.offset.to_le_bytes());
@@ -357,7 +402,7 @@ impl FileIndex {
 pub struct IndexView<'a> {
     records: u32,
     flags: u32,
-    mtime_ns: i64,
+    times: Times,
     end: u64,
     slices: &'a [u8],
     keys: &'a [u8],
@@ -406,7 +451,10 @@ impl<'a> IndexView<'a> {
         let slices = r.u32()? as usize;
         let keys = r.u32()? as usize;
         let flags = r.u32()?;
-        let mtime_ns = i64::from_le_bytes(r.array()?);
+        let times = Times {
+            mtime_ns: i64::from_le_bytes(r.array()?),
+            ctime_ns: i64::from_le_bytes(r.array()?),
+        };
         let end = r.u64()?;
         if slices != (records as usize).div_ceil(SLICE_RECORDS as usize) {
             return Err(bad("slice count"));
@@ -421,7 +469,7 @@ impl<'a> IndexView<'a> {
         let view = IndexView {
             records,
             flags,
-            mtime_ns,
+            times,
             end,
             slices: &bytes[HEADER_LEN..slice_end],
             keys: &bytes[slice_end..tables],
@@ -429,6 +477,24 @@ impl<'a> IndexView<'a> {
         };
         if (1..keys).any(|i| view.key(i - 1) >= view.key(i)) {
             return Err(bad("key table out of order"));
+        }
+        // Slices start at their records, in file order, each no earlier than it ends; a sliced
+        // index covers exactly the bytes its identity names: a forged or damaged table that
+        // still hashes cannot send a read elsewhere.
+        let n = view.slices();
+        let (mut prev, whole) = (None, view.whole_only());
+        for i in 0..n {
+            let s = view.slice(i);
+            if s.first > s.last || prev.is_some_and(|p| s.offset <= p) {
+                return Err(bad("slice table"));
+            }
+            prev = Some(s.offset);
+        }
+        if !whole
+            && (view.end != identity.size
+                || (n > 0 && (view.slice(0).offset != 24 || view.slice(n - 1).offset >= view.end)))
+        {
+            return Err(bad("slices and identity disagree"));
         }
         // Every posting lies inside the file, in key order: a cut index is refused here, not
         // at a query.
@@ -459,7 +525,12 @@ impl<'a> IndexView<'a> {
 
     /// The capture's modification time when it was indexed (nanoseconds since the epoch).
     pub fn mtime_ns(&self) -> i64 {
-        self.mtime_ns
+        self.times.mtime_ns
+    }
+
+    /// The capture's modification and change times when it was indexed.
+    pub fn times(&self) -> Times {
+        self.times
     }
 
     /// Number of slices.
@@ -677,6 +748,7 @@ impl IndexView<'_> {
             postings.insert(key, self.posting(i)?);
         }
         Ok(Builder {
+            overflow: false,
             records: self.records,
             end: self.end,
             latest: self.latest(),
@@ -711,7 +783,7 @@ pub fn extend_indexing(
             Err(_) => return None,
         }
     }
-    if f.ended_early().is_some() {
+    if f.ended_early().is_some() || b.overflowed() {
         return None;
     }
     b.end_at(at);
@@ -731,6 +803,9 @@ pub enum BuildError {
     /// Its metadata could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// More distinct keys than [`MAX_KEYS`] (a flood of random addresses): scanned instead.
+    #[error("more than {MAX_KEYS} distinct addresses and ports: scanned, not indexed")]
+    TooManyKeys,
 }
 
 /// Indexes a capture file: every record, as far as it reads whole; returns the index and the
@@ -780,6 +855,9 @@ pub fn read_indexing(
     }
     if let Some(e) = damaged {
         return Err(e);
+    }
+    if b.overflowed() {
+        return Err(BuildError::TooManyKeys);
     }
     if let Some(e) = f.ended_early() {
         return Err(BuildError::Read(crate::pcap::ReadError::Io {
@@ -892,7 +970,7 @@ mod tests {
         for rel in FILES {
             let path = corpus(rel);
             let (index, id) = build_file(&path).unwrap();
-            let bytes = index.to_bytes(&id, 0);
+            let bytes = index.to_bytes(&id, Times::default());
             let view = IndexView::open(&bytes, &id).unwrap();
             let all = packets(&path);
             assert_eq!(view.records() as usize, all.len());
@@ -915,7 +993,7 @@ mod tests {
     fn a_damaged_foreign_or_old_index_is_refused() {
         let path = corpus(FILES[0]);
         let (index, id) = build_file(&path).unwrap();
-        let bytes = index.to_bytes(&id, 0);
+        let bytes = index.to_bytes(&id, Times::default());
         assert!(IndexView::open(&bytes, &id).is_ok());
         let other = Identity {
             ino: id.ino + 1,
@@ -943,6 +1021,20 @@ mod tests {
         for cut in [0, 10, HEADER_LEN, bytes.len() / 2] {
             assert!(IndexView::open(&bytes[..cut], &id).is_err(), "cut at {cut}");
         }
+        // A forged slice table under a recomputed hash: a first slice off its record, slices
+        // out of order, a slice earlier than it starts.
+        let tables = HEADER_LEN + index.slices.len() * SLICE_LEN + index.postings.len() * ENTRY_LEN;
+        let forge = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut f = bytes.clone();
+            edit(&mut f);
+            let h = Sha256::digest(&f[..tables]);
+            f[tables..tables + 32].copy_from_slice(&h);
+            IndexView::open(&f, &id).map(|_| ())
+        };
+        assert_eq!(forge(&|_| {}), Ok(()));
+        assert!(forge(&|f| f[HEADER_LEN] = 25).is_err());
+        assert!(forge(&|f| f[HEADER_LEN + SLICE_LEN..HEADER_LEN + SLICE_LEN + 8].fill(0)).is_err());
+        assert!(forge(&|f| f[HEADER_LEN + 8 + 15] = 0x7f).is_err());
         // A damaged posting is found when it is asked for.
         let mut d = bytes.clone();
         let n = d.len();
@@ -980,7 +1072,7 @@ mod tests {
         // The shorter form is kept: a rare key as gaps, a dense one (TCP in a 26,000-record
         // trace) as a roaring bitmap.
         let (index, id) = build_file(&corpus("bulk/mix-19-real-captures-10min.pcap")).unwrap();
-        let bytes = index.to_bytes(&id, 0);
+        let bytes = index.to_bytes(&id, Times::default());
         let view = IndexView::open(&bytes, &id).unwrap();
         let tags: Vec<u8> = (0..view.keys.len() / ENTRY_LEN)
             .map(|i| view.blob[view.span(i).0])
@@ -1026,7 +1118,7 @@ mod tests {
             let path = corpus(FILES[file]);
             let all = packets(&path);
             let (index, id) = build_file(&path).unwrap();
-            let bytes = index.to_bytes(&id, 0);
+            let bytes = index.to_bytes(&id, Times::default());
             let view = IndexView::open(&bytes, &id).unwrap();
             // Values from the file's own keys, so that clauses do match something.
             let mut addrs = Vec::new();
@@ -1067,19 +1159,27 @@ mod tests {
 
     #[test]
     fn a_file_out_of_time_order_is_marked_unsorted() {
-        let id = Identity {
-            dev: 1,
-            ino: 2,
-            size: 3,
-            head: [0; 32],
-            tail: [0; 32],
-        };
         for (times, sorted) in [(vec![1, 2, 2, 3], true), (vec![1, 3, 2], false)] {
             let mut b = Builder::new();
             for (i, t) in times.iter().enumerate() {
                 b.add(24 + 16 * i as u64, Timestamp(*t), 1, &[]);
             }
-            let bytes = b.finish(false).to_bytes(&id, 7);
+            let end = 24 + 16 * times.len() as u64;
+            b.end_at(end);
+            let id = Identity {
+                dev: 1,
+                ino: 2,
+                size: end,
+                head: [0; 32],
+                tail: [0; 32],
+            };
+            let bytes = b.finish(false).to_bytes(
+                &id,
+                Times {
+                    mtime_ns: 7,
+                    ctime_ns: 0,
+                },
+            );
             let view = IndexView::open(&bytes, &id).unwrap();
             assert_eq!(view.sorted(), sorted, "{times:?}");
             assert_eq!(view.mtime_ns(), 7);
@@ -1093,7 +1193,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let capture = corpus(FILES[0]);
         let (index, id) = build_file(&capture).unwrap();
-        store::save(dir.path(), &capture, &index, &id, 0).unwrap();
+        store::save(dir.path(), &capture, &index, &id, Times::default()).unwrap();
         let file = std::fs::File::open(&capture).unwrap();
         assert!(store::load(dir.path(), &capture, &file).is_some_and(|m| m.view().is_some()));
         let at = store::path_in(dir.path(), &capture);

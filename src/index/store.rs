@@ -49,9 +49,9 @@ pub fn save(
     capture: &Path,
     index: &FileIndex,
     identity: &Identity,
-    mtime_ns: i64,
+    times: super::Times,
 ) -> std::io::Result<u64> {
-    let bytes = index.to_bytes(identity, mtime_ns);
+    let bytes = index.to_bytes(identity, times);
     write_atomically(dir, &path_in(dir, capture), &bytes)?;
     Ok(bytes.len() as u64)
 }
@@ -90,6 +90,20 @@ fn write_atomically(dir: &Path, to: &Path, bytes: &[u8]) -> std::io::Result<()> 
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    // Only into a directory of this user's that nobody else can write to: not one swapped for
+    // a link to a shared directory.
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: not a directory of this user's that only it can write to",
+                dir.display()
+            ),
+        ));
+    }
     let mut name = to.as_os_str().to_owned();
     name.push(format!(".{}.{}.tmp", std::process::id(), next_tmp()));
     let tmp = PathBuf::from(name);

@@ -335,7 +335,25 @@ impl Registry {
             None
         };
         if let Some(w) = &weight {
-            if w.limit > 0 && w.bytes > w.limit && !query.ignore_weight {
+            // What the answer can be at most: the estimate, cut by the request's own limits
+            // and the global caps (a job that stops at 1,000 bytes is not heavy).
+            let cap = |asked: Option<u64>, global: u64| match (asked, global) {
+                (Some(a), 0) => Some(a),
+                (a, g) if g > 0 => Some(a.map_or(g, |a| a.min(g))),
+                _ => None,
+            };
+            let mut bytes = w.bytes;
+            if let Some(p) = cap(query.limit_packets, self.config.limit_packets) {
+                if w.packets > p {
+                    bytes =
+                        u64::try_from(u128::from(bytes) * u128::from(p) / u128::from(w.packets))
+                            .unwrap_or(u64::MAX);
+                }
+            }
+            if let Some(b) = cap(query.limit_bytes, self.config.limit_bytes) {
+                bytes = bytes.min(b);
+            }
+            if w.limit > 0 && bytes > w.limit && !query.ignore_weight {
                 return Err(Error::TooHeavy(Box::new(w.clone())));
             }
         }

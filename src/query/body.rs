@@ -197,7 +197,8 @@ pub fn parse_json(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Quer
 
 /// Parses an `application/x-www-form-urlencoded` body into a [`Query`]: the same fields as
 /// [`parse_json`], a repeated key gives a list (`host=a&host=b`), and empty values are ignored
-/// (a browser form sends its empty fields). `ignore-weight` takes any value.
+/// (a browser form sends its empty fields). `ignore-weight` is on for any value but `false`,
+/// `0`, `off` and `no`.
 pub fn parse_form(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Query, Error> {
     let mut b = Builder::default();
     for (key, value) in form_urlencoded::parse(body) {
@@ -205,8 +206,13 @@ pub fn parse_form(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Quer
             return Err(unknown(&key));
         }
         if key == "ignore-weight" {
-            // A checkbox: present is on, whatever its value.
-            b.ignore_weight();
+            // A checkbox sends "on"; an empty field is ignored, as every empty field, and the
+            // spellings of "no" say no.
+            if !value.is_empty()
+                && !["false", "0", "off", "no"].contains(&&*value.to_ascii_lowercase())
+            {
+                b.ignore_weight();
+            }
         } else if !value.is_empty() {
             field(&mut b, &key, &value)?;
         }

@@ -725,6 +725,18 @@ fn form_fields() {
             "{WIN}/host/10.0.0.2/host/2001:db8::1/net/10.0.0.0/8/port/80/port/443/tcp/sensor/a/ignore-weight"
         ))
     );
+    // A checkbox's "on" or any value is on; empty and the spellings of "no" are off.
+    for (v, on) in [
+        ("on", true),
+        ("yes", true),
+        ("", false),
+        ("false", false),
+        ("0", false),
+        ("OFF", false),
+    ] {
+        let q = form(&format!("after=2024-01-02T03%3A04%3A00Z&ignore-weight={v}"));
+        assert_eq!(q.ignore_weight, on, "{v:?}");
+    }
     // `+` is a space in forms; the bpf keeps it.
     assert_eq!(form("bpf=tcp+port+80").bpf.as_deref(), Some("tcp port 80"));
     let e = parse_form(b"hots=1", now(), &cfg()).unwrap_err();

@@ -92,6 +92,15 @@ pub enum Error {
     /// The job no longer wants the answer (internal: never reported).
     #[error("the job has gone")]
     Gone,
+    /// The process ran out of file handles opening a directory's files: the answer would miss
+    /// files, so the upstream fails rather than answer in part as if whole.
+    #[error("out of file handles opening {}: {source}", path.display())]
+    Handles {
+        /// The file that could not be opened.
+        path: std::path::PathBuf,
+        /// EMFILE or ENFILE.
+        source: std::io::Error,
+    },
     /// A local directory's reader made no progress (a hung mount): it fails alone.
     #[error("stuck: no progress for {} s{}", after.as_secs(), file.as_ref().map(|f| format!(" reading {}", f.display())).unwrap_or_default())]
     Stuck {

@@ -4,8 +4,8 @@
 //!
 //! Invariants: written whole and atomically ([`crate::index::store::save_catalog`]); read only
 //! if it is ours, of this version, and parses whole — otherwise ignored (everything is read
-//! again). Never trusted blindly: an entry is used only for a file whose device, inode, size
-//! and modification time a fresh `stat` still shows (the refresh's test for every file), and
+//! again). Never trusted blindly: an entry is used only for a file whose device, inode, size,
+//! modification and change times a fresh `stat` still shows (the refresh's test for every file), and
 //! a query checks an index against the file itself before using it.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::FileEntry;
 
 /// Bumped when [`FileEntry`]'s meaning changes: an older catalog is ignored.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// A catalog larger than this is not read (10,000 files take about 4 MB).
 const MAX_BYTES: u64 = 1 << 30;

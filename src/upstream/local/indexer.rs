@@ -31,6 +31,18 @@ const GATHER: Duration = Duration::from_millis(500);
 /// How often the indexer looks for work when it has none.
 const INDEX_EVERY: Duration = Duration::from_secs(1);
 
+/// After an index could not be written (the index directory full, replaced, out of file
+/// handles), the next pass waits this long.
+const AFTER_WRITE_FAILED: Duration = Duration::from_secs(30);
+
+/// A file being written is indexed on when it has grown by this much or an eighth since its
+/// index (whichever is more), or has not changed for [`SETTLE`]: each extension rewrites the
+/// index whole, so extending at every pass would write O(n²) bytes over a file's life.
+const GROWTH_STEP: u64 = 16 << 20;
+
+/// A file not modified for this long is no longer being written.
+const SETTLE: Duration = Duration::from_secs(2);
+
 /// Starts the refresher and the indexer of `u` (an indexed directory).
 ///
 /// # Errors
@@ -127,8 +139,18 @@ fn indexer(weak: &Weak<LocalUpstream>) {
         }
         // A pass's work is kept at once: a restart after it reads nothing again.
         u.save_catalog(!work.is_empty());
+        let failed = u
+            .index
+            .lock()
+            .expect("index lock")
+            .values()
+            .any(|e| e.index == IndexState::WriteFailed);
         drop(u);
-        std::thread::sleep(INDEX_EVERY);
+        std::thread::sleep(if failed {
+            AFTER_WRITE_FAILED
+        } else {
+            INDEX_EVERY
+        });
     }
 }
 
@@ -164,9 +186,13 @@ fn index_one(u: &LocalUpstream, path: PathBuf) {
     let mut fresh = u.scan(&path, known.size, known.mtime, &Progress::default());
     let mut idx = u.index.lock().expect("index lock");
     if let Some(e) = idx.get_mut(&path) {
-        let same = e.id == known.id && e.size == known.size && e.mtime == known.mtime;
+        let same = e.id == known.id
+            && e.size == known.size
+            && e.mtime == known.mtime
+            && e.ctime == known.ctime;
         if same && fresh.id == known.id && fresh.size == known.size {
             fresh.named = e.named.take();
+            fresh.ctime = e.ctime;
             *e = fresh;
             drop(idx);
             u.changed();
@@ -190,7 +216,10 @@ fn extend_index(u: &LocalUpstream, path: &Path, known: &FileEntry) -> Option<Ind
     }
     let from = mapped.size();
     let b = view.resume().ok()?;
-    let mtime = f.file().metadata().map_or(0, |m| super::mtime_ns(&m));
+    let times = f.file().metadata().map_or_else(
+        |_| crate::index::Times::default(),
+        |m| crate::index::Times::of(&m),
+    );
     let (index, identity) = crate::index::extend_indexing(&mut f, b, from)?;
     if index.records() == view.records() {
         // Nothing whole was added (the end is a record still being written): nothing to
@@ -200,7 +229,7 @@ fn extend_index(u: &LocalUpstream, path: &Path, known: &FileEntry) -> Option<Ind
             bytes: mapped.bytes(),
         });
     }
-    let bytes = crate::index::store::save(dir, path, &index, &identity, mtime).ok()?;
+    let bytes = crate::index::store::save(dir, path, &index, &identity, times).ok()?;
     Some(IndexState::Built {
         size: identity.size,
         bytes,
@@ -230,10 +259,18 @@ impl LocalUpstream {
 
     /// Files the indexer has work on, oldest modification first (files being written last).
     fn unindexed(&self) -> Vec<PathBuf> {
+        let now = SystemTime::now();
         let idx = self.index.lock().expect("index lock");
         let mut v: Vec<(SystemTime, PathBuf)> = idx
             .iter()
             .filter(|(_, e)| e.wants_index())
+            .filter(|(_, e)| match e.index {
+                IndexState::Built { size, .. } if size < e.size => {
+                    let settled = now.duration_since(e.mtime).is_ok_and(|d| d >= SETTLE);
+                    settled || e.size - size >= (size / 8).max(GROWTH_STEP)
+                }
+                _ => true,
+            })
             .map(|(p, e)| (e.mtime, p.clone()))
             .collect();
         v.sort();

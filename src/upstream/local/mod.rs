@@ -92,6 +92,10 @@ pub struct FileEntry {
     /// read on from there ([`LocalUpstream::extend`]), not again from the start.
     #[serde(default)]
     read_to: Option<(u64, [u8; 32])>,
+    /// Status change time (ns) when it was read: with the modification time, what tells a
+    /// file rewritten in place at the same length (its modification time set back) apart.
+    #[serde(default)]
+    ctime: i64,
 }
 
 /// Whether a file has an index file, as the indexer last left it. Work bookkeeping only: a
@@ -103,9 +107,13 @@ enum IndexState {
     Missing,
     /// Built over the file's first `size` bytes; the index file is `bytes` long.
     Built { size: u64, bytes: u64 },
-    /// Tried when the file had `size` bytes: it cannot be indexed (damaged, or its
-    /// index could not be written); tried again when it changes.
+    /// Tried when the file had `size` bytes: it cannot be indexed (damaged, or more keys
+    /// than an index takes); tried again once it has doubled (a growing file is not read
+    /// whole again at every pass).
     Unfit { size: u64 },
+    /// Its index could not be written (the index directory unusable for a moment: full,
+    /// replaced, out of file handles): tried again after a pause.
+    WriteFailed,
 }
 
 /// A rotation sequence: a directory, one of the epoch-name patterns, and the writer's thread
@@ -315,8 +323,11 @@ impl FileEntry {
     /// its present size.
     fn wants_index(&self) -> bool {
         self.readable()
-            && !matches!(self.index,
-                IndexState::Built { size, .. } | IndexState::Unfit { size } if size == self.size)
+            && match self.index {
+                IndexState::Built { size, .. } => size != self.size,
+                IndexState::Unfit { size } => self.size < size || self.size >= size * 2,
+                IndexState::Missing | IndexState::WriteFailed => true,
+            }
     }
 
     /// A file of `size` bytes modified at `mtime`, before it is read.
@@ -333,6 +344,7 @@ impl FileEntry {
             named: None,
             index: IndexState::Missing,
             read_to: None,
+            ctime: 0,
         }
     }
 }
@@ -378,16 +390,18 @@ fn scan(
     if let Some(dir) = index_dir {
         e.index = match built {
             Ok((index, identity)) => {
-                let mtime = f.file().metadata().map_or(0, |m| mtime_ns(&m));
-                match crate::index::store::save(dir, path, &index, &identity, mtime) {
+                let times = f.file().metadata().map_or_else(
+                    |_| crate::index::Times::default(),
+                    |m| crate::index::Times::of(&m),
+                );
+                match crate::index::store::save(dir, path, &index, &identity, times) {
                     Ok(bytes) => IndexState::Built {
                         size: identity.size,
                         bytes,
                     },
                     Err(err) => {
-                        // Tried again when the file changes, not at every tick.
                         tracing::warn!(file = %path.display(), error = %err, "cannot write an index");
-                        IndexState::Unfit { size: f.size() }
+                        IndexState::WriteFailed
                     }
                 }
             }
@@ -478,13 +492,6 @@ fn unreadable_in(idx: &HashMap<PathBuf, FileEntry>) -> Vec<(PathBuf, String)> {
         .collect();
     v.sort();
     v
-}
-
-/// A file's modification time in nanoseconds since the epoch (0 when unknown).
-fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
 }
 
 /// `x` for a name `x.gz`, `x.lz4`, `x.zst` or `x.zstd`.
@@ -785,6 +792,10 @@ impl LocalUpstream {
                     }
                 };
                 let id = (meta.dev(), meta.ino());
+                // The indexes' own directory, configured inside the captures: not captures.
+                if meta.is_dir() && self.index_root().is_some_and(|r| r == path) {
+                    continue;
+                }
                 if meta.is_dir() {
                     if depth >= self.layout.max_depth {
                         let reason = format!(
@@ -801,10 +812,12 @@ impl LocalUpstream {
                     continue;
                 }
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                let ctime = crate::index::Times::of(&meta).ctime_ns;
                 let known = {
                     let idx = self.index.lock().expect("index lock");
-                    idx.get(&path)
-                        .is_some_and(|e| e.size == meta.len() && e.mtime == mtime && e.id == id)
+                    idx.get(&path).is_some_and(|e| {
+                        e.size == meta.len() && e.mtime == mtime && e.ctime == ctime && e.id == id
+                    })
                 };
                 if !known {
                     let grown = self
@@ -824,7 +837,7 @@ impl LocalUpstream {
                             None => self.scan(&path, meta.len(), mtime, progress),
                         },
                     };
-                    e.id = id;
+                    (e.id, e.ctime) = (id, ctime);
                     self.index
                         .lock()
                         .expect("index lock")
@@ -870,6 +883,7 @@ impl LocalUpstream {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 let mut e = self.scan(&path, meta.len(), mtime, progress);
                 e.id = (meta.dev(), meta.ino());
+                e.ctime = crate::index::Times::of(&meta).ctime_ns;
                 self.index.lock().expect("index lock").insert(path, e);
                 self.changed();
             }
@@ -897,9 +911,19 @@ impl LocalUpstream {
         let indexed = mapped.as_ref().map_or(0, |m| m.size());
         // A file as it was indexed (not rewritten in place), or one that grew since (being
         // written; its indexed bytes are unchanged — `load` checked them).
-        let mtime = f.file().metadata().ok().map(|m| mtime_ns(&m));
+        let times = f
+            .file()
+            .metadata()
+            .ok()
+            .map(|m| crate::index::Times::of(&m));
         let grown = f.size() > indexed;
-        if f.size() < indexed || (!grown && mtime != Some(view.mtime_ns())) {
+        if f.size() < indexed {
+            return None;
+        }
+        // Same length: the same times too, or the file was rewritten in place (with its
+        // modification time set back, maybe) and its index is built again.
+        if !grown && times != Some(view.times()) {
+            self.index_lost(f);
             return None;
         }
         // Packets are gated before the merge (see `answer`): skipping records that cannot
@@ -937,6 +961,11 @@ impl LocalUpstream {
             ranges.insert(0, (0, 24));
         }
         Some(ranges)
+    }
+
+    /// The directory holding every sensor's index directory (the configured `index_dir`).
+    fn index_root(&self) -> Option<&Path> {
+        self.index_dir.as_deref().and_then(Path::parent)
     }
 
     /// Reads a file whole ([`scan`]), indexing it when the directory is indexed.
@@ -1045,7 +1074,9 @@ impl LocalUpstream {
                             c.indexed += 1;
                             c.index_bytes += bytes;
                         }
-                        IndexState::Unfit { size } if size == e.size => c.unindexable += 1,
+                        IndexState::Unfit { size } if !e.wants_index() && size <= e.size => {
+                            c.unindexable += 1;
+                        }
                         _ if e.readable() => c.backlog_bytes += e.size,
                         _ => {}
                     }
@@ -1208,6 +1239,7 @@ impl LocalUpstream {
             .collect();
         // Files read in parts (by their index's plan): nothing to learn of their range.
         let mut restricted: Vec<usize> = Vec::new();
+        let mut out_of_handles: Option<Error> = None;
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
             .enumerate()
@@ -1248,6 +1280,15 @@ impl LocalUpstream {
                         }
                         None => Some(f),
                     },
+                    Err(pcap::OpenError::Io(e))
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+                    {
+                        out_of_handles.get_or_insert(Error::Handles {
+                            path: p.clone(),
+                            source: e,
+                        });
+                        None
+                    }
                     Err(e) => {
                         let warning = format!("{}: {e}; skipped", p.display());
                         let _ = tx.blocking_send(Message::Warning(warning));
@@ -1256,6 +1297,10 @@ impl LocalUpstream {
                 }
             })
             .collect();
+        if let Some(e) = out_of_handles {
+            let _ = tx.blocking_send(Message::Failed(e));
+            return;
+        }
         for i in restricted {
             spans[i] = None;
         }
