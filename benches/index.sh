@@ -419,9 +419,28 @@ for ((i = 1; i <= runs; i++)); do
     t0=$(now)
     serve "$run/idx.toml" "idx$i"
     rss_start "$spid" "indexing$i"
+    ibase="http://127.0.0.1:18281/app/docket"
+    needle_q() { # k: one fresh job for the rare host in one 10-minute copy; prints its time
+        curl -sS -o /dev/null -w '%{time_total}\n' \
+            "$ibase/q/sensor/idx8/host/$rare/after/$needle_after/before/$(iso $((needle_before_s + $1)))/pcap"
+    }
+    if [ "$i" = 1 ]; then
+        # A query's latency while the indexer runs flat out (5 queries, one a second), then
+        # the same queries once indexing is done: the indexer must not starve queries.
+        (for k in 1 2 3 4 5; do sleep 1; needle_q "$k"; done > "$run/lat-during") &
+        lpid=$!; pids+=("$lpid")
+    fi
     h wait "http://127.0.0.1:18281/app/docket" "$spid" "$t0" 1800 "idx8=$n8" > "$run/indexing$i.json" \
         || { echo "  indexing did not finish: $(head -c 600 "$run/indexing$i.json")"; exit 1; }
     rss_stop "indexing$i"
+    if [ "$i" = 1 ]; then
+        wait "$lpid" || true
+        forget "$lpid"
+        for k in 11 12 13 14 15; do needle_q "$k"; done > "$run/lat-idle"
+        echo "  a query (rare host, one 10-min copy) while indexing: $(median < "$run/lat-during") s median of 5; once indexed: $(median < "$run/lat-idle") s"
+        res "M lat_during $(median < "$run/lat-during")"
+        res "M lat_idle $(median < "$run/lat-idle")"
+    fi
     stop "$spid"
     python3 - "$run/indexing$i.json" "$bytes8" "$i" <<'EOF' | tee -a "$run/results" | sed -n 's/^#//p'
 import json, sys
@@ -520,6 +539,17 @@ for qi in "${!qnames[@]}"; do
     for ((i = 1; i <= runs; i++)); do dq scan8 "$qi" "$i" D8s; done
 done
 rss_stop q_scan
+echo "  the same answer indexed and not (8 GiB, byte for byte) ..."
+for qi in "${!qnames[@]}"; do
+    a=$win_after; b=$((win_before_s + 777))
+    if [ "$qi" = "$needle" ]; then a=$needle_after; b=$((needle_before_s + 77)); fi
+    p="${qpath[$qi]}/after/$a/before/$(iso "$b")/pcap"
+    si=$(curl -sS "$base/q/sensor/idx8/$p" | sha256sum | cut -c1-16)
+    ss=$(curl -sS "$base/q/sensor/scan8/$p" | sha256sum | cut -c1-16)
+    if [ "$si" = "$ss" ]; then v=same; else v=DIFFERENT; fi
+    echo "    ${qnames[$qi]}: indexed $si, index=false $ss: $v"
+    res "M eq_${qnames[$qi]} $v"
+done
 echo "  tcpdump (8 GiB and 1 GiB) ..."
 for qi in "${!qnames[@]}"; do
     [ "$qi" = "$needle" ] && continue
@@ -699,6 +729,9 @@ rows += [
     (f"startup <= 1 s with 10,000 files ({int(fm('nmany'))})",
      f"first answer {ms(startup)} (listening {ms(listen)}; warm {ms(warm)}); files_read {'/'.join(fread)}", startup <= 1),
     ("queryable <= 1 s after write", f"{ms(live)} (max {ms(max(lives))})", live <= 1),
+    ("a query is not starved by indexing", f"{ms(fm('lat_during'))} while indexing vs {ms(fm('lat_idle'))} after", None),
+    ("indexed = index=false, 8 GiB, byte for byte", ", ".join(f"{k[3:]} {v}" for k, v in sorted(M.items()) if k.startswith("eq_")),
+     all(v == "same" for k, v in M.items() if k.startswith("eq_"))),
     ("RssAnon < 64 MiB: indexing", f"{rss_idx:.1f} MiB", rss_idx < 64),
     ("RssAnon < 64 MiB: one query, fresh process",
      f"rare host {rss_one['rare']:.1f}, {desc[1]} {rss_one['sel']:.1f}, {desc[3]} {rss_one['port']:.1f} MiB",

@@ -416,17 +416,18 @@ impl<'a> IndexView<'a> {
     /// # Errors
     /// [`Error::Unusable`] naming the first check that failed.
     pub fn open(bytes: &'a [u8], identity: &Identity) -> Result<IndexView<'a>, Error> {
-        Self::open_with(bytes, identity, true)
+        Self::open_with(bytes, Some(identity), true)
     }
 
-    /// [`open`](Self::open), hashing the tables only when `hash_tables` (the caller knows these
-    /// very bytes were hashed before: see `store::Mapped::view`). Every other check is made.
+    /// [`open`](Self::open), comparing the identity only when one is given and hashing the
+    /// tables only when `hash_tables` (the caller knows these very bytes were checked against
+    /// this very capture before: see `store::Mapped::view`). Every other check is made.
     ///
     /// # Errors
     /// [`Error::Unusable`] naming the first check that failed.
     pub fn open_with(
         bytes: &'a [u8],
-        identity: &Identity,
+        identity: Option<&Identity>,
         hash_tables: bool,
     ) -> Result<IndexView<'a>, Error> {
         let bad = Error::Unusable;
@@ -444,7 +445,7 @@ impl<'a> IndexView<'a> {
             head: r.array()?,
             tail: r.array()?,
         };
-        if found != *identity {
+        if identity.is_some_and(|i| found != *i) {
             return Err(bad("another file's, or the file changed"));
         }
         let records = u32::try_from(r.u64()?).map_err(|_| bad("record count"))?;
@@ -491,7 +492,7 @@ impl<'a> IndexView<'a> {
             prev = Some(s.offset);
         }
         if !whole
-            && (view.end != identity.size
+            && (view.end != found.size
                 || (n > 0 && (view.slice(0).offset != 24 || view.slice(n - 1).offset >= view.end)))
         {
             return Err(bad("slices and identity disagree"));

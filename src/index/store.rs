@@ -143,47 +143,62 @@ fn open_ours(path: &Path) -> Option<File> {
 #[derive(Debug)]
 pub struct Mapped {
     map: memmap2::Mmap,
-    identity: Identity,
-    /// The index file as it was opened: device, inode, length, modification time.
-    file: FileKey,
+    /// The identity of the capture's bytes up to where the index says it ends; `None` when
+    /// this index was checked against this very capture before ([`VERIFIED`]).
+    identity: Option<Identity>,
+    /// The capture bytes the index says it covers.
+    size: u64,
+    /// The index file and the capture file as they were opened.
+    pair: (FileKey, CaptureKey),
 }
 
-/// An index file's device, inode, length and modification time (ns).
-type FileKey = (u64, u64, u64, i64);
+/// An index file's device, inode, length, modification and change times (ns).
+type FileKey = (u64, u64, u64, i64, i64);
 
-/// Index files whose tables were hashed and found whole, as they were then. Written once and
-/// renamed into place, never changed in place (by Docket), an index file with the same device,
-/// inode, length and modification time holds the same bytes: its tables are not hashed again
-/// at every query (measured: hashing every table of 681 files was 42 % of a rare-host query's
-/// CPU). Bounded: forgotten whole past [`VERIFIED_MAX`] entries.
-static VERIFIED: std::sync::Mutex<Option<std::collections::HashSet<FileKey>>> =
+/// A capture file's device, inode, length, modification and change times (ns).
+type CaptureKey = (u64, u64, u64, i64, i64);
+
+/// Index files checked whole (tables hashed) against a capture file (its first and last bytes
+/// hashed), as both were then. Docket writes an index once and renames it into place, never
+/// in place, so an index file with the same device, inode, length, modification and change
+/// times holds the same bytes; a capture with the same five was not rewritten. Such a pair is
+/// not checked again at every query (measured: the hashing was 42 % of a rare-host query's
+/// CPU over 681 files). Bounded: forgotten whole past [`VERIFIED_MAX`] entries.
+static VERIFIED: std::sync::Mutex<Option<std::collections::HashSet<(FileKey, CaptureKey)>>> =
     std::sync::Mutex::new(None);
 const VERIFIED_MAX: usize = 1 << 20;
+
+fn verified(pair: &(FileKey, CaptureKey)) -> bool {
+    VERIFIED
+        .lock()
+        .expect("verified lock")
+        .as_ref()
+        .is_some_and(|v| v.contains(pair))
+}
 
 impl Mapped {
     /// The view of the index, if it describes the capture it was loaded for (same file, same
     /// first bytes, this version, undamaged); `None` otherwise.
     pub fn view(&self) -> Option<IndexView<'_>> {
-        let seen = VERIFIED
-            .lock()
-            .expect("verified lock")
-            .as_ref()
-            .is_some_and(|v| v.contains(&self.file));
-        let view = IndexView::open_with(&self.map, &self.identity, !seen).ok()?;
-        if !seen {
-            let mut v = VERIFIED.lock().expect("verified lock");
-            let v = v.get_or_insert_with(Default::default);
-            if v.len() >= VERIFIED_MAX {
-                v.clear();
+        let view = match &self.identity {
+            None => IndexView::open_with(&self.map, None, false).ok()?,
+            Some(id) => {
+                let view = IndexView::open_with(&self.map, Some(id), true).ok()?;
+                let mut v = VERIFIED.lock().expect("verified lock");
+                let v = v.get_or_insert_with(Default::default);
+                if v.len() >= VERIFIED_MAX {
+                    v.clear();
+                }
+                v.insert(self.pair);
+                view
             }
-            v.insert(self.file);
-        }
+        };
         Some(view)
     }
 
     /// The capture bytes the index covers (a capture that grew since has more).
     pub fn size(&self) -> u64 {
-        self.identity.size
+        self.size
     }
 
     /// The index file's length.
@@ -199,23 +214,39 @@ impl Mapped {
 pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
     let f = open_ours(&path_in(dir, capture))?;
     let meta = f.metadata().ok()?;
+    let times = super::Times::of(&meta);
     let key = (
         meta.dev(),
         meta.ino(),
         meta.len(),
-        meta.mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec()),
+        times.mtime_ns,
+        times.ctime_ns,
+    );
+    let cmeta = file.metadata().ok()?;
+    let ctimes = super::Times::of(&cmeta);
+    let ckey = (
+        cmeta.dev(),
+        cmeta.ino(),
+        cmeta.len(),
+        ctimes.mtime_ns,
+        ctimes.ctime_ns,
     );
     // SAFETY: the file is a regular file only this user can write, which Docket writes whole
     // under a temporary name and renames into place, never in place; a replaced or deleted one
     // stays mapped as it was.
     let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
-    let identity = Identity::of(file, indexed_size(&map)?).ok()?;
+    let size = indexed_size(&map)?;
+    let pair = (key, ckey);
+    let identity = if verified(&pair) {
+        None
+    } else {
+        Some(Identity::of(file, size).ok()?)
+    };
     Some(Mapped {
         map,
         identity,
-        file: key,
+        size,
+        pair,
     })
 }
 

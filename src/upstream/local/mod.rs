@@ -1240,18 +1240,27 @@ impl LocalUpstream {
         // Files read in parts (by their index's plan): nothing to learn of their range.
         let mut restricted: Vec<usize> = Vec::new();
         let mut out_of_handles: Option<Error> = None;
+        let mut dirs_inside: HashMap<PathBuf, bool> = HashMap::new();
         let mut readers: Vec<Option<CaptureFile>> = files
             .into_iter()
             .enumerate()
             .map(|(i, (p, e))| {
                 progress.opening(&p);
                 // A path that leads outside the directory now (a link swapped in since it was
-                // indexed) is not read.
-                if !self.layout.follow_symlinks
-                    && !root
-                        .as_ref()
-                        .is_some_and(|r| std::fs::canonicalize(&p).is_ok_and(|c| c.starts_with(r)))
-                {
+                // indexed) is not read. A file that is not a link is inside when its directory
+                // is (resolved once per directory per query, not once per file).
+                let mut inside = |p: &Path| {
+                    let Some(r) = root.as_ref() else { return false };
+                    let in_root =
+                        |q: &Path| std::fs::canonicalize(q).is_ok_and(|c| c.starts_with(r));
+                    match (std::fs::symlink_metadata(p), p.parent()) {
+                        (Ok(m), Some(d)) if !m.file_type().is_symlink() => *dirs_inside
+                            .entry(d.to_owned())
+                            .or_insert_with(|| in_root(d)),
+                        _ => in_root(p),
+                    }
+                };
+                if !self.layout.follow_symlinks && !inside(&p) {
                     let warning =
                         format!("{}: now leads outside the directory; skipped", p.display());
                     let _ = tx.blocking_send(Message::Warning(warning));
