@@ -248,14 +248,22 @@ impl Builder {
         let postings = &mut self.postings;
         let overflow = &mut self.overflow;
         let _ = keys(link_type, data, |key| {
-            let key = encode(key);
-            if !postings.contains_key(&key) && postings.len() >= MAX_KEYS {
-                *overflow = true;
-                return ControlFlow::Break(());
+            let full = postings.len() >= MAX_KEYS;
+            // One lookup per key (this map is most of an indexer's time).
+            match postings.entry(encode(key)) {
+                // Ordinals only grow: an append, not a search (a key twice in one record is
+                // refused by `try_push` as not greater, which is what a set wants).
+                std::collections::btree_map::Entry::Occupied(mut p) => {
+                    let _ = p.get_mut().try_push(ordinal);
+                }
+                std::collections::btree_map::Entry::Vacant(_) if full => {
+                    *overflow = true;
+                    return ControlFlow::Break(());
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let _ = v.insert(RoaringBitmap::new()).try_push(ordinal);
+                }
             }
-            // Ordinals only grow: an append, not a search (a key twice in one record is
-            // refused by `try_push` as not greater, which is what a set wants).
-            let _ = postings.entry(key).or_default().try_push(ordinal);
             ControlFlow::Continue(())
         });
         self.records = ordinal.checked_add(1).expect("fewer than 2^32 records");
@@ -476,36 +484,49 @@ impl<'a> IndexView<'a> {
             keys: &bytes[slice_end..tables],
             blob: &bytes[tables + 32..],
         };
-        if (1..keys).any(|i| view.key(i - 1) >= view.key(i)) {
+        // The structure below was checked when these very bytes were first opened against this
+        // capture (the caller says so by not asking for the hash): not again at every query.
+        if hash_tables {
+            view.check_structure(found.size)?;
+        }
+        Ok(view)
+    }
+
+    /// The tables' structure: keys in order, slices at their records in file order and
+    /// matching the identity's size (`size`), every posting inside the blob.
+    fn check_structure(&self, size: u64) -> Result<(), Error> {
+        let bad = Error::Unusable;
+        let keys = self.keys.len() / ENTRY_LEN;
+        if (1..keys).any(|i| self.key(i - 1) >= self.key(i)) {
             return Err(bad("key table out of order"));
         }
         // Slices start at their records, in file order, each no earlier than it ends; a sliced
         // index covers exactly the bytes its identity names: a forged or damaged table that
         // still hashes cannot send a read elsewhere.
-        let n = view.slices();
-        let (mut prev, whole) = (None, view.whole_only());
+        let n = self.slices();
+        let (mut prev, whole) = (None, self.whole_only());
         for i in 0..n {
-            let s = view.slice(i);
+            let s = self.slice(i);
             if s.first > s.last || prev.is_some_and(|p| s.offset <= p) {
                 return Err(bad("slice table"));
             }
             prev = Some(s.offset);
         }
         if !whole
-            && (view.end != found.size
-                || (n > 0 && (view.slice(0).offset != 24 || view.slice(n - 1).offset >= view.end)))
+            && (self.end != size
+                || (n > 0 && (self.slice(0).offset != 24 || self.slice(n - 1).offset >= self.end)))
         {
             return Err(bad("slices and identity disagree"));
         }
         // Every posting lies inside the file, in key order: a cut index is refused here, not
         // at a query.
         if (0..keys).any(|i| {
-            let (at, len) = view.span(i);
-            len == 0 || at.checked_add(len).is_none_or(|end| end > view.blob.len())
+            let (at, len) = self.span(i);
+            len == 0 || at.checked_add(len).is_none_or(|end| end > self.blob.len())
         }) {
             return Err(bad("cut short"));
         }
-        Ok(view)
+        Ok(())
     }
 
     /// Records indexed.

@@ -320,15 +320,18 @@ impl Registry {
         Ok(job)
     }
 
-    /// The job for `query` as [`get_or_start`](Self::get_or_start) gives it — but a new job is
-    /// first weighed ([`estimate`](Self::estimate)): over `max_estimated_bytes` it is refused
-    /// unless the query says `ignore-weight`. Joining a job, or a hit, costs nothing and is
-    /// never refused. The estimate is kept in the job.
+    /// The job for `query` as [`get_or_start`](Self::get_or_start) gives it — but with the
+    /// check on, a new job is first weighed ([`estimate`](Self::estimate)): over
+    /// `max_estimated_bytes` it is refused unless the query says `ignore-weight`. Joining a
+    /// job, or a hit, costs nothing and is never refused. The estimate is kept in the job.
     ///
     /// # Errors
     /// [`Error::TooHeavy`], and those of [`get_or_start`](Self::get_or_start).
     pub async fn start(&self, query: Query, user: Option<&str>) -> Result<Arc<Job>, Error> {
-        let new = !self.get(&query.id()).is_some_and(|j| self.joinable(&j));
+        // Weighed only when the check is on (`max_estimated_bytes` > 0): the estimate reads
+        // every index of the window before the first packet.
+        let new = self.config.max_estimated_bytes > 0
+            && !self.get(&query.id()).is_some_and(|j| self.joinable(&j));
         let weight = if new {
             Some(self.estimate(&query).await?)
         } else {

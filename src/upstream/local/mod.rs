@@ -20,7 +20,10 @@
 //!   is merged by timestamp with [`KWay`] in file-name order — `tcpdump -r FILE FILTER` per
 //!   file, then `mergecap` — so a directory of overlapping captures answers in time order; with
 //!   contiguous groups, the job's merge of directories then equals one flat `mergecap` of all
-//!   files' results in that order.
+//!   files' results in that order. A file whose earliest time is known (read whole before) and
+//!   that is not being written is opened only when the merge reaches that time: a placeholder
+//!   head no later than any of its packets stands in for it, which changes no comparison the
+//!   merge makes, and bounds a wide window's handles and buffers to the files it is in.
 //! - **Indexes** ([`crate::index`]). With an index directory, each file that is scanned at a
 //!   refresh (or by the [`indexer`]) gets an index file from that same pass; a query reads an
 //!   indexed classic-pcap file only in its planned slices ([`CaptureFile::restrict`]) — exact
@@ -421,6 +424,21 @@ fn scan(
     e.declared = f.declared().to_vec();
     e
 }
+
+/// The head a file not opened yet stands behind in the merge: its earliest time (no packet of
+/// it is earlier, so the merge takes nothing later before it opens the file). Never sent.
+fn placeholder(first: Timestamp) -> pcap::Packet {
+    pcap::Packet {
+        ts: first,
+        link_type: 0,
+        orig_len: 0,
+        data: bytes::Bytes::new(),
+    }
+}
+
+/// A file not modified for this long is opened lazily by a query (one being written could gain
+/// a packet earlier than the earliest the table knows between the refresh and the open).
+const LAZY_AFTER: Duration = Duration::from_secs(2);
 
 /// Whether a read stopped at a record the end of the file cut (not damage: the rest is still
 /// being written).
@@ -892,6 +910,77 @@ impl LocalUpstream {
         Ok(true)
     }
 
+    /// Opens `p` (known as `e`) for a query: `Ok(Some((file, read in parts)))`, or `Ok(None)`
+    /// when it is not read — it leads outside the directory now, was replaced since it was
+    /// indexed, cannot be opened (each with a warning on `tx`), or its index says nothing in it
+    /// can match. Out of file handles is an error of the whole answer.
+    #[allow(clippy::too_many_arguments)]
+    fn open_for_query(
+        &self,
+        p: &Path,
+        e: &FileEntry,
+        lookup: &crate::index::Lookup,
+        (after, before): (Timestamp, Timestamp),
+        tx: &mpsc::Sender<Message>,
+        progress: &Progress,
+        (root, dirs_inside): (Option<&Path>, &mut HashMap<PathBuf, bool>),
+    ) -> Result<Option<(CaptureFile, bool)>, Error> {
+        progress.opening(p);
+        // A path that leads outside the directory now (a link swapped in since it was indexed)
+        // is not read. A file that is not a link is inside when its directory is (resolved once
+        // per directory per query, not once per file).
+        if !self.layout.follow_symlinks {
+            let in_root = |q: &Path| {
+                root.is_some_and(|r| std::fs::canonicalize(q).is_ok_and(|c| c.starts_with(r)))
+            };
+            let inside = match (std::fs::symlink_metadata(p), p.parent()) {
+                (Ok(m), Some(d)) if !m.file_type().is_symlink() => *dirs_inside
+                    .entry(d.to_owned())
+                    .or_insert_with(|| in_root(d)),
+                _ => in_root(p),
+            };
+            if !inside {
+                let warning = format!("{}: now leads outside the directory; skipped", p.display());
+                let _ = tx.blocking_send(Message::Warning(warning));
+                return Ok(None);
+            }
+        }
+        match CaptureFile::open(p) {
+            // The path names another file than the one indexed (replaced, or a link changed to
+            // lead elsewhere — outside the directory, maybe): not read.
+            Ok(f) if f.identity() != e.id => {
+                let warning = format!(
+                    "{}: replaced since it was indexed; skipped (the next query reads it)",
+                    p.display()
+                );
+                let _ = tx.blocking_send(Message::Warning(warning));
+                Ok(None)
+            }
+            Ok(mut f) => match self.planned_ranges(&f, lookup, after, before) {
+                // The index says nothing in this file can match.
+                Some(ranges) if ranges.is_empty() => Ok(None),
+                Some(ranges) => {
+                    let parts = f.restrict(&ranges);
+                    Ok(Some((f, parts)))
+                }
+                None => Ok(Some((f, false))),
+            },
+            Err(pcap::OpenError::Io(e))
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            {
+                Err(Error::Handles {
+                    path: p.to_owned(),
+                    source: e,
+                })
+            }
+            Err(e) => {
+                let warning = format!("{}: {e}; skipped", p.display());
+                let _ = tx.blocking_send(Message::Warning(warning));
+                Ok(None)
+            }
+        }
+    }
+
     /// The byte ranges of `f` a query of `lookup` over `[after, before)` needs, from its index:
     /// `None` when it has no usable index (read it whole); `Some(empty)` when nothing in it can
     /// match. The ranges are the file header and the planned slices.
@@ -1237,81 +1326,42 @@ impl LocalUpstream {
             .iter()
             .map(|(_, e)| (e.named.is_some() && e.last.is_none()).then(Span::default))
             .collect();
-        // Files read in parts (by their index's plan): nothing to learn of their range.
-        let mut restricted: Vec<usize> = Vec::new();
-        let mut out_of_handles: Option<Error> = None;
         let mut dirs_inside: HashMap<PathBuf, bool> = HashMap::new();
-        let mut readers: Vec<Option<CaptureFile>> = files
-            .into_iter()
-            .enumerate()
-            .map(|(i, (p, e))| {
-                progress.opening(&p);
-                // A path that leads outside the directory now (a link swapped in since it was
-                // indexed) is not read. A file that is not a link is inside when its directory
-                // is (resolved once per directory per query, not once per file).
-                let mut inside = |p: &Path| {
-                    let Some(r) = root.as_ref() else { return false };
-                    let in_root =
-                        |q: &Path| std::fs::canonicalize(q).is_ok_and(|c| c.starts_with(r));
-                    match (std::fs::symlink_metadata(p), p.parent()) {
-                        (Ok(m), Some(d)) if !m.file_type().is_symlink() => *dirs_inside
-                            .entry(d.to_owned())
-                            .or_insert_with(|| in_root(d)),
-                        _ => in_root(p),
+        let mut readers: Vec<Option<CaptureFile>> = (0..files.len()).map(|_| None).collect();
+        // Files read whole before (so `first` is their earliest time) and not being written:
+        // opened only when the merge reaches that time (a placeholder head stands in for
+        // them until then), so a wide window holds a handle and a read buffer for the few
+        // files it is in, not for all of them. The others are opened now.
+        let now = SystemTime::now();
+        let mut pending: Vec<Option<(PathBuf, FileEntry)>> = Vec::with_capacity(files.len());
+        for (i, (p, e)) in files.into_iter().enumerate() {
+            let settled = now.duration_since(e.mtime).is_ok_and(|d| d >= LAZY_AFTER);
+            if e.last.is_some() && e.first.is_some() && settled {
+                pending.push(Some((p, e)));
+                continue;
+            }
+            pending.push(None);
+            match self.open_for_query(
+                &p,
+                &e,
+                &lookup,
+                (after, before),
+                tx,
+                progress,
+                (root.as_deref(), &mut dirs_inside),
+            ) {
+                Ok(Some((f, parts))) => {
+                    if parts {
+                        spans[i] = None;
                     }
-                };
-                if !self.layout.follow_symlinks && !inside(&p) {
-                    let warning =
-                        format!("{}: now leads outside the directory; skipped", p.display());
-                    let _ = tx.blocking_send(Message::Warning(warning));
-                    return None;
+                    readers[i] = Some(f);
                 }
-                match CaptureFile::open(&p) {
-                    // The path names another file than the one indexed (replaced, or a link
-                    // changed to lead elsewhere — outside the directory, maybe): not read.
-                    Ok(f) if f.identity() != e.id => {
-                        let warning = format!(
-                            "{}: replaced since it was indexed; skipped (the next query reads it)",
-                            p.display()
-                        );
-                        let _ = tx.blocking_send(Message::Warning(warning));
-                        None
-                    }
-                    Ok(mut f) => match self.planned_ranges(&f, &lookup, after, before) {
-                        // The index says nothing in this file can match.
-                        Some(ranges) if ranges.is_empty() => None,
-                        Some(ranges) => {
-                            // Read in parts, it is not read whole: nothing to learn from it.
-                            if f.restrict(&ranges) {
-                                restricted.push(i);
-                            }
-                            Some(f)
-                        }
-                        None => Some(f),
-                    },
-                    Err(pcap::OpenError::Io(e))
-                        if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
-                    {
-                        out_of_handles.get_or_insert(Error::Handles {
-                            path: p.clone(),
-                            source: e,
-                        });
-                        None
-                    }
-                    Err(e) => {
-                        let warning = format!("{}: {e}; skipped", p.display());
-                        let _ = tx.blocking_send(Message::Warning(warning));
-                        None
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Message::Failed(e));
+                    return;
                 }
-            })
-            .collect();
-        if let Some(e) = out_of_handles {
-            let _ = tx.blocking_send(Message::Failed(e));
-            return;
-        }
-        for i in restricted {
-            spans[i] = None;
+            }
         }
         // Each file's packets are gated before the merge, as `tcpdump -r FILE FILTER` per file
         // then `mergecap` would: the merge takes each file's matching packets in file order,
@@ -1386,11 +1436,40 @@ impl LocalUpstream {
                 }
             }
         };
-        for i in 0..readers.len() {
-            fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
+        for (i, waiting) in pending.iter().enumerate() {
+            match waiting {
+                Some((_, e)) => kway.push(i, placeholder(e.first.expect("pending files have one"))),
+                None => fill(i, &mut kway, &mut readers, &mut spans, &mut gate),
+            }
         }
         let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
+            if let Some((path, e)) = pending[i].take() {
+                // Its placeholder: the merge has reached the file's earliest time.
+                match self.open_for_query(
+                    &path,
+                    &e,
+                    &lookup,
+                    (after, before),
+                    tx,
+                    progress,
+                    (root.as_deref(), &mut dirs_inside),
+                ) {
+                    Ok(Some((f, parts))) => {
+                        if parts {
+                            spans[i] = None;
+                        }
+                        readers[i] = Some(f);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Message::Failed(e));
+                        return;
+                    }
+                }
+                fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
+                continue;
+            }
             popped = popped.wrapping_add(1);
             // A selective filter may send nothing for a long while: notice a stop or a
             // departed job between sends too.
