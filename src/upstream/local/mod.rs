@@ -1332,6 +1332,31 @@ impl LocalUpstream {
         // opened only when the merge reaches that time (a placeholder head stands in for
         // them until then), so a wide window holds a handle and a read buffer for the few
         // files it is in, not for all of them. The others are opened now.
+        // Opens file `i` into `readers` (or leaves it out); out of handles is an error.
+        let open_now = |i: usize,
+                        p: &Path,
+                        e: &FileEntry,
+                        readers: &mut [Option<CaptureFile>],
+                        spans: &mut [Option<Span>],
+                        dirs_inside: &mut HashMap<PathBuf, bool>|
+         -> Result<(), Error> {
+            let scope = (after, before);
+            if let Some((f, parts)) = self.open_for_query(
+                p,
+                e,
+                &lookup,
+                scope,
+                tx,
+                progress,
+                (root.as_deref(), dirs_inside),
+            )? {
+                if parts {
+                    spans[i] = None;
+                }
+                readers[i] = Some(f);
+            }
+            Ok(())
+        };
         let now = SystemTime::now();
         let mut pending: Vec<Option<(PathBuf, FileEntry)>> = Vec::with_capacity(files.len());
         for (i, (p, e)) in files.into_iter().enumerate() {
@@ -1341,26 +1366,9 @@ impl LocalUpstream {
                 continue;
             }
             pending.push(None);
-            match self.open_for_query(
-                &p,
-                &e,
-                &lookup,
-                (after, before),
-                tx,
-                progress,
-                (root.as_deref(), &mut dirs_inside),
-            ) {
-                Ok(Some((f, parts))) => {
-                    if parts {
-                        spans[i] = None;
-                    }
-                    readers[i] = Some(f);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Message::Failed(e));
-                    return;
-                }
+            if let Err(e) = open_now(i, &p, &e, &mut readers, &mut spans, &mut dirs_inside) {
+                let _ = tx.blocking_send(Message::Failed(e));
+                return;
             }
         }
         // Each file's packets are gated before the merge, as `tcpdump -r FILE FILTER` per file
@@ -1446,26 +1454,9 @@ impl LocalUpstream {
         while let Some((i, p)) = kway.pop() {
             if let Some((path, e)) = pending[i].take() {
                 // Its placeholder: the merge has reached the file's earliest time.
-                match self.open_for_query(
-                    &path,
-                    &e,
-                    &lookup,
-                    (after, before),
-                    tx,
-                    progress,
-                    (root.as_deref(), &mut dirs_inside),
-                ) {
-                    Ok(Some((f, parts))) => {
-                        if parts {
-                            spans[i] = None;
-                        }
-                        readers[i] = Some(f);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Message::Failed(e));
-                        return;
-                    }
+                if let Err(e) = open_now(i, &path, &e, &mut readers, &mut spans, &mut dirs_inside) {
+                    let _ = tx.blocking_send(Message::Failed(e));
+                    return;
                 }
                 fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
                 continue;
