@@ -329,7 +329,7 @@ async fn read_query(
 /// `…/estimate`: the query as understood, and its answer as the indexes estimate it.
 async fn estimate(state: &AppState, q: &Query) -> Result<Response<Body>, ApiError> {
     let w = state.registry.estimate(q).await?;
-    let over = w.limit > 0 && w.bytes > w.limit;
+    let over = w.limit > 0 && w.of.bytes > w.limit;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({

@@ -689,13 +689,6 @@ pub struct Estimate {
     pub bytes: u64,
 }
 
-impl std::ops::AddAssign for Estimate {
-    fn add_assign(&mut self, o: Estimate) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-    }
-}
-
 impl IndexView<'_> {
     /// The answer of `lookup` in `[after, before)` as the index predicts it: in each slice
     /// that overlaps the window, the records that carry every key asked for, scaled by the

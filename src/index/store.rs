@@ -156,7 +156,13 @@ pub struct Mapped {
 type FileKey = (u64, u64, u64, i64, i64);
 
 /// A capture file's device, inode, length, modification and change times (ns).
-type CaptureKey = (u64, u64, u64, i64, i64);
+type CaptureKey = FileKey;
+
+/// A file's device, inode, length, modification and change times.
+fn key_of(meta: &std::fs::Metadata) -> FileKey {
+    let t = super::Times::of(meta);
+    (meta.dev(), meta.ino(), meta.len(), t.mtime_ns, t.ctime_ns)
+}
 
 /// Index files checked whole (tables hashed) against a capture file (its first and last bytes
 /// hashed), as both were then. Docket writes an index once and renames it into place, never
@@ -213,24 +219,8 @@ impl Mapped {
 /// its tables twice per query.
 pub fn load(dir: &Path, capture: &Path, file: &File) -> Option<Mapped> {
     let f = open_ours(&path_in(dir, capture))?;
-    let meta = f.metadata().ok()?;
-    let times = super::Times::of(&meta);
-    let key = (
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        times.mtime_ns,
-        times.ctime_ns,
-    );
-    let cmeta = file.metadata().ok()?;
-    let ctimes = super::Times::of(&cmeta);
-    let ckey = (
-        cmeta.dev(),
-        cmeta.ino(),
-        cmeta.len(),
-        ctimes.mtime_ns,
-        ctimes.ctime_ns,
-    );
+    let key = key_of(&f.metadata().ok()?);
+    let ckey = key_of(&file.metadata().ok()?);
     // SAFETY: the file is a regular file only this user can write, which Docket writes whole
     // under a temporary name and renames into place, never in place; a replaced or deleted one
     // stays mapped as it was.

@@ -53,7 +53,7 @@ pub enum Error {
     #[error(
         "the answer is estimated at {} bytes ({} packets), over max_estimated_bytes = {}: \
          narrow the window, add host, net, port or proto clauses, or add ignore-weight",
-        .0.bytes, .0.packets, .0.limit
+        .0.of.bytes, .0.of.packets, .0.limit
     )]
     TooHeavy(Box<Weight>),
 }
@@ -62,14 +62,10 @@ pub enum Error {
 /// is read (`…/estimate`, the job's JSON, the 413 of an over-weight request).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Weight {
-    /// Packets.
-    pub packets: u64,
-    /// Bytes of capture records.
-    pub bytes: u64,
-    /// Files estimated from their index.
-    pub indexed_files: usize,
-    /// Files without a usable index, counted whole (scaled to the window): an upper bound.
-    pub scanned_files: usize,
+    /// The directories' estimates, summed (packets, bytes, files estimated from their index,
+    /// files counted whole).
+    #[serde(flatten)]
+    pub of: crate::upstream::local::Estimate,
     /// Upstreams that cannot estimate (Stenographer sensors; a directory that did not answer
     /// in time): not counted.
     pub not_estimated: Vec<String>,

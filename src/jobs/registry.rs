@@ -345,11 +345,11 @@ impl Registry {
                 (a, g) if g > 0 => Some(a.map_or(g, |a| a.min(g))),
                 _ => None,
             };
-            let mut bytes = w.bytes;
+            let mut bytes = w.of.bytes;
             if let Some(p) = cap(query.limit_packets, self.config.limit_packets) {
-                if w.packets > p {
+                if w.of.packets > p {
                     bytes =
-                        u64::try_from(u128::from(bytes) * u128::from(p) / u128::from(w.packets))
+                        u64::try_from(u128::from(bytes) * u128::from(p) / u128::from(w.of.packets))
                             .unwrap_or(u64::MAX);
                 }
             }
@@ -394,12 +394,7 @@ impl Registry {
         }
         for (name, task) in asked {
             match tokio::time::timeout(ESTIMATE_WITHIN, task).await {
-                Ok(Ok(e)) => {
-                    w.packets += e.packets;
-                    w.bytes += e.bytes;
-                    w.indexed_files += e.indexed_files;
-                    w.scanned_files += e.scanned_files;
-                }
+                Ok(Ok(e)) => w.of += e,
                 _ => w.not_estimated.push(name),
             }
         }

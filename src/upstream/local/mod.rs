@@ -328,7 +328,9 @@ impl FileEntry {
         self.readable()
             && match self.index {
                 IndexState::Built { size, .. } => size != self.size,
-                IndexState::Unfit { size } => self.size < size || self.size >= size * 2,
+                IndexState::Unfit { size } => {
+                    self.size < size || self.size >= size.saturating_mul(2)
+                }
                 IndexState::Missing | IndexState::WriteFailed => true,
             }
     }
@@ -1221,9 +1223,12 @@ impl LocalUpstream {
             });
             match indexed {
                 Some(x) => {
-                    est.indexed_files += 1;
-                    est.packets += x.packets;
-                    est.bytes += x.bytes;
+                    est += Estimate {
+                        packets: x.packets,
+                        bytes: x.bytes,
+                        indexed_files: 1,
+                        scanned_files: 0,
+                    };
                 }
                 None => {
                     let share = match (e.first, e.last) {
@@ -1234,9 +1239,12 @@ impl LocalUpstream {
                         _ => 1.0,
                     };
                     let bytes = e.size as f64 * share;
-                    est.scanned_files += 1;
-                    est.bytes += bytes.round() as u64;
-                    est.packets += (bytes / per_packet).round() as u64;
+                    est += Estimate {
+                        packets: (bytes / per_packet).round() as u64,
+                        bytes: bytes.round() as u64,
+                        indexed_files: 0,
+                        scanned_files: 1,
+                    };
                 }
             }
         }
