@@ -179,7 +179,21 @@ pub fn http_request(input: &[u8]) {
             let (_, out) = tokio::join!(conn, talk);
             out
         });
-        let out = bounded.await.expect("the front door answers within 60 s");
+        let out = match bounded.await {
+            Ok(out) => out,
+            // What every job was doing then: the stall seen after millions of inputs left no
+            // thread running, so the report has to say what the futures were waiting on.
+            Err(_) => panic!(
+                "the front door did not answer within 60 s; free merge slots {}; jobs: {:#?}",
+                state.registry.free_slots(),
+                state
+                    .registry
+                    .all()
+                    .iter()
+                    .map(|j| (j.id, j.snapshot()))
+                    .collect::<Vec<_>>()
+            ),
+        };
         for job in state.registry.all() {
             state.registry.remove(&job.id);
         }

@@ -401,6 +401,11 @@ impl Registry {
         Ok(w)
     }
 
+    /// Merge slots free now (of `max_jobs`): for diagnostics.
+    pub fn free_slots(&self) -> usize {
+        self.cx.0.permits.available_permits()
+    }
+
     /// Whether a request for `j`'s query joins it (reads its capture from byte 0).
     fn joinable(&self, j: &Job) -> bool {
         match j.state() {
