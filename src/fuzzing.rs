@@ -145,60 +145,41 @@ pub fn http_request(input: &[u8]) {
     let fx = http_fixture();
     let state = Arc::clone(&fx.states[usize::from(mode & 1)]);
     let data = data.to_vec();
-    let answer = fx.runtime.block_on(async move {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let (server, wire) = crate::http::wire::Watched::new(server);
-        let info = crate::http::ConnInfo {
-            peer: "127.0.0.1:9".parse().expect("an address"),
-            tls: false,
-            cert_user: None,
-            wire,
-            activity: Arc::new(crate::http::conn::Activity::new(None)),
-        };
-        let st = Arc::clone(&state);
-        let svc = hyper::service::service_fn(move |req| {
-            let (st, info) = (Arc::clone(&st), info.clone());
-            async move {
-                Ok::<_, std::convert::Infallible>(crate::http::front::handle(req, st, info).await)
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
-        let talk = async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut rd, mut wr) = tokio::io::split(client);
-            let _ = wr.write_all(&data).await;
-            let _ = wr.shutdown().await;
-            let mut out = Vec::new();
-            let _ = rd.read_to_end(&mut out).await;
-            out
-        };
-        // Wall-clock, so generous: a fuzzer at low priority beside a busy machine can be
-        // starved for seconds (a 10 s bound tripped once that way; the input takes 60 ms).
-        let bounded = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            let (_, out) = tokio::join!(conn, talk);
-            out
-        });
-        let out = match bounded.await {
-            Ok(out) => out,
-            // What every job was doing then: the stall seen after millions of inputs left no
-            // thread running, so the report has to say what the futures were waiting on.
-            Err(_) => panic!(
+    let st = Arc::clone(&state);
+    // Spawned, as the server runs every connection: the exchange runs on a worker, never inside
+    // `block_on` (where the stall seen after millions of inputs sat, no thread running).
+    let exchange = fx.runtime.spawn(exchange(st, data));
+    // The bound is kept by a plain thread, not a tokio timer, so that it reports even if the
+    // runtime itself stops waking anything. Wall-clock, so generous: a fuzzer at low priority
+    // beside a busy machine can be starved for seconds (the input takes milliseconds).
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watched = Arc::clone(&state);
+    let watchdog = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(std::time::Duration::from_secs(60))
+        {
+            // What every job was doing then, printed before the abort (a panic here would
+            // not stop the stalled main thread).
+            eprintln!(
                 "the front door did not answer within 60 s; free merge slots {}; jobs: {:#?}",
-                state.registry.free_slots(),
-                state
+                watched.registry.free_slots(),
+                watched
                     .registry
                     .all()
                     .iter()
                     .map(|j| (j.id, j.snapshot()))
                     .collect::<Vec<_>>()
-            ),
-        };
-        for job in state.registry.all() {
-            state.registry.remove(&job.id);
+            );
+            std::process::abort();
         }
-        out
     });
+    let answer = fx.runtime.block_on(exchange);
+    let _ = done.send(());
+    let _ = watchdog.join();
+    let answer = answer.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    for job in state.registry.all() {
+        state.registry.remove(&job.id);
+    }
     // Every answer's status line: never a 500.
     for line in answer.split(|&b| b == b'\n') {
         assert!(
@@ -207,6 +188,47 @@ pub fn http_request(input: &[u8]) {
             String::from_utf8_lossy(&answer)
         );
     }
+}
+
+/// One HTTP/1.1 connection carrying `data`, served by the real front door; what it answered.
+async fn exchange(st: Arc<crate::http::AppState>, data: Vec<u8>) -> Vec<u8> {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (server, wire) = crate::http::wire::Watched::new(server);
+    let info = crate::http::ConnInfo {
+        peer: "127.0.0.1:9".parse().expect("an address"),
+        tls: false,
+        cert_user: None,
+        wire,
+        activity: Arc::new(crate::http::conn::Activity::new(None)),
+    };
+    let conn = serve(hyper_util::rt::TokioIo::new(server), st, info);
+    let talk = async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let _ = wr.write_all(&data).await;
+        let _ = wr.shutdown().await;
+        let mut out = Vec::new();
+        let _ = rd.read_to_end(&mut out).await;
+        out
+    };
+    let (_, out) = tokio::join!(conn, talk);
+    out
+}
+
+/// The front door on one HTTP/1.1 connection. Generic over the stream as the server's own
+/// `serve_conn` is: with the concrete type, the spawned future's `Send` proof fails on a
+/// higher-ranked `From` bound inside hyper.
+async fn serve<I>(io: I, st: Arc<crate::http::AppState>, info: crate::http::ConnInfo)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (st, info) = (Arc::clone(&st), info.clone());
+        async move { Ok::<_, std::convert::Infallible>(crate::http::front::handle(req, st, info).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
 }
 
 struct HttpFixture {
