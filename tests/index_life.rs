@@ -593,3 +593,53 @@ fn an_index_that_could_not_be_written_is_written_later() {
     wait_indexed(&server, 2);
     assert_eq!(index_files(&index, ".idx").len(), 2);
 }
+
+/// A query skips listing the directory while its change watch says nothing changed: a file
+/// that appears in a new subdirectory, or one deleted, just before a query must still be in
+/// (or out of) its answer. Oracle: tcpdump + mergecap over the directory as it is then.
+#[test]
+fn a_change_just_before_a_query_is_in_its_answer() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("w");
+    std::fs::create_dir(&dir).unwrap();
+    let corpus = common::corpus().join("merge");
+    std::fs::copy(
+        corpus.join("ground-truth__pcpp-tls2.pcap"),
+        dir.join("other.pcap"),
+    )
+    .unwrap();
+    let server = Server::launch(TempDir::new().unwrap(), &conf(&dir), None);
+    wait_indexed(&server, 1);
+    let (after, before) = ("2000-01-01T00:00:00Z", "2030-01-01T00:00:");
+    let check = |second: u32, what: &str| {
+        let window = format!("after/{after}/before/{before}{second:02}Z");
+        let dirs: Vec<PathBuf> = [dir.clone(), dir.join("new")]
+            .into_iter()
+            .filter(|d| d.exists())
+            .collect();
+        let want = common::server::oracle(
+            &dirs,
+            "",
+            common::server::epoch(after),
+            common::server::epoch(&format!("{before}{second:02}Z")),
+            work.path(),
+        )
+        .expect("packets");
+        for sensor in ["i", "s"] {
+            let ours = server.fetch(&format!("q/sensor/{sensor}/{window}/pcap"), work.path());
+            common::server::assert_same_packets(&ours, &want, &format!("{sensor}: {what}"));
+        }
+    };
+    // Twice with nothing changed: the second answer comes from the table as it was.
+    check(1, "as launched");
+    check(2, "nothing changed");
+    std::fs::create_dir(dir.join("new")).unwrap();
+    std::fs::copy(
+        corpus.join("natural-pair-requests__pcpp-4KHttpRequests.pcap"),
+        dir.join("new/req.pcap"),
+    )
+    .unwrap();
+    check(3, "a file in a new subdirectory");
+    std::fs::remove_file(dir.join("other.pcap")).unwrap();
+    check(4, "a file deleted");
+}

@@ -1210,21 +1210,27 @@ mod tests {
         let (index, id) = build_file(&capture).unwrap();
         store::save(dir.path(), &capture, &index, &id, Times::default()).unwrap();
         let file = std::fs::File::open(&capture).unwrap();
-        assert!(store::load(dir.path(), &capture, &file).is_some_and(|m| m.view().is_some()));
+        assert!(
+            store::load(dir.path(), &capture, &file, &file.metadata().unwrap())
+                .is_some_and(|m| m.view().is_some())
+        );
         let at = store::path_in(dir.path(), &capture);
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(
-            store::load(dir.path(), &capture, &file).is_none(),
+            store::load(dir.path(), &capture, &file, &file.metadata().unwrap()).is_none(),
             "writable by others"
         );
         std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::hard_link(&at, dir.path().join("second-name")).unwrap();
         assert!(
-            store::load(dir.path(), &capture, &file).is_none(),
+            store::load(dir.path(), &capture, &file, &file.metadata().unwrap()).is_none(),
             "two links"
         );
         std::fs::remove_file(dir.path().join("second-name")).unwrap();
-        assert!(store::load(dir.path(), &capture, &file).is_some_and(|m| m.view().is_some()));
+        assert!(
+            store::load(dir.path(), &capture, &file, &file.metadata().unwrap())
+                .is_some_and(|m| m.view().is_some())
+        );
         std::fs::write(dir.path().join("stale.idx.1.tmp"), b"").unwrap();
         store::prune(dir.path(), [capture.as_path()]);
         assert!(at.exists() && !dir.path().join("stale.idx.1.tmp").exists());

@@ -154,6 +154,8 @@ pub struct CaptureFile {
     damage: Option<ReadError>,
     /// (device, inode) of the file opened.
     identity: (u64, u64),
+    /// The file's metadata when opened.
+    meta: std::fs::Metadata,
     /// Where the part being read ends: the size, unless [`CaptureFile::restrict`] chose parts.
     stop: u64,
     /// The parts still to read after the current one (an index's plan).
@@ -213,6 +215,7 @@ impl CaptureFile {
             source,
             damage: None,
             identity,
+            meta,
             stop: size,
             parts: std::collections::VecDeque::new(),
         })
@@ -256,6 +259,11 @@ impl CaptureFile {
     /// (device, inode) of the file that was opened — which a path may no longer name.
     pub fn identity(&self) -> (u64, u64) {
         self.identity
+    }
+
+    /// The file's metadata as it was when opened.
+    pub fn metadata(&self) -> &std::fs::Metadata {
+        &self.meta
     }
 
     /// Offset, in the capture's (decompressed) byte stream, just past the last packet returned:

@@ -1,6 +1,6 @@
 //! Background work of an indexed directory, off the query path: a refresher that notices new
 //! and changed files between queries — woken by an inotify watch of the directory tree
-//! (`notify`), with a periodic refresh as the fallback for what a watch misses (network mounts,
+//! (inotify, `watch`), with a periodic refresh as the fallback for what a watch misses (network mounts,
 //! the inotify watch limit) — and an indexer that builds the index of every file that has
 //! none — rotation files a refresh only probed, files whose index went missing (a deleted
 //! `index_dir`), files that changed.
@@ -55,13 +55,17 @@ pub fn start(u: &Arc<LocalUpstream>) -> std::io::Result<()> {
         .spawn(move || {
             // Set up here, not on the start's path: adding watches walks the tree, and a hung
             // mount in it would hold the start.
-            let (wake, woken) = std::sync::mpsc::sync_channel(1);
-            let watcher = watch(&dir, wake)
-                .map_err(|e| {
-                    tracing::warn!(sensor = %name, error = %e, "no change notification: the directory is looked at every 2 s");
-                })
-                .ok();
-            refresher(&weak, &woken, watcher);
+            match super::watch::Watch::new(&dir) {
+                Ok(w) => {
+                    if let Some(u) = weak.upgrade() {
+                        let _ = u.watch.set(w);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(sensor = %name, error = %e, "no change notification: the directory is looked at every 2 s, and at every query");
+                }
+            }
+            refresher(&weak);
         })?;
     if u.index_dir.is_some() {
         let weak = Arc::downgrade(u);
@@ -72,41 +76,7 @@ pub fn start(u: &Arc<LocalUpstream>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A watch of `dir` and everything below it that sends on `wake` when something is created,
-/// written, closed after writing, renamed or removed (not when a file is only read: Docket's
-/// own reads must not wake it).
-fn watch(
-    dir: &std::path::Path,
-    wake: std::sync::mpsc::SyncSender<()>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    use notify::Watcher;
-    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        let changed = ev.is_ok_and(|e| {
-            matches!(
-                e.kind,
-                EventKind::Create(_)
-                    | EventKind::Modify(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Any
-                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
-            )
-        });
-        if changed {
-            // A wake already pending says the same.
-            let _ = wake.try_send(());
-        }
-    })?;
-    w.watch(dir, notify::RecursiveMode::Recursive)?;
-    Ok(w)
-}
-
-fn refresher(
-    weak: &Weak<LocalUpstream>,
-    woken: &std::sync::mpsc::Receiver<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
+fn refresher(weak: &Weak<LocalUpstream>) {
     loop {
         let Some(u) = weak.upgrade() else { return };
         // Only when no other refresh (a query's) is under way: never a second thread waiting
@@ -115,15 +85,17 @@ fn refresher(
             tracing::debug!(sensor = %u.name, error = %e, "refresh");
         }
         u.save_catalog(false);
-        drop(u);
-        match woken.recv_timeout(REFRESH_EVERY) {
-            Ok(()) => {
-                std::thread::sleep(GATHER);
-                while woken.try_recv().is_ok() {}
+        match u.watch.get() {
+            Some(w) => {
+                if w.wait(REFRESH_EVERY) {
+                    std::thread::sleep(GATHER);
+                }
             }
-            Err(RecvTimeoutError::Timeout) => {}
             // No watch: the clock alone.
-            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(REFRESH_EVERY),
+            None => {
+                drop(u);
+                std::thread::sleep(REFRESH_EVERY);
+            }
         }
     }
 }
@@ -209,7 +181,7 @@ fn extend_index(u: &LocalUpstream, path: &Path, known: &FileEntry) -> Option<Ind
     if f.identity() != known.id {
         return None;
     }
-    let mapped = crate::index::store::load(dir, path, f.file())?;
+    let mapped = crate::index::store::load(dir, path, f.file(), f.metadata())?;
     let view = mapped.view()?;
     if view.whole_only() {
         return None;

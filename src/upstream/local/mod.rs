@@ -50,6 +50,7 @@
 
 mod catalog;
 pub mod indexer;
+mod watch;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -276,6 +277,9 @@ pub struct LocalUpstream {
     catalog: Mutex<CatalogState>,
     /// Files read whole (to learn their range, or to index them) since the start.
     reads: AtomicU64,
+    /// The tree's change watch, once the refresher has set it up: a query skips its refresh
+    /// while it says nothing changed.
+    watch: std::sync::OnceLock<watch::Watch>,
 }
 
 /// When the catalog was written, and whether the file table changed since.
@@ -611,6 +615,7 @@ impl LocalUpstream {
             unavailable: Mutex::new(None),
             catalog: Mutex::new(CatalogState::default()),
             reads: AtomicU64::new(0),
+            watch: std::sync::OnceLock::new(),
         }
     }
 
@@ -707,6 +712,10 @@ impl LocalUpstream {
             }
         };
         *self.refresher.lock().expect("refresher lock") = Some(Arc::clone(progress));
+        // What the watch reported so far is what this refresh sees.
+        let mark = self.watch.get().map(watch::Watch::begin);
+        // A file with a second name may be written through a name the watch does not cover.
+        let mut seeable = !self.layout.follow_symlinks;
         let missing = |source| {
             let e = Error::Directory {
                 path: self.dir.clone(),
@@ -831,6 +840,9 @@ impl LocalUpstream {
                 if !files_seen.insert(id) {
                     continue;
                 }
+                if meta.nlink() > 1 {
+                    seeable = false;
+                }
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 let ctime = crate::index::Times::of(&meta).ctime_ns;
                 let known = {
@@ -909,6 +921,9 @@ impl LocalUpstream {
             }
         }
         self.save_catalog(false);
+        if let (Some(w), Some(mark)) = (self.watch.get(), mark) {
+            w.refreshed(mark, seeable && incomplete.is_empty());
+        }
         Ok(true)
     }
 
@@ -994,7 +1009,7 @@ impl LocalUpstream {
         before: Timestamp,
     ) -> Option<Vec<(u64, u64)>> {
         let dir = self.index_dir.as_ref()?;
-        let mapped = crate::index::store::load(dir, f.path(), f.file());
+        let mapped = crate::index::store::load(dir, f.path(), f.file(), f.metadata());
         let Some(view) = mapped.as_ref().and_then(|m| m.view()) else {
             self.index_lost(f);
             return None;
@@ -1002,11 +1017,7 @@ impl LocalUpstream {
         let indexed = mapped.as_ref().map_or(0, |m| m.size());
         // A file as it was indexed (not rewritten in place), or one that grew since (being
         // written; its indexed bytes are unchanged — `load` checked them).
-        let times = f
-            .file()
-            .metadata()
-            .ok()
-            .map(|m| crate::index::Times::of(&m));
+        let times = Some(crate::index::Times::of(f.metadata()));
         let grown = f.size() > indexed;
         if f.size() < indexed {
             return None;
@@ -1215,7 +1226,7 @@ impl LocalUpstream {
         for (path, e) in &files {
             let indexed = CaptureFile::open(path).ok().and_then(|f| {
                 let dir = self.index_dir.as_ref()?;
-                let mapped = crate::index::store::load(dir, path, f.file())?;
+                let mapped = crate::index::store::load(dir, path, f.file(), f.metadata())?;
                 let view = mapped.view()?;
                 (f.size() == mapped.size())
                     .then(|| view.estimate(&lookup, after, before).ok())
@@ -1274,7 +1285,14 @@ impl LocalUpstream {
         let thread_cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
             let gone = || thread_cancel.is_cancelled() || inner_tx.is_closed();
-            match me.refresh_watched(&watched, &gone) {
+            // Nothing changed since the last refresh (and the watch would have seen it): the
+            // file table is current, no need to list and stat every file again.
+            let current = me.watch.get().is_some_and(watch::Watch::unchanged);
+            match if current {
+                Ok(true)
+            } else {
+                me.refresh_watched(&watched, &gone)
+            } {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => {
