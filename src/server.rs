@@ -82,7 +82,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
-            tick.tick().await;
+            // Every period, and when asked (the `cleanup` route; Docket-py's forced cleanup).
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = cleanup_registry.cleanup_requested() => {}
+            }
             let r = Arc::clone(&cleanup_registry);
             let deleted = tokio::task::spawn_blocking(move || {
                 let d = r.spool().cleanup(expire_time, expire_space);

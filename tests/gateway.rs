@@ -118,21 +118,28 @@ fn results_equal_tcpdump_editcap_mergecap_for_a_set_of_queries() {
     }
 }
 
-/// Windows are widened to whole minutes (the dedup quantum), and packets are gated exactly
-/// to the widened window: 06:56:10–06:56:30 is answered as 06:56:00–06:57:00.
+/// An absolute window is exact, as asked: 06:56:10–06:56:30 is those twenty seconds (the
+/// packets gated to them are checked against the oracle in the test above). Relative times are
+/// widened to whole minutes (the dedup quantum), so a "last hour" asked twice within a minute is
+/// one job.
 #[test]
-fn windows_are_quantised_to_the_time_window() {
+fn absolute_windows_are_exact_and_relative_ones_quantised() {
     let server = Server::start(&sensors(), "");
     let j = server.json("q/after/2021-01-05T06:56:10Z/before/2021-01-05T06:56:30Z");
     assert!(
         j["query"]
             .as_str()
             .unwrap()
-            .starts_with("after 2021-01-05T06:56:00Z and before 2021-01-05T06:57:00Z"),
+            .starts_with("after 2021-01-05T06:56:10Z and before 2021-01-05T06:56:30Z"),
         "{j}"
     );
     let k = server.json("q/after/2021-01-05T06:56:00Z/before/2021-01-05T06:57:00Z");
-    assert_eq!(j["id"], k["id"]);
+    assert_ne!(j["id"], k["id"]);
+    let r = server.json("q/after/1h/before/1m");
+    let q = r["query"].as_str().unwrap();
+    for t in q.split(" and ").take(2) {
+        assert!(t.ends_with(":00Z"), "{q}");
+    }
 }
 
 #[test]
@@ -256,7 +263,7 @@ fn url_json_and_form_of_one_query_are_one_job() {
             "-H",
             "Content-Type: application/json",
             "--data-binary",
-            r#"{"host": ["2620:1EC:C11:0::200"], "port": "443", "after": "2021-01-05T07:55:00+01:00", "before": "1609830000"}"#,
+            r#"{"host": ["2620:1EC:C11:0::200"], "port": "443", "after": "2021-01-05T07:55:00+01:00", "before": "@1609830000"}"#,
         ],
     );
     assert_eq!(code, 200);

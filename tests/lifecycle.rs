@@ -316,7 +316,7 @@ fn every_error_path_answers_from_the_one_mapping() {
             Some("before"),
         ),
         ("GET", "no/such/route".into(), &[], 404, None),
-        ("PUT", "status".into(), &[], 404, None),
+        ("PUT", "status".into(), &[], 405, None),
     ];
     for (method, path, extra, status, clause) in cases {
         let mut args = vec!["-X", method];

@@ -137,8 +137,29 @@ async fn route(
         &Method::HEAD => Method::GET,
         m => m.clone(),
     };
+    // Docket-py's API, as ROCK serves it under `api/` (`/app/docket/api/…`): every route
+    // answers there too, with Docket-py's state strings in its job shapes.
+    let (segs, py) = match segs {
+        ["api", rest @ ..] => (rest, true),
+        _ => (segs, false),
+    };
+    let (audit, r) = route_path(req, body, state, segs, &method).await;
+    let r = match r {
+        Ok(r) if py => Ok(docket_py_states(r).await),
+        r => r,
+    };
+    (audit, r)
+}
+
+async fn route_path(
+    req: &Request<()>,
+    body: &mut Option<Incoming>,
+    state: &Arc<AppState>,
+    segs: &[&str],
+    method: &Method,
+) -> (AuditOf, Result<Response<Body>, ApiError>) {
     let plain = |r| (None, r);
-    match (method, segs) {
+    match (method.clone(), segs) {
         (Method::GET, ["healthz"]) => plain(Ok(Response::new(full("ok\n")))),
         (Method::GET, []) | (Method::GET, ["ui", ..]) => plain(Ok(super::ui::handle(
             state,
@@ -158,30 +179,51 @@ async fn route(
             Ok(q) => estimate(state, &q).await,
             Err(e) => Err(e),
         }),
-        (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["api", "uri", clauses @ ..]) => {
+        (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["uri", clauses @ ..]) => {
             let (clauses, want_pcap) = match clauses.split_last() {
                 Some((&"pcap", head)) => (head, true),
                 _ => (clauses, false),
             };
-            match query::parse_path(&clauses.join("/"), Timestamp::now(), &state.query_config()) {
-                Ok(q) => {
-                    let id = q.id();
-                    let r = start(state, q.clone(), want_pcap, req).await;
-                    (Some((Some(q), Some(id), want_pcap)), r)
-                }
-                Err(e) => (Some((None, None, want_pcap)), Err(e.into())),
-            }
+            let parsed =
+                query::parse_path(&clauses.join("/"), Timestamp::now(), &state.query_config())
+                    .map_err(ApiError::from)
+                    .and_then(|q| with_headers(req, q));
+            start_audited(state, parsed, want_pcap, req).await
         }
-        (Method::POST, ["q"]) | (Method::POST, ["api"]) => match read_query(req, body, state).await
-        {
-            Ok(q) => {
-                let id = q.id();
-                let r = start(state, q.clone(), false, req).await;
-                (Some((Some(q), Some(id), false)), r)
-            }
-            Err(e) => (Some((None, None, false)), Err(e)),
-        },
-        (Method::GET, [id, "merged.pcap"]) => {
+        (Method::POST, ["q"]) | (Method::POST, []) => {
+            let parsed = read_query(req, body, state)
+                .await
+                .and_then(|q| with_headers(req, q));
+            start_audited(state, parsed, false, req).await
+        }
+        // Docket-py's raw Stenographer queries: `raw/<query>` (`+` a space), `POST query/`
+        // (the query as the body, as `curl -d 'host 1.2.3.4'` sends it, or JSON `query`).
+        (Method::GET, ["raw", words @ ..]) => {
+            let text = words.join("/").replace('+', " ");
+            let text = percent_encoding::percent_decode_str(&text).decode_utf8_lossy();
+            let parsed = query::parse_text(&text, Timestamp::now(), &state.query_config())
+                .map_err(ApiError::from)
+                .and_then(|q| with_headers(req, q));
+            start_audited(state, parsed, false, req).await
+        }
+        (Method::POST, ["query"]) => {
+            let parsed = match read_text(req, body, state).await {
+                Ok(text) => query::parse_text(&text, Timestamp::now(), &state.query_config())
+                    .map_err(ApiError::from)
+                    .and_then(|q| with_headers(req, q)),
+                Err(e) => Err(e),
+            };
+            start_audited(state, parsed, false, req).await
+        }
+        // Docket-py's forced cleanup: the next spool cleanup runs now.
+        (Method::GET, ["cleanup"] | ["clean"]) => {
+            state.registry.request_cleanup();
+            plain(Ok(json(StatusCode::OK, &"Cleanup queued")))
+        }
+        // Docket-py's search of the job history: the jobs whose query holds every clause
+        // given (and whose window meets the times given).
+        (Method::POST, ["find"]) => plain(find(req, body, state).await),
+        (Method::GET, [id, "merged.pcap"]) | (Method::GET, ["results", id, "merged.pcap"]) => {
             let id = match id.parse::<JobId>() {
                 Ok(id) => id,
                 Err(_) => return plain(Err(ApiError::BadJobId((*id).to_owned()))),
@@ -206,7 +248,8 @@ async fn route(
                 },
             }
         }
-        (Method::DELETE, [id]) => {
+        // (`DELETE status` is a wrong method on a route, not a bad job id.)
+        (Method::DELETE, [id]) if allowed(segs).is_none_or(|a| a == "DELETE") => {
             let id = match id.parse::<JobId>() {
                 Ok(id) => id,
                 Err(_) => return plain(Err(ApiError::BadJobId((*id).to_owned()))),
@@ -270,8 +313,122 @@ async fn route(
         (Method::GET, ["stats", names @ ..]) => {
             plain(Ok(json(StatusCode::OK, &views::stats(state, names).await)))
         }
-        (_, _) => plain(Err(ApiError::NoRoute)),
+        (_, _) => plain(Err(match allowed(segs) {
+            Some(methods) => ApiError::MethodNotAllowed(methods),
+            None => ApiError::NoRoute,
+        })),
     }
+}
+
+/// The methods a path takes, if it is a route at all (for `405` and its `Allow`).
+fn allowed(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        [] | ["q"] | ["q", "estimate"] => "GET, HEAD, POST",
+        ["query"] | ["find"] => "POST",
+        ["healthz"]
+        | ["ui", ..]
+        | ["q", ..]
+        | ["uri", ..]
+        | ["raw", ..]
+        | ["status", ..]
+        | ["ids", ..]
+        | ["urls", ..]
+        | ["jobs"]
+        | ["stats", ..]
+        | ["cleanup"]
+        | ["clean"]
+        | [_, "merged.pcap"]
+        | ["results", _, "merged.pcap"] => "GET, HEAD",
+        [id] if id.parse::<JobId>().is_ok() => "DELETE",
+        _ => return None,
+    })
+}
+
+/// Starts the job of a parsed query (its capture, or its JSON answer), with its audit record.
+async fn start_audited(
+    state: &AppState,
+    parsed: Result<Query, ApiError>,
+    want_pcap: bool,
+    req: &Request<()>,
+) -> (AuditOf, Result<Response<Body>, ApiError>) {
+    match parsed {
+        Ok(q) => {
+            let id = q.id();
+            let r = start(state, q.clone(), want_pcap, req).await;
+            (Some((Some(q), Some(id), want_pcap)), r)
+        }
+        Err(e) => (Some((None, None, want_pcap)), Err(e)),
+    }
+}
+
+/// Docket-py's state strings in a job JSON, a list of them, or a `status` map (`api/` routes):
+/// scripts wait for `Completed` or `Failed`. A partial answer is `Completed` (its capture is
+/// there to fetch) with `"partial": true`; a cancelled job is `Failed`. Docket's own state
+/// stays as `docket_state`.
+async fn docket_py_states(r: Response<Body>) -> Response<Body> {
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json || !r.status().is_success() {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let Ok(bytes) = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+    else {
+        return Response::from_parts(parts, full(""));
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, full(bytes));
+    };
+    fn rename(job: &mut serde_json::Value) {
+        let Some(s) = job.get("state").and_then(|s| s.as_str()).map(str::to_owned) else {
+            return;
+        };
+        let py = match s.as_str() {
+            "Queued" => "Created",
+            "Running" => "Requesting",
+            "Completed" | "Partial" => "Completed",
+            _ => "Failed",
+        };
+        job["docket_state"] = s.clone().into();
+        job["state"] = py.into();
+        if s == "Partial" {
+            job["partial"] = true.into();
+        }
+    }
+    match &mut v {
+        serde_json::Value::Array(jobs) => jobs.iter_mut().for_each(rename),
+        serde_json::Value::Object(m) if m.contains_key("state") => rename(&mut v),
+        serde_json::Value::Object(m) => m.values_mut().for_each(rename),
+        _ => {}
+    }
+    let text = serde_json::to_vec(&v).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, full(text))
+}
+
+/// Whether the client is a browser navigating (its `Accept` asks for HTML before JSON).
+fn wants_html<B>(req: &Request<B>) -> bool {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let html = accept.find("text/html");
+    let json = accept.find("application/json");
+    html.is_some_and(|h| json.is_none_or(|j| h < j))
+}
+
+/// `q` with Docket-py's `Steno-Limit-Packets` / `Steno-Limit-Bytes` headers applied.
+fn with_headers<B>(req: &Request<B>, mut q: Query) -> Result<Query, ApiError> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    q.limits_from_headers(header("steno-limit-packets"), header("steno-limit-bytes"))?;
+    Ok(q)
 }
 
 fn user_of<B>(req: &Request<B>) -> Option<&str> {
@@ -279,11 +436,12 @@ fn user_of<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// The query of a POST body (JSON or form).
-async fn read_query(
+/// The request body (JSON or a form, by `Content-Type`), within the size and time limits.
+async fn read_body(
     req: &Request<()>,
     body: &mut Option<Incoming>,
     state: &AppState,
-) -> Result<Query, ApiError> {
+) -> Result<(Bytes, bool), ApiError> {
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -318,12 +476,102 @@ async fn read_query(
         }
         Ok(Err(_)) => return Err(ApiError::BodyUnreadable),
     };
+    Ok((body, json_body))
+}
+
+async fn read_query(
+    req: &Request<()>,
+    body: &mut Option<Incoming>,
+    state: &AppState,
+) -> Result<Query, ApiError> {
+    let (body, json_body) = read_body(req, body, state).await?;
     let qc = state.query_config();
     Ok(if json_body {
         query::parse_json(&body, Timestamp::now(), &qc)?
     } else {
         query::parse_form(&body, Timestamp::now(), &qc)?
     })
+}
+
+/// The text of a raw query sent as a body: JSON `{"query": "…"}`, or the body itself as
+/// `curl -d 'host 1.2.3.4'` sends it (a form whose only key is the query; `+` a space).
+async fn read_text(
+    req: &Request<()>,
+    body: &mut Option<Incoming>,
+    state: &AppState,
+) -> Result<String, ApiError> {
+    let (body, json_body) = read_body(req, body, state).await?;
+    let bad = |why: &str| ApiError::BadParameter {
+        name: "query",
+        value: String::new(),
+        message: why.to_owned(),
+    };
+    if json_body {
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
+        return v
+            .get("query")
+            .and_then(|q| q.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| bad("send {\"query\": \"host 1.2.3.4 and port 53\"}"));
+    }
+    let text: String = form_urlencoded::parse(&body)
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.into_owned()
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(text)
+}
+
+/// `POST find`: the jobs (this user may see) whose query holds every host, net, port,
+/// protocol and sensor the request names, and whose window meets the request's window when
+/// the request names a time.
+async fn find(
+    req: &Request<()>,
+    body: &mut Option<Incoming>,
+    state: &AppState,
+) -> Result<Response<Body>, ApiError> {
+    let (bytes, json_body) = read_body(req, body, state).await?;
+    let qc = state.query_config();
+    let (q, keys): (Query, Vec<String>) = if json_body {
+        let keys = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        (query::parse_json(&bytes, Timestamp::now(), &qc)?, keys)
+    } else {
+        let keys = form_urlencoded::parse(&bytes)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k.into_owned())
+            .collect();
+        (query::parse_form(&bytes, Timestamp::now(), &qc)?, keys)
+    };
+    let timed = keys
+        .iter()
+        .any(|k| matches!(k.as_str(), "after" | "before" | "after-ago" | "before-ago"));
+    fn holds<T: PartialEq>(have: &[T], want: &[T]) -> bool {
+        want.iter().all(|w| have.contains(w))
+    }
+    let user = user_of(req);
+    let found: Vec<JobView> = state
+        .jobs_for(user)
+        .iter()
+        .filter(|j| {
+            let jq = &j.query;
+            holds(&jq.hosts, &q.hosts)
+                && holds(&jq.nets, &q.nets)
+                && holds(&jq.ports, &q.ports)
+                && holds(&jq.sensors, &q.sensors)
+                && (q.proto.is_none() || jq.proto == q.proto)
+                && (!timed || (jq.after < q.before && q.after < jq.before))
+        })
+        .map(|j| JobView::of(state, j))
+        .collect();
+    Ok(json(StatusCode::OK, &found))
 }
 
 /// `…/estimate`: the query as understood, and its answer as the indexes estimate it.
@@ -353,6 +601,18 @@ async fn start<B>(
     if want_pcap {
         return capture(state, job, req).await;
     }
+    // A browser following a link (Kibana's "Query PCAP") lands on the job's page; a script
+    // gets the job JSON.
+    if wants_html(req) {
+        return Ok(Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(
+                header::LOCATION,
+                format!("{}ui/job/{}", state.config.prefix, job.id),
+            )
+            .body(full(""))
+            .expect("valid response"));
+    }
     let mut view = JobView::of(state, &job);
     if !state.may_see(user, &job) {
         // Another user's job for the same query (`share_jobs = false`): the capture is
@@ -364,12 +624,19 @@ async fn start<B>(
     Ok(json(StatusCode::OK, &view))
 }
 
-fn pcap_headers(id: &JobId) -> http::response::Builder {
+/// A capture's type and file name, by its first bytes: pcapng (`application/x-pcapng`,
+/// `<id>.pcapng`) or classic pcap (`application/vnd.tcpdump.pcap`, `<id>.pcap`).
+fn capture_headers(id: &JobId, magic: Option<&[u8]>) -> http::response::Builder {
+    let (ctype, ext) = if magic == Some(&[0x0a, 0x0d, 0x0d, 0x0a][..]) {
+        ("application/x-pcapng", "pcapng")
+    } else {
+        ("application/vnd.tcpdump.pcap", "pcap")
+    };
     Response::builder()
-        .header(header::CONTENT_TYPE, "application/vnd.tcpdump.pcap")
+        .header(header::CONTENT_TYPE, ctype)
         .header(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{id}.pcap\""),
+            format!("attachment; filename=\"{id}.{ext}\""),
         )
         .header(header::ACCEPT_RANGES, "bytes")
 }
@@ -381,8 +648,21 @@ async fn capture<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let r = match job.open().await {
-        Capture::Complete(c) => complete(state, &job.id, c, req),
-        Capture::Follow(f) => follow(state, &job, f),
+        Capture::Complete(c) => {
+            let mut r = complete(state, &job.id, c, req);
+            r.headers_mut().insert(
+                "docket-state",
+                http::HeaderValue::from_static(job.state().as_str()),
+            );
+            r
+        }
+        Capture::Follow(f) => follow(state, &job, f).await,
+        // Failed before this request could follow it (local directories fail in
+        // microseconds): the same answer as a follower waiting for the first byte gets.
+        Capture::Gone(crate::jobs::Gone::Ended) if job.state() == State::Failed => {
+            let end = FollowEnd::Incomplete(crate::spool::Incomplete::AllUpstreamsFailed);
+            failed_before_bytes(&job, &end).await
+        }
         Capture::Gone(g) => return Err(ApiError::Gone(g, job.id.to_string())),
     };
     // A stream that ends early does so after its last whole record has left.
@@ -421,28 +701,52 @@ enum Cut {
     Read(std::sync::Arc<std::io::Error>),
 }
 
-fn follow(state: &AppState, job: &Arc<Job>, mut follower: Follower) -> Response<Body> {
-    let (mut tx, body) = channel();
+/// A running job's capture, followed as it is merged.
+///
+/// The response head waits for the capture's first bytes — its file header, written once every
+/// upstream has declared its link type or failed (milliseconds for local data) — so that the
+/// status says what happened: when every upstream failed first, `502` (`504` when each timed
+/// out) with the job's reasons in JSON, never a `200` cut after 0 bytes. Once streaming, the
+/// job's final state goes in a `Docket-State` trailer (HTTP/2, and HTTP/1.1 clients that send
+/// `TE: trailers`); a job that fails mid-stream still ends without the final chunk, which
+/// every client reports as a truncated transfer.
+async fn follow(state: &AppState, job: &Arc<Job>, mut follower: Follower) -> Response<Body> {
     let id = job.id;
+    let first = match follower.next().await {
+        Ok(chunk) => chunk,
+        Err(end) => return failed_before_bytes(job, &end).await,
+    };
+    let (mut tx, body) = channel();
+    let head = capture_headers(&id, first.get(..4))
+        .status(StatusCode::OK)
+        .header("docket-job", id.to_string())
+        .header(header::TRAILER, "Docket-State");
     let job = Arc::clone(job);
     let cut = state.cut.clone();
     tokio::spawn(async move {
+        let mut next = Some(first);
         loop {
-            let chunk = match follower.next().await {
-                Ok(chunk) => chunk,
-                Err(FollowEnd::Complete) => return,
-                Err(end) => {
-                    let why = match end {
-                        FollowEnd::Incomplete(i) => Cut::Incomplete(i),
-                        FollowEnd::StartLost => Cut::StartLost,
-                        FollowEnd::Read(e) => Cut::Read(e),
-                        FollowEnd::Complete => unreachable!("handled above"),
-                    };
-                    tracing::info!(reason = %why, "capture stream aborted");
-                    // No final chunk: the client sees a truncated transfer.
-                    tx.abort(why.into());
-                    return;
-                }
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => match follower.next().await {
+                    Ok(chunk) => chunk,
+                    Err(FollowEnd::Complete) => {
+                        let _ = tx.send_trailers(final_state_trailer(&job).await).await;
+                        return;
+                    }
+                    Err(end) => {
+                        let why = match end {
+                            FollowEnd::Incomplete(i) => Cut::Incomplete(i),
+                            FollowEnd::StartLost => Cut::StartLost,
+                            FollowEnd::Read(e) => Cut::Read(e),
+                            FollowEnd::Complete => unreachable!("handled above"),
+                        };
+                        tracing::info!(reason = %why, "capture stream aborted");
+                        // No final chunk: the client sees a truncated transfer.
+                        tx.abort(why.into());
+                        return;
+                    }
+                },
             };
             // Without a spool the slowest client paces the job: one that stops reading
             // altogether is cut off rather than holding every other client (and the job's
@@ -473,30 +777,123 @@ fn follow(state: &AppState, job: &Arc<Job>, mut follower: Follower) -> Response<
             }
         }
     });
-    pcap_headers(&id)
-        .status(StatusCode::OK)
-        .body(body)
-        .expect("valid response")
+    head.body(body).expect("valid response")
+}
+
+/// The answer to a capture request whose job ended before its first byte: `502` with the
+/// job's state and each upstream's reason (`504` when every upstream timed out).
+async fn failed_before_bytes(job: &Job, end: &FollowEnd) -> Response<Body> {
+    let snap = wait_final(job).await;
+    let timeouts = !snap.upstreams.is_empty()
+        && snap.upstreams.iter().all(|u| {
+            matches!(&u.error, Some(crate::jobs::Failure::Upstream(e))
+                if matches!(**e, crate::upstream::Error::Timeout { .. }))
+        });
+    let status = if timeouts {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let why = match end {
+        FollowEnd::Incomplete(i) => i.to_string(),
+        FollowEnd::StartLost => "the start of the capture is no longer available".to_owned(),
+        FollowEnd::Read(e) => format!("spool read failed: {e}"),
+        FollowEnd::Complete => "the capture is empty".to_owned(),
+    };
+    let upstreams: Vec<serde_json::Value> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "name": u.name,
+                "state": u.state,
+                "error": u.error.as_ref().map(ToString::to_string),
+            })
+        })
+        .collect();
+    let mut r = json(
+        status,
+        &serde_json::json!({
+            "error": why,
+            "id": job.id.to_string(),
+            "state": snap.state,
+            "upstreams": upstreams,
+        }),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&job.id.to_string()) {
+        r.headers_mut().insert("docket-job", v);
+    }
+    r
+}
+
+/// The job's snapshot once final (bounded: the job's end is moments after its feed's).
+async fn wait_final(job: &Job) -> crate::jobs::Snapshot {
+    let mut rx = job.subscribe();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        rx.wait_for(|s| s.state.is_final()),
+    )
+    .await;
+    job.snapshot()
+}
+
+/// The `Docket-State` trailer: the job's final state (`Completed`, `Partial`…).
+async fn final_state_trailer(job: &Job) -> http::HeaderMap {
+    let snap = wait_final(job).await;
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "docket-state",
+        http::HeaderValue::from_static(snap.state.as_str()),
+    );
+    h
 }
 
 /// A complete capture: with `Content-Length`, and one `Range` if asked (as the spool decides).
 fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> Response<Body> {
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let etag = c.etag();
+    let modified = views::http_date(c.modified());
+    let magic = c.head(4);
+    let magic_headers = |id: &JobId| capture_headers(id, Some(&magic[..]));
+    // Conditional requests (RFC 9110 §13): a client that has this very file already gets
+    // 304, headers only. If-None-Match wins over If-Modified-Since.
+    let unchanged = match (h(header::IF_NONE_MATCH), h(header::IF_MODIFIED_SINCE)) {
+        (Some(tags), _) => tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag),
+        (None, Some(since)) => views::parse_http_date(since)
+            .is_some_and(|since| views::whole_seconds(c.modified()) <= since),
+        (None, None) => false,
+    };
+    if unchanged {
+        return Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::ETAG, &etag)
+            .header(header::LAST_MODIFIED, &modified)
+            .body(full(""))
+            .expect("valid response");
+    }
+    // If-Range: the range only of this very file (a strong tag, or its exact date); else the
+    // whole file.
+    let range = match h(header::IF_RANGE) {
+        Some(v) if v.trim() != etag && v.trim() != modified => None,
+        _ => h(header::RANGE),
+    };
     let (b, data, whole) = match c.range(range) {
-        Ranged::Whole(data) => (pcap_headers(id).status(StatusCode::OK), data, true),
+        Ranged::Whole(data) => (magic_headers(id).status(StatusCode::OK), data, true),
         Ranged::Part {
             data,
             start,
             end,
             total,
         } => (
-            pcap_headers(id).status(StatusCode::PARTIAL_CONTENT).header(
-                header::CONTENT_RANGE,
-                format!("bytes {start}-{end}/{total}"),
-            ),
+            magic_headers(id)
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{end}/{total}"),
+                ),
             data,
             false,
         ),
@@ -504,7 +901,9 @@ fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> R
     };
     let b = b
         .header(header::CONTENT_LENGTH, data.len())
-        .header(header::ETAG, c.etag());
+        .header("docket-job", id.to_string())
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &modified);
     // Served in pieces of the map (file-backed memory, not copies). A shutdown's cut first
     // completes the record the stream is in, so that it ends on a record boundary.
     let (mut tx, body) = channel();
@@ -537,7 +936,17 @@ pub(super) fn selected(state: &AppState, user: Option<&str>, ids: &[&str]) -> Ve
     if ids.is_empty() {
         return state.jobs_for(user);
     }
-    ids.iter()
+    // Docket-py's separators: `,` `;` `+` space and tab (spelled %20 and %09 in a path).
+    let decoded: Vec<String> = ids
+        .iter()
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    decoded
+        .iter()
         .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
         .filter_map(|s| s.parse::<JobId>().ok())
         .filter_map(|id| state.registry.get(&id))

@@ -207,7 +207,9 @@ where
                 if let Some(d) = f.data_ref() {
                     self.bytes += d.len() as u64;
                 }
-                if self.inner.is_end_stream() && self.result.is_none() {
+                // Trailers are the last frame: hyper may stop polling after them (an HTTP/1.1
+                // client that did not ask for trailers never gets them, nor the `None`).
+                if (f.is_trailers() || self.inner.is_end_stream()) && self.result.is_none() {
                     self.result = Some("complete");
                 }
             }

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// No route for the path and method.
     #[error("unrecognised request: try q/…, status, stats, ids, urls or jobs")]
     NoRoute,
+    /// The path is a route, but not for this method; the methods it takes.
+    #[error("this route takes {0}")]
+    MethodNotAllowed(&'static str),
     /// A parameter of a listing is wrong.
     #[error("{message}")]
     BadParameter {
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::NoSuchJob(_) | ApiError::BadJobId(_) | ApiError::NoRoute => {
                 StatusCode::NOT_FOUND
             }
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge(_) | ApiError::Job(jobs::Error::TooHeavy(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -162,6 +166,10 @@ impl ApiError {
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::LockedOut(wait) => {
                 r.headers_mut()

@@ -318,7 +318,7 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
          <h2>Command line</h2>\n\
          <p>curl: <code id=\"curl\" class=\"copy\">curl -N {ua}-o {id}.pcap '{rel}'</code> \
          <button type=\"button\" class=\"copy-button\" data-target=\"curl\">Copy</button></p>\n\
-         <p>Wireshark: <code id=\"wireshark\" class=\"copy\">curl -sN {ua}'{rel}' | wireshark -k -i -</code> \
+         <p>Wireshark: <code id=\"wireshark\" class=\"copy\">curl -fsSN {ua}'{rel}' | wireshark -k -i -</code> \
          <button type=\"button\" class=\"copy-button\" data-target=\"wireshark\">Copy</button></p>\n\
          <h2>Sensors</h2>\n<table id=\"upstreams\"><thead><tr><th>Sensor</th><th>State</th><th>Packets</th>\
          <th>Bytes</th><th>Error</th></tr></thead><tbody>{ups}</tbody></table>\n\

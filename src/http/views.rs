@@ -273,3 +273,29 @@ impl Listing {
             .collect()
     }
 }
+
+/// An HTTP date (IMF-fixdate, RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    let secs = whole_seconds(t);
+    let dt =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    dt.format(IMF_FIXDATE).unwrap_or_default()
+}
+
+/// Seconds since the epoch of an HTTP date in IMF-fixdate form (what every current client
+/// sends); `None` for anything else (RFC 9110: an invalid date is ignored).
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    time::PrimitiveDateTime::parse(s.trim(), IMF_FIXDATE)
+        .ok()
+        .map(|dt| dt.assume_utc().unix_timestamp())
+}
+
+/// `t` in whole seconds since the epoch (HTTP dates have no fraction).
+pub fn whole_seconds(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+const IMF_FIXDATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);

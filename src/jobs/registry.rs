@@ -56,6 +56,8 @@ pub struct Registry {
     store: Store,
     cx: Arc<ContextHandle>,
     jobs: Mutex<HashMap<JobId, Arc<Job>>>,
+    /// Wakes the spool cleanup task before its period is up.
+    cleanup_now: tokio::sync::Notify,
 }
 
 /// The run context, kept behind a Debug-able wrapper.
@@ -108,6 +110,7 @@ impl Registry {
             store,
             cx: Arc::new(ContextHandle(Arc::new(cx))),
             jobs: Mutex::new(HashMap::new()),
+            cleanup_now: tokio::sync::Notify::new(),
         };
         r.recover(rows);
         Ok(r)
@@ -399,6 +402,16 @@ impl Registry {
             }
         }
         Ok(w)
+    }
+
+    /// Asks the spool cleanup task to run now (Docket-py's `cleanup` route).
+    pub fn request_cleanup(&self) {
+        self.cleanup_now.notify_one();
+    }
+
+    /// Resolves when a cleanup was asked for (by [`Registry::request_cleanup`]).
+    pub async fn cleanup_requested(&self) {
+        self.cleanup_now.notified().await;
     }
 
     /// Merge slots free now (of `max_jobs`): for diagnostics.

@@ -282,6 +282,16 @@ impl<'a> Run<'a> {
                 },
             )
         } else if packets == 0 {
+            if !self.job.query.ports.is_empty() {
+                // A Kibana "Query PCAP" link of an ICMP event carries Suricata's type and code
+                // as ports: say why it may have found nothing.
+                self.job.event(
+                    "job",
+                    "no packets: if this query came from an ICMP event, its ports are the ICMP \
+                     type and code (ICMP has no ports) — ask again without the port clauses",
+                    None,
+                );
+            }
             (State::Completed, EndReason::NoPackets)
         } else {
             (State::Completed, EndReason::Finished)
@@ -296,6 +306,11 @@ impl<'a> Run<'a> {
                 let m = self.recv(k).await?;
                 self.on_message(k, m);
             }
+        }
+        // Every upstream failed before it declared anything: no capture at all (not even a
+        // header), so that clients holding their response head answer with the failure.
+        if self.inputs.iter().all(|i| i.failed) {
+            return Ok(0);
         }
         let format = match self.job.query.output {
             OutputKind::Pcapng => OutputFormat::Pcapng,

@@ -166,34 +166,38 @@ impl Builder {
         self.ignore_weight = true;
     }
 
-    /// Resolves the times at `now`, quantises them to the window and normalises the lists.
+    /// Resolves the times at `now`, quantises the relative ones to the window and normalises
+    /// the lists.
     ///
-    /// after = floor(after), before = ceil(before) (a before on a boundary stays); defaults
-    /// are now − long_ago and floor(now) + window. Both ends must lie in years 1970..=9999
-    /// and after < before.
+    /// An absolute time is kept to the nanosecond, as asked. A relative one ("5m", "3600") is
+    /// quantised — after = floor, before = ceil (a before on a boundary stays) — and so are the
+    /// defaults, now − long_ago and floor(now) + window: that is what lets "the last 20
+    /// minutes" asked twice within a window share a job. Both ends must lie in years
+    /// 1970..=9999 and after < before.
     pub(crate) fn finish(mut self, now: Timestamp, cfg: &QueryConfig) -> Result<Query, Error> {
         // A zero window would divide by zero; one second is the finest meaningful window.
         let w = i128::from(cfg.time_window_secs.max(1)) * NANOS_PER_SEC;
         let after = match &self.after {
-            Some(c) => c.spec.resolve(now, &c.clause, &c.text)?,
+            Some(c) => match c.spec {
+                TimeSpec::At(t) => t.0,
+                TimeSpec::Ago(_) => floor_to(c.spec.resolve(now, &c.clause, &c.text)?, w),
+            },
             None => {
                 let long_ago = i128::from(cfg.long_ago_secs) * NANOS_PER_SEC;
-                check_range(
+                let t = check_range(
                     now.0.saturating_sub(long_ago),
                     "after",
                     "(default: now - long_ago)",
-                )?
+                )?;
+                floor_to(t, w)
             }
         };
         let before = match &self.before {
-            Some(c) => c.spec.resolve(now, &c.clause, &c.text)?,
-            None => check_range(now.0, "before", "(default: now)")?,
-        };
-        let after = floor_to(after, w);
-        let before = if self.before.is_some() {
-            ceil_to(before, w)
-        } else {
-            floor_to(before, w) + w
+            Some(c) => match c.spec {
+                TimeSpec::At(t) => t.0,
+                TimeSpec::Ago(_) => ceil_to(c.spec.resolve(now, &c.clause, &c.text)?, w),
+            },
+            None => floor_to(check_range(now.0, "before", "(default: now)")?, w) + w,
         };
         let (bclause, btext) = match &self.before {
             Some(c) => (c.clause.as_str(), c.text.as_str()),
@@ -206,10 +210,23 @@ impl Builder {
                 bclause,
                 btext,
                 format!(
-                    "empty time range: after {} is not before {} (after quantising to {} s)",
+                    "empty time range: after {} is not before {} (relative times quantised to {} s)",
                     super::time::rfc3339(after),
                     super::time::rfc3339(before),
                     w / NANOS_PER_SEC
+                ),
+            ));
+        }
+        // ICMP has no ports: a port with `icmp` would match nothing, silently (a Kibana link
+        // of an ICMP event carries Suricata's type and code as ports).
+        if matches!(self.proto, Some(1 | 58)) && !self.ports.is_empty() {
+            let port = self.ports[0].to_string();
+            return Err(Error::new(
+                "port",
+                &port,
+                format!(
+                    "port {port}: ICMP has no ports (an ICMP event's ports are its type and \
+                     code); ask without the port clause"
                 ),
             ));
         }

@@ -19,29 +19,45 @@ use crate::pcap::Timestamp;
 /// `port/<1-65535>`, `proto/<0-255>`, `tcp`, `udp`, `icmp`, `after/<time>`, `before/<time>`,
 /// `sensor/<name>`, `limit-bytes/<size>`, `limit-packets/<n>`, `bpf/<expr>`,
 /// `format/pcap|pcapng`, `ignore-weight`. A time is RFC 3339 (any offset, converted to UTC),
-/// epoch seconds (a bare number is an absolute time, not a duration as in Docket-py), or a
-/// duration before `now` such as `1h30m`. A trailing `pcap` segment is not part of the grammar:
-/// the HTTP layer strips it.
+/// an ISO time without a zone or a date (UTC), `@` and epoch seconds, or a duration before
+/// `now` (`1h30m`; a bare number is seconds, as in Docket-py). In a `bpf/` value a `+` is a
+/// space (Docket-py's `unquote_plus`; `%2B` is a plus). A trailing `pcap` segment is not part
+/// of the grammar: the HTTP layer strips it.
 pub fn parse_path(path: &str, now: Timestamp, cfg: &QueryConfig) -> Result<Query, Error> {
-    let segments = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|raw| {
-            percent_decode_str(raw)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| {
-                    Error::new(
-                        "path",
-                        raw,
-                        format!("path segment {raw} is not UTF-8 after percent-decoding"),
-                    )
-                })
-        })
+    let raws: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let decode = |raw: &str| {
+        percent_decode_str(raw)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                Error::new(
+                    "path",
+                    raw,
+                    format!("path segment {raw} is not UTF-8 after percent-decoding"),
+                )
+            })
+    };
+    let segments = raws
+        .iter()
+        .map(|raw| decode(raw))
         .collect::<Result<Vec<String>, Error>>()?;
+    // A `bpf` value spelled with `+` for spaces, decoded as a form value would be.
+    let plus_spaced: Vec<Option<String>> = raws
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let after_bpf = i > 0 && raws[i - 1].eq_ignore_ascii_case("bpf");
+            (after_bpf && raw.contains('+'))
+                .then(|| decode(&raw.replace('+', " ")))
+                .transpose()
+        })
+        .collect::<Result<_, Error>>()?;
 
     let mut b = Builder::default();
-    let mut it = segments.iter().map(String::as_str);
+    let mut it = segments
+        .iter()
+        .zip(&plus_spaced)
+        .map(|(s, p)| p.as_deref().unwrap_or(s));
     while let Some(word) = it.next() {
         let kw = word.to_ascii_lowercase();
         // The value segment of a one-value clause, or "incomplete <kw> clause".

@@ -3,8 +3,9 @@
 //! and back into the URL grammar.
 //!
 //! The module does no I/O. It owns these invariants of every [`Query`] it returns:
-//! - the time window is quantised to `QueryConfig::time_window_secs` (after rounded down,
-//!   before rounded up), half-open `[after, before)`, non-empty, within years 1970..=9999;
+//! - the time window is half-open `[after, before)`, non-empty, within years 1970..=9999;
+//!   absolute times are kept to the nanosecond, relative ones and the defaults quantised to
+//!   `QueryConfig::time_window_secs` (after rounded down, before rounded up);
 //! - hosts, nets, ports and sensors are sorted and free of duplicates; nets hold their network
 //!   address (host bits cleared); IPv6 addresses are values, so every spelling is equal;
 //! - so the same request in any order, spelling or input type (URL, JSON, form) has the same
@@ -15,12 +16,14 @@
 //! faults fixed: RFC 3339 offsets are converted (not dropped), time clauses go first in the
 //! Stenographer query, no ±120 s padding is baked into the query (callers widen with
 //! [`Query::stenographer_widened`] and gate exactly), `proto/N` works, conflicting protocols
-//! are an error rather than "last one wins", and an IPv6 `/128` net is accepted. One deliberate
-//! difference: a bare number as a time is an absolute epoch time, not a duration.
+//! are an error rather than "last one wins", an IPv6 `/128` net is accepted, and absolute
+//! windows are exact (Docket-py floored them to the window and padded them by 120 s). A bare
+//! number is a duration in seconds, as in Docket-py; epoch seconds are written `@1700000000`.
 
 mod body;
 mod builder;
 mod grammar;
+mod text;
 mod time;
 mod values;
 
@@ -36,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 pub use body::{parse_form, parse_json};
 pub use grammar::parse_path;
+pub use text::parse_text;
 pub use time::rfc3339;
 pub use values::{MAX_BPF_LEN, MAX_SENSOR_LEN};
 
@@ -251,8 +255,48 @@ impl Query {
         (!c.is_empty()).then(|| c.join(" and "))
     }
 
+    /// Applies Docket-py's `Steno-Limit-Packets` / `Steno-Limit-Bytes` request headers (the
+    /// values as the `limit-packets` / `limit-bytes` clauses take them). A header that names
+    /// another limit than the request's own clause is an error, as a clause given twice is.
+    ///
+    /// # Errors
+    /// A header value that is not a count (a size), or that contradicts the request.
+    pub fn limits_from_headers(
+        &mut self,
+        packets: Option<&str>,
+        bytes: Option<&str>,
+    ) -> Result<(), Error> {
+        fn merge(
+            have: &mut Option<u64>,
+            header: &str,
+            text: &str,
+            value: u64,
+        ) -> Result<(), Error> {
+            match *have {
+                Some(v) if v != value => Err(Error::new(
+                    header,
+                    text,
+                    format!("{header}: {text} contradicts the request's own limit ({v})"),
+                )),
+                _ => {
+                    *have = Some(value);
+                    Ok(())
+                }
+            }
+        }
+        if let Some(t) = packets {
+            let n = values::count("Steno-Limit-Packets", t.trim())?;
+            merge(&mut self.limit_packets, "Steno-Limit-Packets", t, n)?;
+        }
+        if let Some(t) = bytes {
+            let n = values::capacity("Steno-Limit-Bytes", t)?;
+            merge(&mut self.limit_bytes, "Steno-Limit-Bytes", t, n)?;
+        }
+        Ok(())
+    }
+
     /// The query in the URL grammar, absolute epoch times, values percent-encoded where needed,
-    /// without a leading slash: `after/1704164640/before/1704165000/host/10.0.0.1/…`.
+    /// without a leading slash: `after/@1704164640/before/@1704165000/host/10.0.0.1/…`.
     /// [`parse_path`] of it gives back an equal query (with the same time window config),
     /// whatever "now" is.
     pub fn to_path(&self) -> String {

@@ -240,6 +240,10 @@ fn limit_clauses() {
         ("1TB", 1 << 40),
         ("1PB", 1 << 50),
         ("0.5KB", 512),
+        // Summed, as Docket-py's parse_capacity.
+        ("0.5MB 1KB", 525_312),
+        ("1GB 512MB", 1_610_612_736),
+        ("1KB1B", 1025),
     ];
     for (text, n) in cases {
         let q = path(&format!("{WIN}/limit-bytes/{}", text.replace(' ', "%20")));
@@ -254,6 +258,8 @@ fn limit_clauses() {
         "1.5.3GB",
         ".5GB",
         "99999999999PB",
+        "1KB x",
+        "9999999PB 9999999PB",
     ] {
         assert_eq!(
             path_err(&format!("limit-bytes/{bad}")).clause,
@@ -290,6 +296,14 @@ fn bpf_clause() {
     // An encoded slash stays inside the value.
     let q = path(&format!("{WIN}/bpf/len%20%2F%202%20%3E%2010"));
     assert_eq!(q.bpf.as_deref(), Some("len / 2 > 10"));
+    // `+` is a space, as Docket-py's unquote_plus; `%2B` a plus.
+    let q = path(&format!("{WIN}/bpf/tcp+and+ip%5B2%3A2%5D+%2B+4+%3E+100"));
+    assert_eq!(q.bpf.as_deref(), Some("tcp and ip[2:2] + 4 > 100"));
+    // Only in the bpf value: a time's offset keeps its plus.
+    assert_eq!(
+        path("after/2024-01-02T05:04:00+02:00/before/2024-01-02T03:10:00Z/bpf/tcp").after,
+        secs(1_704_164_640)
+    );
     assert_eq!(path_err("bpf/%20%20").clause, "bpf");
     assert_eq!(path_err("bpf/a%00b").clause, "bpf");
     let long = "a".repeat(MAX_BPF_LEN + 1);
@@ -451,17 +465,45 @@ fn time_forms() {
         path("after/2024-01-02T05:04:00+02:00/before/2024-01-02T03:10:00Z"),
         q
     );
-    // Fractional seconds, lower-case t/z.
+    // Fractional seconds, lower-case t/z: kept to the nanosecond.
     let q3 = path("after/2024-01-02T03:04:59.999999999Z/before/2024-01-02t03:09:00.5z");
-    assert_eq!(q3, q);
-    // Epoch seconds are absolute, integer or decimal.
-    assert_eq!(path("after/1704164640/before/1704165000"), q);
-    assert_eq!(path("after/1704164659.5/before/1704164940.000000001"), q);
+    assert_eq!(q3.after, Timestamp(1_704_164_699_999_999_999));
+    assert_eq!(q3.before, Timestamp(1_704_164_940_500_000_000));
+    // `@` epoch seconds are absolute, integer or decimal.
+    assert_eq!(path("after/@1704164640/before/@1704165000"), q);
+    assert_eq!(
+        path("after/@1704164659.5/before/@1704164940.000000001").after,
+        Timestamp(1_704_164_659_500_000_000)
+    );
+    // An absolute window is exact: ten seconds are ten seconds.
+    let ten = path("after/2024-01-02T03:04:30Z/before/2024-01-02T03:04:40Z");
+    assert_eq!(
+        (ten.after, ten.before),
+        (secs(1_704_164_670), secs(1_704_164_680))
+    );
+    // Zone-less times and dates alone are UTC (Docket-py's habit).
+    assert_eq!(
+        path("after/2024-01-02T03:04:00/before/2024-01-02 03:10:00"),
+        q
+    );
+    assert_eq!(path("after/2024-01-02T03:04/before/2024-01-02T03:10"), q);
+    assert_eq!(
+        path("after/2024-01-02/before/2024-01-03").after,
+        secs(1_704_153_600)
+    );
+    // A bare number is a duration in seconds, as in Docket-py: the last hour.
+    assert_eq!(path("after/3600"), path("after/1h"));
+    // One that big is an epoch without its `@`: refused, saying so.
+    let e = path_err("after/1704164640");
+    assert!(e.message.contains("@1704164640"), "{}", e.message);
     // Garbage.
     for bad in [
         "yesterday",
-        "2024-01-02",
         "2024-13-02T00:00:00Z",
+        "2024-01-02T25:00:00",
+        "@",
+        "@abc",
+        "@-5",
         "5x",
         "1h30",
         "-5",
@@ -542,14 +584,13 @@ fn defaults_and_quantisation() {
         parse_path("after/5m", now(), &cfg()),
         parse_path("after/5m", later, &cfg())
     );
-    // A before on a boundary stays; one past it goes up.
+    // A relative before on a boundary stays (now − 5 s = 03:04:00); one past it goes up.
+    assert_eq!(path("after/1h/before/5s").before, secs(NOW_SECS - 5));
+    assert_eq!(path("after/1h/before/4s").before, secs(NOW_SECS - 5 + 60));
+    // An absolute one is never moved.
     assert_eq!(
-        path("after/1704164640/before/1704165000").before,
-        secs(1_704_165_000)
-    );
-    assert_eq!(
-        path("after/1704164640/before/1704165000.000000001").before,
-        secs(1_704_165_060)
+        path("after/@1704164640/before/@1704165000.000000001").before,
+        Timestamp(1_704_165_000_000_000_001)
     );
     // Config: window and long_ago.
     let c = QueryConfig {
@@ -575,16 +616,21 @@ fn defaults_and_quantisation() {
 fn empty_range_and_year_bounds() {
     let e = path_err("after/2024-01-02T03:10:00Z/before/2024-01-02T03:04:00Z");
     assert_eq!(e.clause, "before");
-    // Equal after quantisation: 03:04:10 → 03:04 and 03:04:00 stays.
+    // Absolute ends are exact: equal is empty, five seconds are five seconds.
     assert_eq!(
-        path_err("after/1704164650/before/1704164640").clause,
+        path_err("after/@1704164650/before/@1704164650").clause,
         "before"
     );
-    // But within one window the range is not empty: floor/ceil widen it.
-    let q = path("after/1704164650/before/1704164655");
+    let q = path("after/@1704164650/before/@1704164655");
     assert_eq!(
         (q.after, q.before),
-        (secs(1_704_164_640), secs(1_704_164_700))
+        (secs(1_704_164_650), secs(1_704_164_655))
+    );
+    // Relative ends in one window are quantised apart: floor/ceil widen them.
+    let q = path("after/10s/before/8s");
+    assert_eq!(
+        (q.after, q.before),
+        (secs(NOW_SECS - 65), secs(NOW_SECS - 5))
     );
     // An after in the future beyond the default before.
     assert_eq!(path_err("after/2030-01-01T00:00:00Z").clause, "before");
@@ -592,22 +638,23 @@ fn empty_range_and_year_bounds() {
     let e = path_err("after/1969-12-31T23:59:59Z");
     assert_eq!(e.clause, "after");
     assert!(e.message.contains("1970"));
-    assert_eq!(path_err("before/99999999999999").clause, "before");
-    assert_eq!(path_err("before/9999-12-31T23:59:30Z").clause, "before"); // ceil → year 10000
+    assert_eq!(path_err("before/@99999999999999").clause, "before");
+    // Exact, so the last minute of year 9999 can be asked for.
+    assert!(path("after/9999-12-31T23:59:00Z/before/9999-12-31T23:59:30Z").before > secs(0));
     let q = path("after/9999-12-31T23:58:00Z/before/9999-12-31T23:59:00Z");
     assert!(q.stenographer().ends_with("before 9999-12-31T23:59:00Z"));
-    assert_eq!(path("after/0/before/60").after, secs(0));
+    assert_eq!(path("after/@0/before/@60").after, secs(0));
     // A "now" outside the range gives errors, not panics.
     assert!(parse_path("", Timestamp(i128::MIN), &cfg()).is_err());
     assert!(parse_path("", Timestamp(i128::MAX), &cfg()).is_err());
     assert!(parse_path("after/1h", Timestamp(i128::MIN), &cfg()).is_err());
-    assert!(parse_path("after/1704164640/before/1d", Timestamp(i128::MAX), &cfg()).is_err());
+    assert!(parse_path("after/@1704164640/before/1d", Timestamp(i128::MAX), &cfg()).is_err());
 }
 
 #[test]
 fn conflicting_times() {
     assert_eq!(path_err("after/5m/after/10m").clause, "after");
-    assert_eq!(path(&format!("{WIN}/after/1704164640")), path(WIN));
+    assert_eq!(path(&format!("{WIN}/after/@1704164640")), path(WIN));
     let e = json_err(r#"{"after": "5m", "after-ago": "10m"}"#);
     assert_eq!(e.clause, "after-ago");
     // after and after-ago meaning the same duration agree.
@@ -623,7 +670,7 @@ fn conflicting_times() {
 fn json_all_fields() {
     let q = json(
         r#"{"host": ["10.0.0.2", "2001:DB8::1"], "net": "10.9.9.9/255.0.0.0", "port": [443, "80"],
-            "proto": "6", "after": "2024-01-02T03:04:00Z", "before": 1704165000,
+            "proto": "6", "after": "2024-01-02T03:04:00Z", "before": "@1704165000",
             "sensor": ["b", "a"], "Steno-Limit-Bytes": "1MB", "limit-packets": 5,
             "bpf": "tcp[13] & 2 != 0", "format": "pcapng", "ignore-weight": true}"#,
     );
@@ -650,9 +697,10 @@ fn json_all_fields() {
         q,
         path("udp/after/90m/before/1m/limit-packets/7/limit-bytes/2KB")
     );
-    // Floats as epoch times.
+    // Numbers are durations in seconds, as in Docket-py; `@` strings are epoch times.
+    assert_eq!(json(r#"{"after": 3600}"#), path("after/1h"));
     assert_eq!(
-        json(r#"{"after": 1704164640.5, "before": 1704165000}"#),
+        json(r#"{"after": "@1704164640.0", "before": "@1704165000"}"#),
         path(WIN)
     );
 }
@@ -757,17 +805,17 @@ fn same_request_same_id_across_inputs() {
          /limit-bytes/1MB"
     ));
     let p2 = path(
-        "SENSOR/b/Port/443/sensor/a/host/2001:DB8:0:0::1/Before/1704165000/net/10.1.2.3/255.0.0.0\
+        "SENSOR/b/Port/443/sensor/a/host/2001:DB8:0:0::1/Before/@1704165000/net/10.1.2.3/255.0.0.0\
          /limit-bytes/1048576/proto/6/host/10.0.0.1/After/2024-01-02T04:04:00%2B01:00/port/80/port/80",
     );
     let j = json(
         r#"{"port": ["443", 80], "host": ["2001:db8::1", "10.0.0.1", "10.0.0.1"],
             "net": ["10.0.0.0/8"], "proto-name": "TCP", "sensor": ["a", "b"],
-            "after": 1704164640, "before": "2024-01-02T03:10:00Z", "Steno-Limit-Bytes": "1 MB"}"#,
+            "after": "@1704164640", "before": "2024-01-02T03:10:00Z", "Steno-Limit-Bytes": "1 MB"}"#,
     );
     let f = form(
         "sensor=b&sensor=a&port=443&port=80&host=2001:db8::1&host=10.0.0.1&net=10.0.0.0/255.0.0.0\
-         &proto=6&after=1704164640&before=1704165000&Steno-Limit-Bytes=1024KB",
+         &proto=6&after=@1704164640&before=@1704165000&Steno-Limit-Bytes=1024KB",
     );
     for q in [&p2, &j, &f] {
         assert_eq!(q, &p1);
@@ -871,7 +919,7 @@ fn stenographer_rendering() {
     );
     assert_eq!(q.stenographer_widened(0), q.stenographer());
     // Widening clamps to what RFC 3339 can print.
-    let early = path("after/0/before/60");
+    let early = path("after/@0/before/@60");
     assert_eq!(
         early.stenographer_widened(u64::MAX),
         "after 1970-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999999Z"
@@ -920,7 +968,7 @@ fn to_path_round_trip() {
         format!(
             "{WIN}/bpf/len%20%2F%202%20%3E%2010%20%2B%201%20and%20tcp%5B13%5D%20%26%202%20!%3D%200"
         ),
-        "after/1704164640.25/before/1704164700.75".to_owned(),
+        "after/@1704164640.25/before/@1704164700.75".to_owned(),
         "after/0/before/9999-12-31T23:59:00Z".to_owned(),
     ];
     for s in samples {
@@ -936,10 +984,10 @@ fn to_path_round_trip() {
     let q = path(WIN);
     assert!(q
         .to_path()
-        .starts_with("after/1704164640/before/1704165000"));
+        .starts_with("after/@1704164640/before/@1704165000"));
     assert_eq!(
         path(&format!("{WIN}/bpf/net%2010.0.0.0%2F8")).to_path(),
-        "after/1704164640/before/1704165000/bpf/net%2010.0.0.0%2F8"
+        "after/@1704164640/before/@1704165000/bpf/net%2010.0.0.0%2F8"
     );
 }
 
@@ -960,8 +1008,8 @@ fn duration_and_capacity_units_exact() {
     assert_eq!(parse_duration("1.h", false), None);
     assert_eq!(parse_duration("1h-1m", false), None);
     assert_eq!(rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
-    assert_eq!(epoch_text(1_500_000_000), "1.5");
-    assert_eq!(epoch_text(-1), "-1.999999999");
+    assert_eq!(epoch_text(1_500_000_000), "@1.5");
+    assert_eq!(epoch_text(-1), "@-1.999999999");
 }
 
 mod props {
@@ -998,13 +1046,15 @@ mod props {
             ])),
             pcapng in any::<bool>(),
         ) {
-            let mut c: Vec<String> = vec![format!("after/{after}"), format!("before/{}", after + len)];
+            let mut c: Vec<String> = vec![format!("after/@{after}"), format!("before/@{}", after + len)];
             c.extend(hosts.iter().map(|h| format!("host/{h}")));
             for (a, pre) in &nets {
                 let pre = if a.is_ipv4() { pre % 33 } else { *pre };
                 c.push(format!("net/{a}/{pre}"));
             }
             c.extend(ports.iter().map(|port| format!("port/{port}")));
+            // ICMP with ports is refused (see `icmp_has_no_ports`).
+            let proto = proto.filter(|p| ports.is_empty() || !matches!(p, 1 | 58));
             c.extend(proto.map(|n| format!("proto/{n}")));
             c.extend(
                 sensors
@@ -1045,4 +1095,53 @@ fn a_bpf_value_with_multibyte_characters_is_refused_without_a_panic() {
     // Found by fuzzing the front door: `0x` checks sliced a `str` inside a character.
     assert_eq!(form_err("bpf=t%FF%FFcp+port+1").clause, "bpf");
     assert_eq!(path_err("bpf/0%C3%A9").clause, "bpf");
+}
+
+// ---------------------------------------------------------------- Stenographer text
+
+#[test]
+fn stenographer_text_is_the_same_query_as_the_path() {
+    let text = |t: &str| parse_text(t, now(), &cfg()).unwrap_or_else(|e| panic!("{t}: {e:?}"));
+    let text_err = |t: &str| parse_text(t, now(), &cfg()).unwrap_err();
+    assert_eq!(
+        text("host 10.0.0.1 and port 53 && udp and after 2024-01-02T03:04:00Z and before 2024-01-02T03:10:00Z"),
+        path(&format!("{WIN}/host/10.0.0.1/port/53/udp"))
+    );
+    assert_eq!(
+        text("net 10.0.0.0 mask 255.0.0.0 and ip proto 6"),
+        path("net/10.0.0.0/8/proto/6")
+    );
+    assert_eq!(text("net 10.0.0.0/8"), path("net/10.0.0.0/8"));
+    assert_eq!(text("after 5m ago"), path("after/5m"));
+    assert_eq!(
+        text("AFTER 3m AGO AND HOST 10.0.0.1"),
+        path("after/3m/host/10.0.0.1")
+    );
+    for (bad, clause) in [
+        ("host 10.0.0.1 or host 10.0.0.2", "query"),
+        ("(host 10.0.0.1)", "("),
+        ("not host 10.0.0.1", "not"),
+        ("host", "host"),
+        ("host 10.0.0.1 and", "query"),
+        ("host 10.0.0.1 host 10.0.0.2", "query"),
+        ("port 70000", "port"),
+        ("after yesterday", "after"),
+    ] {
+        assert_eq!(text_err(bad).clause, clause, "{bad}");
+    }
+}
+
+#[test]
+fn icmp_has_no_ports() {
+    for p in [
+        "icmp/port/8",
+        "proto/1/port/5",
+        "proto/58/port/128",
+        "port/3/icmp",
+    ] {
+        let e = path_err(p);
+        assert_eq!(e.clause, "port", "{p}");
+        assert!(e.message.contains("ICMP has no ports"), "{}", e.message);
+    }
+    assert_eq!(path("tcp/port/8").proto, Some(6));
 }

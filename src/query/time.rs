@@ -1,5 +1,7 @@
-//! Time values of a query: parsing the accepted forms (RFC 3339, epoch seconds, durations),
-//! quantising to the time window, and rendering back to RFC 3339 and epoch seconds.
+//! Time values of a query: parsing the accepted forms (RFC 3339, zone-less ISO times and dates
+//! as UTC, `@` epoch seconds, durations — a bare number is seconds, as in Docket-py),
+//! quantising relative times to the time window, and rendering back to RFC 3339 and epoch
+//! seconds.
 //!
 //! Invariants: all arithmetic is on `i128` nanoseconds with checked operations or bounded
 //! inputs, so no input text can overflow; every absolute time this module hands out lies in
@@ -138,30 +140,64 @@ pub(crate) fn check_range(t: i128, clause: &str, text: &str) -> Result<i128, Err
     }
 }
 
-/// The value of `after`/`before`: RFC 3339 with any offset (converted to UTC), epoch seconds,
-/// or a duration meaning "that long before now".
-///
-/// A bare number is an absolute epoch time, unlike Docket-py where it meant a duration in
-/// seconds: a timestamp copied from a log or from `tshark` then works as expected, and
-/// durations always carry a unit.
+/// An ISO 8601 time without a zone (`2024-01-02T03:04:05`, seconds and a fraction optional,
+/// `T` or a space between date and time) or a date alone (`2024-01-02`, its midnight), read as UTC — as
+/// Docket-py read them; nanoseconds since the epoch.
+fn parse_zoneless(text: &str) -> Option<i128> {
+    use ::time::macros::format_description;
+    let t = format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [t] [ ]][hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    if let Ok(dt) = ::time::PrimitiveDateTime::parse(text, t) {
+        return Some(dt.assume_utc().unix_timestamp_nanos());
+    }
+    let d = format_description!(version = 2, "[year]-[month]-[day]");
+    ::time::Date::parse(text, d)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp_nanos())
+}
+
+/// The value of `after`/`before`: RFC 3339 with any offset (converted to UTC), an ISO time
+/// without a zone or a date alone (UTC), `@` and epoch seconds, or a duration meaning "that
+/// long before now" — a bare number is a duration in seconds, as in Docket-py (`after/3600`:
+/// the last hour).
 pub(crate) fn parse_time(clause: &str, text: &str) -> Result<TimeSpec, Error> {
-    if let Some(t) = parse_epoch(text) {
-        return check_range(t, clause, text).map(|t| TimeSpec::At(Timestamp(t)));
+    if let Some(epoch) = text.strip_prefix('@') {
+        if let Some(t) = parse_epoch(epoch) {
+            return check_range(t, clause, text).map(|t| TimeSpec::At(Timestamp(t)));
+        }
     }
     if let Ok(dt) = OffsetDateTime::parse(text, &Rfc3339) {
         // `unix_timestamp_nanos` is the instant in UTC whatever offset was written.
         return check_range(dt.unix_timestamp_nanos(), clause, text)
             .map(|t| TimeSpec::At(Timestamp(t)));
     }
-    if let Some(d) = parse_duration(text, false) {
+    if let Some(t) = parse_zoneless(text) {
+        return check_range(t, clause, text).map(|t| TimeSpec::At(Timestamp(t)));
+    }
+    if let Some(d) = parse_duration(text, true) {
+        // A bare number that big is an epoch time written without its `@` (a duration of
+        // over 31 years would reach back before most captures exist): said, not guessed.
+        if split_decimal(text).is_some() && d >= 1_000_000_000 * NANOS_PER_SEC {
+            return Err(Error::new(
+                clause,
+                text,
+                format!(
+                    "{clause} {text}: a bare number is a duration in seconds (as in Docket-py); \
+                     write epoch seconds as @{text}"
+                ),
+            ));
+        }
         return Ok(TimeSpec::Ago(d));
     }
     Err(Error::new(
         clause,
         text,
         format!(
-            "{clause} {text}: not a time (RFC 3339 like 2024-01-02T03:04:05Z, epoch seconds, \
-             or a duration like 1h30m)"
+            "{clause} {text}: not a time (RFC 3339 like 2024-01-02T03:04:05Z, a date like \
+             2024-01-02, epoch seconds like @1700000000, or a duration before now like 90, \
+             5m or 1h30m)"
         ),
     ))
 }
@@ -215,9 +251,9 @@ pub fn rfc3339(t: i128) -> String {
     s
 }
 
-/// Epoch seconds as the URL grammar reads them back: `1700000000` or `1700000000.5`.
+/// Epoch seconds as the URL grammar reads them back: `@1700000000` or `@1700000000.5`.
 pub(crate) fn epoch_text(t: i128) -> String {
-    let mut s = t.div_euclid(NANOS_PER_SEC).to_string();
+    let mut s = format!("@{}", t.div_euclid(NANOS_PER_SEC));
     push_fraction(&mut s, t.rem_euclid(NANOS_PER_SEC) as u32);
     s
 }

@@ -141,36 +141,52 @@ pub(crate) fn sensor(clause: &str, text: &str) -> Result<String, Error> {
 }
 
 /// A capacity in bytes: a plain integer, or a number (decimals allowed) with a unit
-/// `B KB MB GB TB PB` (any case, powers of 1024, optional space), rounded down; at least 1.
+/// `B KB MB GB TB PB` (any case, powers of 1024, optional space), rounded down — or several
+/// of them summed, as Docket-py's `parse_capacity` did (`0.5MB 1KB`); at least 1.
 pub(crate) fn capacity(clause: &str, text: &str) -> Result<u64, Error> {
     let err = |why: &str| Error::new(clause, text, format!("{clause} {text}: {why}"));
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: i128 = match unit.trim_start().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" => 1 << 10,
-        "MB" => 1 << 20,
-        "GB" => 1 << 30,
-        "TB" => 1 << 40,
-        "PB" => 1 << 50,
-        _ => return Err(err("not a size (bytes, or a number with B KB MB GB TB PB)")),
-    };
-    let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
-    };
-    if digits(int, usize::MAX).is_none()
-        || (num.contains('.') && digits(frac, usize::MAX).is_none())
-    {
-        return Err(err("not a size (bytes, or a number with B KB MB GB TB PB)"));
+    let not_a_size = || err("not a size (bytes, or numbers with B KB MB GB TB PB, summed)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(not_a_size());
     }
-    match scaled(int, frac, mult).map(u64::try_from) {
-        Some(Ok(0)) => Err(err("must be at least 1 byte")),
-        Some(Ok(n)) => Ok(n),
-        _ => Err(err("too large")),
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let after = after.trim_start();
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        rest = after.trim_start();
+        let mult: i128 = match unit.to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "KB" => 1 << 10,
+            "MB" => 1 << 20,
+            "GB" => 1 << 30,
+            "TB" => 1 << 40,
+            "PB" => 1 << 50,
+            _ => return Err(not_a_size()),
+        };
+        let (int, frac) = match num.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (num, ""),
+        };
+        if digits(int, usize::MAX).is_none()
+            || (num.contains('.') && digits(frac, usize::MAX).is_none())
+        {
+            return Err(not_a_size());
+        }
+        let part = scaled(int, frac, mult).ok_or_else(|| err("too large"))?;
+        total = total.checked_add(part).ok_or_else(|| err("too large"))?;
+    }
+    match u64::try_from(total) {
+        Ok(0) => Err(err("must be at least 1 byte")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(err("too large")),
     }
 }
 

@@ -309,6 +309,11 @@ impl Complete {
         self.data.len() as u64
     }
 
+    /// Its first `n` bytes (fewer if it is shorter): what format it is.
+    pub fn head(&self, n: usize) -> Bytes {
+        self.data.slice(..n.min(self.data.len()))
+    }
+
     /// Whether it is empty (never, for a capture: it has a header).
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()

@@ -175,7 +175,7 @@
     const abs = api(job.dataset.pcap);
     const user = job.dataset.user ? "-u '" + job.dataset.user.replace(/'/g, "'\\''") + "' " : "";
     document.getElementById("curl").textContent = "curl -N " + user + "-o " + id + ".pcap '" + abs + "'";
-    document.getElementById("wireshark").textContent = "curl -sN " + user + "'" + abs + "' | wireshark -k -i -";
+    document.getElementById("wireshark").textContent = "curl -fsSN " + user + "'" + abs + "' | wireshark -k -i -";
     const finalStates = ["Completed", "Partial", "Failed", "Cancelled"];
     const tick = async () => {
       let s;
