@@ -108,13 +108,13 @@ print(f"{first:.6f} {time.monotonic() - t0:.6f} {n}")
 PY
 }
 for ((i = 0; i < runs; i++)); do
-    first_packet "$base/q/after/$after/before/$((now + 60 + i))/pcap"
+    first_packet "$base/q/after/@$after/before/@$((now + 60 + i))/pcap"
 done > "$dir/docket-runs"
 sed 's/^/  first-packet_s total_s bytes (python client): /' "$dir/docket-runs"
 # Throughput with curl (a faster client than the Python one above), fresh jobs again.
 for ((i = 0; i < runs; i++)); do
     curl -sS -o /dev/null -w '%{time_total} %{size_download}\n' \
-        "$base/q/after/$after/before/$((now + 120 + i))/pcap"
+        "$base/q/after/@$after/before/@$((now + 120 + i))/pcap"
 done > "$dir/docket-curl"
 
 echo "== Docket-py's way: both full answers (parallel curls), then mergecap"

@@ -529,17 +529,10 @@ impl Config {
         }
         let mut names: Vec<&str> = Vec::new();
         let check_name = |key: &str, name: &str, names: &[&str]| -> Result<(), Error> {
-            if name.is_empty()
-                || name == "."
-                || name == ".."
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-            {
-                return Err(invalid(
-                    key,
-                    format!("sensor name {name:?} must be [A-Za-z0-9_.-]+, not . or .."),
-                ));
+            // The query grammar's own rule: a name no `sensor/` clause could ask for is
+            // refused here, not at the first query that names it.
+            if let Err(e) = crate::query::check_sensor_name(name) {
+                return Err(invalid(key, e.message));
             }
             if names.contains(&name) {
                 return Err(invalid(key, format!("sensor name {name:?} is used twice")));
@@ -549,7 +542,7 @@ impl Config {
         let mut local = Vec::new();
         for (i, l) in raw.local.iter().enumerate() {
             let key = format!("local[{i}]");
-            check_name(&key, &l.name, &names)?;
+            check_name(&format!("{key}.name"), &l.name, &names)?;
             names.push(&l.name);
             let p = resolve(&l.path);
             if p.exists() && !p.is_dir() {
@@ -584,7 +577,7 @@ impl Config {
         let mut stenographer = Vec::new();
         for (i, s) in raw.stenographer.iter().enumerate() {
             let key = format!("stenographer[{i}]");
-            check_name(&key, &s.name, &names)?;
+            check_name(&format!("{key}.name"), &s.name, &names)?;
             names.push(&s.name);
             if s.host.is_empty() {
                 return Err(invalid(&key, "`host` is empty".into()));
@@ -772,5 +765,38 @@ mod duration {
                 ))
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Error> {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("docket.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    /// A sensor name no `sensor/` clause could ask for is refused when the file is loaded.
+    #[test]
+    fn sensor_names_follow_the_query_grammar() {
+        let conf = |name: &str| format!("[[local]]\nname = \"{name}\"\npath = \"/tmp\"\n");
+        for bad in [
+            "x".repeat(65),
+            "...".to_owned(),
+            "a/b".to_owned(),
+            String::new(),
+        ] {
+            match load(&conf(&bad)) {
+                Err(Error::Invalid { key, message, .. }) => {
+                    assert!(key.contains("name"), "{key}");
+                    assert!(message.contains("sensor"), "{message}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(load(&conf(&"x".repeat(64))).is_ok());
     }
 }

@@ -330,11 +330,14 @@ fn capinfos_count(path: &Path) -> u64 {
 #[test]
 fn query_job_and_download_in_a_real_browser() {
     let pcaps = corpus();
+    let gone = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir(gone.path().join("d")).unwrap();
     let s = tls_server(
         &[
             ("sensor-merge", pcaps.join("merge")),
             ("sensor-bulk", pcaps.join("bulk")),
             ("sensor-protocols", pcaps.join("protocols")),
+            ("sensor-gone", gone.path().join("d")),
         ],
         "",
     );
@@ -342,6 +345,8 @@ fn query_job_and_download_in_a_real_browser() {
     let downloads = s.dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let b = Browser::start(&downloads, &s.dir.path().join("chromium-profile"));
+    // A sensor whose directory went away: down, and the Sensors page says why.
+    std::fs::remove_dir(gone.path().join("d")).unwrap();
 
     // The browser logs in the way a user's browser does: HTTP Basic, credentials in the URL
     // for the first navigation, then from its own cache for every request of the origin.
@@ -382,6 +387,8 @@ fn query_job_and_download_in_a_real_browser() {
     b.click("#submit");
     b.wait_for("the job page", |b| b.url().contains("/ui/job/"));
     b.wait_for("Completed", |b| b.text("#state") == "Completed");
+    // The progress bar is for running jobs only.
+    assert_eq!(b.property("#progress", "hidden"), true);
     assert!(b.text("#upstreams").contains("sensor-merge"));
     assert!(b.text("#events").contains("Completed"));
     let curl_line = b.text("#curl");
@@ -427,16 +434,74 @@ fn query_job_and_download_in_a_real_browser() {
     assert!(want > 0);
     assert_eq!(capinfos_count(&downloaded), want);
 
-    // The jobs table shows the job, its user and its state, refreshed by the script.
+    // A pcapng answer downloads under its own extension.
+    let (code, ng) = s.get(
+        "q/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/sensor/sensor-merge/format/pcapng",
+        &["-u", &front::user("alice")],
+    );
+    assert_eq!(code, 200);
+    let ng_id = serde_json::from_slice::<Value>(&ng).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.goto(&s.url(&format!("ui/job/{ng_id}")));
+    b.wait_for("the pcapng job", |b| b.text("#state") == "Completed");
+    b.click("#get-pcap");
+    let ng_file = downloads.join(format!("{ng_id}.pcapng"));
+    b.wait_for("the pcapng download", |_| ng_file.exists());
+    // An empty answer, a query of 300 ports, and a job some of whose sensors failed.
+    let ask = |path: &str| {
+        let (code, body) = s.get(path, &["-u", &front::user("alice")]);
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    };
+    ask("q/host/192.0.2.99/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/sensor/sensor-merge");
+    ask("q/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/sensor/sensor-gone/sensor/sensor-merge");
+    let ports: String = (1..=300).map(|p| format!("/port/{p}")).collect();
+    ask(&format!(
+        "q/host/2620:1ec:c11::200{ports}/after/2021-01-05T06:55:00Z/before/2021-01-05T07:00:00Z/sensor/sensor-merge"
+    ));
+
+    // The jobs table shows the job, its user and its state, refreshed by the script; times to
+    // the millisecond; Partial and empty answers stand out; a long query stays a few lines.
     b.goto(&s.url("ui/jobs"));
     b.wait_for("the job in the table", |b| {
         let t = b.text("#jobs");
         t.contains(&id[..8]) && t.contains("Completed") && t.contains("alice")
     });
+    b.wait_for("the partial and the empty job", |b| {
+        let t = b.text("#jobs");
+        t.contains("Partial") && t.contains("(no packets)")
+    });
+    let first_time = b.text("#jobs tbody tr td");
+    assert!(
+        first_time.len() == 24 && first_time.ends_with('Z') && &first_time[19..20] == ".",
+        "milliseconds: {first_time:?}"
+    );
+    assert_eq!(
+        b.property("#jobs tbody tr.state-Partial td.state", "className"),
+        "state"
+    );
+    assert!(b
+        .text("#jobs tbody tr.empty td.state")
+        .contains("no packets"));
+    // The newest job is the 300-port one: its row is a few lines high, not thousands of px.
+    let long = b.property("#jobs tbody tr td.q code", "title");
+    assert!(long.as_str().unwrap().contains("port 300"), "{long}");
+    let h = b
+        .property("#jobs tbody tr", "offsetHeight")
+        .as_f64()
+        .unwrap();
+    assert!(h < 150.0, "the 300-port row is {h} px high");
     b.screenshot(&shots.join("jobs.png"));
     b.goto(&s.url("ui/sensors"));
     b.wait_for("the sensors", |b| {
         b.text("#sensors").contains("sensor-bulk")
     });
+    let down = b.text("#sensors tr.down");
+    assert!(
+        down.contains("sensor-gone") && down.contains("down"),
+        "{down}"
+    );
+    assert!(!b.text("#sensors tr.down td.why").is_empty(), "{down}");
     b.screenshot(&shots.join("sensors.png"));
 }

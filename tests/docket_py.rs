@@ -20,6 +20,12 @@ fn sensors() -> Vec<(&'static str, PathBuf)> {
 /// The tls2 trace's busiest ten seconds, and the same as epoch seconds.
 const TEN_S: &str = "after/2021-01-05T06:56:30Z/before/2021-01-05T06:56:40Z";
 
+/// Whether a JSON list of jobs holds the job `id`.
+fn lists(jobs: &serde_json::Value, id: &str) -> bool {
+    jobs.as_array()
+        .is_some_and(|a| a.iter().any(|j| j["id"] == id))
+}
+
 fn packets(file: &std::path::Path) -> usize {
     let out = run_ok(std::process::Command::new("tcpdump").arg("-nr").arg(file));
     out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
@@ -164,21 +170,44 @@ fn rock_routes_answer_under_api_with_docket_py_states() {
         );
         assert_eq!(code, 200);
         let found: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert!(
-            found
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|j| j["id"] == id.as_str()),
-            "{found}"
-        );
+        assert!(lists(&found, &id), "{found}");
         let (_, body) = server.get(&format!("{prefix}find"), &["-d", "port=444"]);
         let none: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert!(none
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|j| j["id"] != id.as_str()));
+        assert!(none.is_array() && !lists(&none, &id), "{none}");
+    }
+    // A Partial job lists as `Completed` under api/, and api/'s own state names filter.
+    assert!(lists(&server.json("api/jobs?state=Completed"), &id));
+    assert!(server.json("api/jobs?state=Created").is_array());
+    // A search with one end of time only: the other end is open.
+    for body in ["before=2030-01-01T00:00:00Z", "after=2000-01-01T00:00:00Z"] {
+        let (code, found) = server.get("find", &["-d", body]);
+        assert_eq!(code, 200, "{body}: {}", String::from_utf8_lossy(&found));
+        let found: serde_json::Value = serde_json::from_slice(&found).unwrap();
+        assert!(lists(&found, &id), "{body}");
+    }
+    // A raw query in JSON: one `query` key, once.
+    for bad in [
+        r#"{"query": "host 1.2.3.4", "query": "port 53"}"#,
+        r#"{"query": "host 1.2.3.4", "foo": 1}"#,
+        r#"{"query": 5}"#,
+    ] {
+        let (code, _) = server.get(
+            "query/",
+            &["-H", "Content-Type: application/json", "-d", bad],
+        );
+        assert_eq!(code, 400, "{bad}");
+    }
+    // Ids: upper case is the same id; a repeated id is listed once.
+    let upper = id.to_ascii_uppercase();
+    let l = server.json(&format!("ids/{upper},{id},{id}"));
+    assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    // A client that refuses HTML (q=0), or prefers JSON, gets JSON.
+    for accept in [
+        "text/html;q=0, */*",
+        "text/html;q=0.1, application/json;q=0.9",
+    ] {
+        let (code, _) = server.get(kibana, &["-H", &format!("Accept: {accept}")]);
+        assert_eq!(code, 200, "{accept}");
     }
     // `or` is not guessed at.
     let (code, body) = server.get("api/raw/host+10.0.0.1+or+host+10.0.0.2", &[]);
@@ -203,6 +232,19 @@ fn limits_as_headers_wrong_methods_and_icmp_ports() {
         &["-H", "Steno-Limit-Packets: 7"],
     );
     assert_eq!(code, 400);
+    let (code, _) = server.get(
+        &format!("q/{TEN_S}"),
+        &[
+            "-H",
+            "Steno-Limit-Packets: 7",
+            "-H",
+            "Steno-Limit-Packets: 6",
+        ],
+    );
+    assert_eq!(code, 400, "a header given twice");
+    // `format/pcap` is a clause, not the capture suffix.
+    let j = server.json(&format!("q/sensor/merge/{TEN_S}/format/pcap"));
+    assert!(j["id"].is_string(), "{j}");
     // Summed capacities.
     let j = server.json(&format!("q/{TEN_S}/limit-bytes/0.5MB%201KB"));
     assert!(j["query"].is_string());
@@ -226,6 +268,27 @@ fn limits_as_headers_wrong_methods_and_icmp_ports() {
             "{head}"
         );
     }
+    // /stats: free bytes and inodes of the spool's file system, as df sees them.
+    let st = server.json("stats");
+    let inodes = st["docket"]["Free space"][1]
+        .as_u64()
+        .expect("an inode figure");
+    let df = run_ok(
+        std::process::Command::new("df")
+            .args(["--output=iavail"])
+            .arg(server.dir.path()),
+    );
+    let df: u64 = String::from_utf8_lossy(&df)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        inodes.abs_diff(df) < 10_000,
+        "/stats {inodes} inodes, df {df}"
+    );
     // ICMP has no ports: said, not silently empty.
     let (code, body) = server.get("q/icmp/port/8", &[]);
     assert_eq!(code, 400);
@@ -309,6 +372,12 @@ fn a_failure_is_visible_in_the_pipe_and_downloads_behave() {
     let h = head_of(&server, &file, &[]);
     let etag = header(&h, "etag").unwrap().to_owned();
     let modified = header(&h, "last-modified").unwrap().to_owned();
+    // Reading it again, a second later, changes neither validator (a read marks the file
+    // used for the cleanup; Last-Modified is when the file was made).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = head_of(&server, &file, &[]);
+    assert_eq!(header(&again, "last-modified"), Some(modified.as_str()));
+    assert_eq!(header(&again, "etag"), Some(etag.as_str()));
     let len: u64 = header(&h, "content-length").unwrap().parse().unwrap();
     assert_eq!(len, std::fs::metadata(&out).unwrap().len());
     assert_eq!(
@@ -360,4 +429,67 @@ fn a_failure_is_visible_in_the_pipe_and_downloads_behave() {
             .contains(".pcapng"),
         "{h}"
     );
+}
+
+/// `format/pcap` is classic pcap or a 409 naming the clause; without it, mixed link types
+/// give pcapng. The `Docket-State` trailer reaches an HTTP/2 client (over TLS, by ALPN).
+#[test]
+fn format_pcap_is_classic_or_refused_and_http2_gets_the_trailer() {
+    let gone = TempDir::new().unwrap();
+    std::fs::create_dir(gone.path().join("d")).unwrap();
+    let s = common::front::tls_server(
+        &[
+            ("merge", corpus().join("merge")),
+            ("protocols", corpus().join("protocols")),
+            ("gone", gone.path().join("d")),
+        ],
+        "",
+    );
+    std::fs::remove_dir(gone.path().join("d")).unwrap();
+    let user = common::front::user("alice");
+    let all = "after/2000-01-01T00:00:00Z/before/2030-01-01T00:00:00Z";
+    let (code, body) = s.get(
+        &format!("q/sensor/merge/sensor/protocols/{all}/format/pcap/pcap"),
+        &["-u", &user],
+    );
+    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    let e: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(e["clause"], "format");
+    // One link type: classic pcap, as capinfos reads it.
+    let work = TempDir::new().unwrap();
+    let (code, body) = s.get(
+        &format!("q/sensor/merge/{all}/format/pcap/pcap"),
+        &["-u", &user],
+    );
+    assert_eq!(code, 200);
+    let f = work.path().join("classic");
+    std::fs::write(&f, &body).unwrap();
+    let info = run_ok(std::process::Command::new("capinfos").arg("-t").arg(&f));
+    assert!(
+        String::from_utf8_lossy(&info).contains("pcap")
+            && !String::from_utf8_lossy(&info).contains("pcapng"),
+        "{}",
+        String::from_utf8_lossy(&info)
+    );
+    // Mixed, without format: pcapng, typed and named so.
+    let h = head_of(
+        &s,
+        &format!("q/sensor/merge/sensor/protocols/{all}/pcap"),
+        &["-u", &user],
+    );
+    assert_eq!(
+        header(&h, "content-type"),
+        Some("application/x-pcapng"),
+        "{h}"
+    );
+    // HTTP/2: the final state as a trailer (a sensor failed: Partial).
+    let o = s
+        .curl()
+        .args(["--http2", "-u", &user, "-D", "-", "-o", "/dev/null"])
+        .arg(s.url(&format!("q/sensor/merge/sensor/gone/{TEN_S}/pcap")))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert_eq!(header(&head, "docket-state"), Some("Partial"), "{head}");
 }

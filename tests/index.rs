@@ -133,7 +133,7 @@ fn indexed_and_scanned_answers_are_the_same_bytes() {
             };
             let path = |sensor: &str| {
                 format!(
-                    "q/sensor/{sensor}/{}/after/{after}/before/{before}/pcap",
+                    "q/sensor/{sensor}/{}/after/@{after}/before/@{before}/pcap",
                     clauses.join("/")
                 )
                 .replace("//", "/")

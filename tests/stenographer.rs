@@ -357,7 +357,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         ),
     ];
     for (url, steno, filter) in queries {
-        let path = format!("q/after/{after}/before/{before}/{url}/pcap");
+        let path = format!("q/after/@{after}/before/@{before}/{url}/pcap");
         let ours = server.fetch(&path, work.path());
         match expected(&[a, b], steno, after, before, work.path()) {
             Some(e) => assert_same_packets(&ours, &e, url),
@@ -383,7 +383,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         (after + 2, before - 1),
         (after, after + 1),
     ] {
-        let path = format!("q/after/{from}/before/{to}/pcap");
+        let path = format!("q/after/@{from}/before/@{to}/pcap");
         let ours = server.fetch(&path, work.path());
         match expected(&[a, b], "", from, to, work.path()) {
             Some(e) => assert_same_packets(&ours, &e, &format!("window {from}..{to}")),
@@ -400,7 +400,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         (format!("sensor/b/port/443/bpf/{enc}"), vec![b]),
         ("sensor/a".to_owned(), vec![a]),
     ] {
-        let path = format!("q/after/{after}/before/{before}/{url}/pcap");
+        let path = format!("q/after/@{after}/before/@{before}/{url}/pcap");
         let ours = server.fetch(&path, work.path());
         let (clauses, filter) = if url.contains("bpf") {
             ("port 443", bpf)
@@ -413,7 +413,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
 
     // Twenty identical requests at once: one job, each sensor asked once.
     let before_counts = (queries_answered(a), queries_answered(b));
-    let path = format!("q/after/{after}/before/{before}/port/443/pcap");
+    let path = format!("q/after/@{after}/before/@{before}/port/443/pcap");
     let url = server.url(&path);
     let children: Vec<_> = (0..20)
         .map(|n| {
@@ -461,7 +461,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         + &table(b, "b-wrong-ca", Some(&other.cert), None)
         + &table(&dead, "not-running", None, None);
     let mixed = Server::start_with(TempDir::new().unwrap(), &[], "time_window = 1", &tables);
-    let path = format!("q/after/{after}/before/{before}/pcap");
+    let path = format!("q/after/@{after}/before/@{before}/pcap");
     let ours = mixed.fetch(&path, work.path());
     assert_same_packets(
         &ours,
@@ -499,7 +499,7 @@ fn two_sensors_merge_like_mergecap_of_direct_answers() {
         work.path(),
     )
     .unwrap();
-    let path = format!("q/after/{after2}/before/{before2}/pcap");
+    let path = format!("q/after/@{after2}/before/@{before2}/pcap");
     let out = work.path().join("killed.pcap");
     let mut client = Command::new("curl")
         .args(["-sS", "-o"])
@@ -559,7 +559,7 @@ fn stenokeys_certificates_work_and_another_sensors_ca_is_refused() {
     let server = Server::start_with(TempDir::new().unwrap(), &[], "time_window = 1", &tables);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (after, before) = (now - 300, now + 2);
-    let path = format!("q/after/{after}/before/{before}/pcap");
+    let path = format!("q/after/@{after}/before/@{before}/pcap");
     let ours = server.fetch(&path, work.path());
     assert_same_packets(
         &ours,

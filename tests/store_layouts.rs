@@ -238,7 +238,7 @@ fn a_directory_tcpdump_is_writing_answers_while_it_grows() {
     let mut answers = Vec::new();
     let mut k = 0;
     while !sender.is_finished() {
-        let path = format!("q/sensor/live/after/{after}/before/{}/pcap", before + k);
+        let path = format!("q/sensor/live/after/@{after}/before/@{}/pcap", before + k);
         answers.push(server.fetch(&path, work.path()));
         k += 1;
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -248,7 +248,7 @@ fn a_directory_tcpdump_is_writing_answers_while_it_grows() {
     // SIGINT: tcpdump flushes and closes its file.
     unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
     tcpdump.wait().unwrap();
-    let path = format!("q/sensor/live/after/{after}/before/{}/pcap", before + k);
+    let path = format!("q/sensor/live/after/@{after}/before/@{}/pcap", before + k);
     let ours = server.fetch(&path, work.path());
     let expected = oracle(
         std::slice::from_ref(&dir),

@@ -5,21 +5,29 @@
 //! | `GET q/<clauses…>` | job JSON `{id, state, query, url, time}` (starts or joins the job) |
 //! | `GET q/<clauses…>/pcap` | the merged capture, streamed as it is merged |
 //! | `POST q` (JSON or form) | job JSON |
-//! | `GET api/uri/<clauses…>` | job JSON (Docket-py's click-to-pcap path; no redirect loop) |
-//! | `GET <id>/merged.pcap` | the capture: streamed while the job runs, `Range` when complete |
+//! | `GET uri/<clauses…>` | Docket-py's click-to-pcap path: job JSON, or 303 to the job page for a browser |
+//! | `GET raw/<query>`, `POST query/` | Docket-py's raw Stenographer query (`and` only) → job JSON |
+//! | `POST find` | the jobs whose query holds the clauses sent |
+//! | `GET cleanup`, `clean` | the spool cleanup runs now |
+//! | `GET <id>/merged.pcap`, `results/<id>/merged.pcap` | the capture: streamed while the job runs; validators, conditional requests and one `Range` when complete |
 //! | `GET status[/<ids>]`, `ids[/<ids>]`, `urls[/<ids>]`, `jobs`, `stats` | Docket-py's shapes, plus per-upstream progress |
 //! | `DELETE <id>` | cancels and removes the job |
 //! | `GET healthz` | `ok` |
 //! | `GET` (the prefix itself), `GET ui/…` | the web UI (see [`super::ui`]) |
+//! | `api/…` | every route again, as ROCK serves Docket-py: job JSON with Docket-py's states |
+//!
+//! Every `GET` answers `HEAD`; a route asked with another method answers 405 with `Allow`.
 //!
 //! [`ROUTES`] lists one example request per route, so tests can walk the table.
 //!
 //! Routes that start or serve a job attach an [`AuditInfo`] to the response; the front door
 //! turns it into the audit line.
 //!
-//! A capture response is `application/vnd.tcpdump.pcap`, chunked while the job runs. If the
-//! job fails mid-stream the body is aborted, so the client sees a truncated transfer rather
-//! than a clean end of a wrong file.
+//! A capture response is `application/vnd.tcpdump.pcap` (or `application/x-pcapng`), chunked
+//! while the job runs. Its head waits for the capture's first bytes, so a job whose every
+//! upstream failed answers 502/504, not 200; the final state follows as a `Docket-State`
+//! trailer. If the job fails mid-stream the body is aborted, so the client sees a truncated
+//! transfer rather than a clean end of a wrong file.
 
 use std::sync::Arc;
 
@@ -60,6 +68,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "q/host/10.0.0.1/after/5m"),
     ("GET", "q/host/10.0.0.1/after/5m/pcap"),
     ("GET", "api/uri/host/10.0.0.1/after/5m"),
+    ("GET", "uri/host/10.0.0.1/after/5m"),
+    ("GET", "raw/host+10.0.0.1+and+after+5m+ago"),
+    ("POST", "query/"),
+    ("POST", "find"),
+    ("GET", "cleanup"),
+    ("GET", "results/{id}/merged.pcap"),
+    ("GET", "api/status"),
     ("GET", "q/host/10.0.0.1/after/5m/estimate"),
     ("POST", "q/estimate"),
     ("POST", "q"),
@@ -143,7 +158,7 @@ async fn route(
         ["api", rest @ ..] => (rest, true),
         _ => (segs, false),
     };
-    let (audit, r) = route_path(req, body, state, segs, &method).await;
+    let (audit, r) = route_path(req, body, state, segs, &method, py).await;
     let r = match r {
         Ok(r) if py => Ok(docket_py_states(r).await),
         r => r,
@@ -157,6 +172,7 @@ async fn route_path(
     state: &Arc<AppState>,
     segs: &[&str],
     method: &Method,
+    py: bool,
 ) -> (AuditOf, Result<Response<Body>, ApiError>) {
     let plain = |r| (None, r);
     match (method.clone(), segs) {
@@ -180,8 +196,15 @@ async fn route_path(
             Err(e) => Err(e),
         }),
         (Method::GET, ["q", clauses @ ..]) | (Method::GET, ["uri", clauses @ ..]) => {
+            // A trailing `pcap` asks for the capture — unless it is `format/pcap`'s value.
             let (clauses, want_pcap) = match clauses.split_last() {
-                Some((&"pcap", head)) => (head, true),
+                Some((&"pcap", head))
+                    if !head
+                        .last()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("format")) =>
+                {
+                    (head, true)
+                }
                 _ => (clauses, false),
             };
             let parsed =
@@ -304,12 +327,14 @@ async fn route_path(
                 .collect();
             plain(Ok(json(StatusCode::OK, &m)))
         }
-        (Method::GET, ["jobs"]) => plain(views::Listing::parse(req.uri().query()).map(|l| {
-            json(
-                StatusCode::OK,
-                &l.apply(state, &state.jobs_for(user_of(req))),
-            )
-        })),
+        (Method::GET, ["jobs"]) => {
+            plain(views::Listing::parse_as(req.uri().query(), py).map(|l| {
+                json(
+                    StatusCode::OK,
+                    &l.apply(state, &state.jobs_for(user_of(req))),
+                )
+            }))
+        }
         (Method::GET, ["stats", names @ ..]) => {
             plain(Ok(json(StatusCode::OK, &views::stats(state, names).await)))
         }
@@ -399,6 +424,18 @@ async fn docket_py_states(r: Response<Body>) -> Response<Body> {
         if s == "Partial" {
             job["partial"] = true.into();
         }
+        if let Some(events) = job.get_mut("events").and_then(|e| e.as_array_mut()) {
+            for e in events {
+                let py = match e.get("state").and_then(|s| s.as_str()) {
+                    Some("Queued") => "Created",
+                    Some("Running") => "Requesting",
+                    Some("Completed" | "Partial") => "Completed",
+                    Some(_) => "Failed",
+                    None => continue,
+                };
+                e["state"] = py.into();
+            }
+        }
     }
     match &mut v {
         serde_json::Value::Array(jobs) => jobs.iter_mut().for_each(rename),
@@ -411,23 +448,57 @@ async fn docket_py_states(r: Response<Body>) -> Response<Body> {
     Response::from_parts(parts, full(text))
 }
 
-/// Whether the client is a browser navigating (its `Accept` asks for HTML before JSON).
+/// Whether the client is a browser navigating: its `Accept` prefers `text/html` to JSON
+/// (by q-value, then by order; RFC 9110 §12.5.1), and accepts it at all (`q=0` refuses).
 fn wants_html<B>(req: &Request<B>) -> bool {
     let accept = req
         .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
         .to_ascii_lowercase();
-    let html = accept.find("text/html");
-    let json = accept.find("application/json");
-    html.is_some_and(|h| json.is_none_or(|j| h < j))
+    // (q, order) of a media type, if listed.
+    let weight = |ty: &str| {
+        accept.split(',').enumerate().find_map(|(i, item)| {
+            let mut parts = item.split(';').map(str::trim);
+            (parts.next() == Some(ty)).then(|| {
+                let q = parts
+                    .find_map(|p| p.strip_prefix("q="))
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (q, i)
+            })
+        })
+    };
+    match (weight("text/html"), weight("application/json")) {
+        (Some((h, _)), _) if h <= 0.0 => false,
+        (Some(_), None) => true,
+        (Some((h, hi)), Some((j, ji))) => h > j || (h == j && hi < ji),
+        (None, _) => false,
+    }
 }
 
 /// `q` with Docket-py's `Steno-Limit-Packets` / `Steno-Limit-Bytes` headers applied.
 fn with_headers<B>(req: &Request<B>, mut q: Query) -> Result<Query, ApiError> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    q.limits_from_headers(header("steno-limit-packets"), header("steno-limit-bytes"))?;
+    // Given twice, or not text: refused as a clause given twice or malformed would be.
+    let header = |name: &'static str| -> Result<Option<&str>, ApiError> {
+        let mut values = req.headers().get_all(name).iter();
+        let Some(v) = values.next() else {
+            return Ok(None);
+        };
+        let bad = |message: &str| ApiError::BadParameter {
+            name,
+            value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            message: format!("{name}: {message}"),
+        };
+        if values.next().is_some() {
+            return Err(bad("given twice"));
+        }
+        v.to_str().map(Some).map_err(|_| bad("not text"))
+    };
+    q.limits_from_headers(header("steno-limit-packets")?, header("steno-limit-bytes")?)?;
     Ok(q)
 }
 
@@ -501,19 +572,8 @@ async fn read_text(
     state: &AppState,
 ) -> Result<String, ApiError> {
     let (body, json_body) = read_body(req, body, state).await?;
-    let bad = |why: &str| ApiError::BadParameter {
-        name: "query",
-        value: String::new(),
-        message: why.to_owned(),
-    };
     if json_body {
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
-        return v
-            .get("query")
-            .and_then(|q| q.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| bad("send {\"query\": \"host 1.2.3.4 and port 53\"}"));
+        return Ok(query::text_of_json(&body)?);
     }
     let text: String = form_urlencoded::parse(&body)
         .map(|(k, v)| {
@@ -538,6 +598,45 @@ async fn find(
 ) -> Result<Response<Body>, ApiError> {
     let (bytes, json_body) = read_body(req, body, state).await?;
     let qc = state.query_config();
+    // A search's missing end is open, not a job's default (a `before` alone must not meet a
+    // default start after it): the other end is filled in at the edge of time.
+    let keys_of = |bytes: &[u8]| -> Vec<String> {
+        if json_body {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            form_urlencoded::parse(bytes)
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k.into_owned())
+                .collect()
+        }
+    };
+    let given = keys_of(&bytes);
+    let has = |a: &str, b: &str| given.iter().any(|k| k == a || k == b);
+    let mut fill = Vec::new();
+    if has("before", "before-ago") && !has("after", "after-ago") {
+        fill.push(("after", "@0"));
+    }
+    if has("after", "after-ago") && !has("before", "before-ago") {
+        fill.push(("before", "@253402300799"));
+    }
+    let bytes: Vec<u8> = if fill.is_empty() {
+        bytes.to_vec()
+    } else if json_body {
+        let mut m: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).unwrap_or_default();
+        for (k, v) in &fill {
+            m.insert((*k).to_owned(), (*v).into());
+        }
+        serde_json::to_vec(&m).unwrap_or_default()
+    } else {
+        let mut b = bytes.to_vec();
+        for (k, v) in &fill {
+            b.extend_from_slice(format!("&{k}={}", v.replace('@', "%40")).as_bytes());
+        }
+        b
+    };
     let (q, keys): (Query, Vec<String>) = if json_body {
         let keys = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
             .map(|m| m.keys().cloned().collect())
@@ -618,7 +717,7 @@ async fn start<B>(
         // Another user's job for the same query (`share_jobs = false`): the capture is
         // shared, not who asked for it or when; the link is the query's own.
         view.user = None;
-        view.time = views::rfc3339(std::time::SystemTime::now());
+        view.time = views::rfc3339_ms(std::time::SystemTime::now());
         view.url = format!("{}q/{}/pcap", state.config.prefix, job.query.to_path());
     }
     Ok(json(StatusCode::OK, &view))
@@ -659,6 +758,11 @@ async fn capture<B>(
         Capture::Follow(f) => follow(state, &job, f).await,
         // Failed before this request could follow it (local directories fail in
         // microseconds): the same answer as a follower waiting for the first byte gets.
+        Capture::Gone(crate::jobs::Gone::Ended)
+            if job.with(|s| matches!(s.end, Some(crate::jobs::EndReason::MixedLinkTypes))) =>
+        {
+            mixed_link_types(&job).await
+        }
         Capture::Gone(crate::jobs::Gone::Ended) if job.state() == State::Failed => {
             let end = FollowEnd::Incomplete(crate::spool::Incomplete::AllUpstreamsFailed);
             failed_before_bytes(&job, &end).await
@@ -714,6 +818,14 @@ async fn follow(state: &AppState, job: &Arc<Job>, mut follower: Follower) -> Res
     let id = job.id;
     let first = match follower.next().await {
         Ok(chunk) => chunk,
+        // Cancelled by a user: gone, as for any request after it; not a gateway failure.
+        Err(FollowEnd::Incomplete(crate::spool::Incomplete::Cancelled)) => {
+            return ApiError::Gone(crate::jobs::Gone::Ended, id.to_string()).into_response()
+        }
+        // `format/pcap` over mixed link types: the request conflicts with the data.
+        Err(FollowEnd::Incomplete(crate::spool::Incomplete::MixedLinkTypes)) => {
+            return mixed_link_types(job).await
+        }
         Err(end) => return failed_before_bytes(job, &end).await,
     };
     let (mut tx, body) = channel();
@@ -826,6 +938,19 @@ async fn failed_before_bytes(job: &Job, end: &FollowEnd) -> Response<Body> {
     r
 }
 
+/// `409`: classic pcap (`format/pcap`) was asked for over inputs of more than one link type.
+async fn mixed_link_types(job: &Job) -> Response<Body> {
+    let snap = wait_final(job).await;
+    let why = snap.end.as_ref().map_or_else(
+        || crate::jobs::EndReason::MixedLinkTypes.to_string(),
+        ToString::to_string,
+    );
+    json(
+        StatusCode::CONFLICT,
+        &serde_json::json!({ "error": why, "clause": "format", "value": "pcap", "id": job.id.to_string() }),
+    )
+}
+
 /// The job's snapshot once final (bounded: the job's end is moments after its feed's).
 async fn wait_final(job: &Job) -> crate::jobs::Snapshot {
     let mut rx = job.subscribe();
@@ -852,7 +977,7 @@ async fn final_state_trailer(job: &Job) -> http::HeaderMap {
 fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> Response<Body> {
     let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let etag = c.etag();
-    let modified = views::http_date(c.modified());
+    let modified = c.born().map(views::http_date);
     let magic = c.head(4);
     let magic_headers = |id: &JobId| capture_headers(id, Some(&magic[..]));
     // Conditional requests (RFC 9110 §13): a client that has this very file already gets
@@ -862,22 +987,25 @@ fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> R
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
             .any(|t| t == "*" || t == etag),
-        (None, Some(since)) => views::parse_http_date(since)
-            .is_some_and(|since| views::whole_seconds(c.modified()) <= since),
+        (None, Some(since)) => match (c.born(), views::parse_http_date(since)) {
+            (Some(born), Some(since)) => views::whole_seconds(born) <= since,
+            _ => false,
+        },
         (None, None) => false,
     };
     if unchanged {
-        return Response::builder()
+        let mut b = Response::builder()
             .status(StatusCode::NOT_MODIFIED)
-            .header(header::ETAG, &etag)
-            .header(header::LAST_MODIFIED, &modified)
-            .body(full(""))
-            .expect("valid response");
+            .header(header::ETAG, &etag);
+        if let Some(m) = &modified {
+            b = b.header(header::LAST_MODIFIED, m);
+        }
+        return b.body(full("")).expect("valid response");
     }
     // If-Range: the range only of this very file (a strong tag, or its exact date); else the
     // whole file.
     let range = match h(header::IF_RANGE) {
-        Some(v) if v.trim() != etag && v.trim() != modified => None,
+        Some(v) if v.trim() != etag && Some(v.trim()) != modified.as_deref() => None,
         _ => h(header::RANGE),
     };
     let (b, data, whole) = match c.range(range) {
@@ -899,11 +1027,13 @@ fn complete<B>(state: &AppState, id: &JobId, c: Complete, req: &Request<B>) -> R
         ),
         Ranged::Unsatisfiable { total } => return error::unsatisfiable(total),
     };
-    let b = b
+    let mut b = b
         .header(header::CONTENT_LENGTH, data.len())
         .header("docket-job", id.to_string())
-        .header(header::ETAG, &etag)
-        .header(header::LAST_MODIFIED, &modified);
+        .header(header::ETAG, &etag);
+    if let Some(m) = &modified {
+        b = b.header(header::LAST_MODIFIED, m);
+    }
     // Served in pieces of the map (file-backed memory, not copies). A shutdown's cut first
     // completes the record the stream is in, so that it ends on a record boundary.
     let (mut tx, body) = channel();
@@ -945,9 +1075,12 @@ pub(super) fn selected(state: &AppState, user: Option<&str>, ids: &[&str]) -> Ve
                 .into_owned()
         })
         .collect();
+    let mut seen = std::collections::HashSet::new();
     decoded
         .iter()
         .flat_map(|s| s.split([',', ';', '+', ' ', '\t']))
+        .map(str::to_ascii_lowercase)
+        .filter(|s| seen.insert(s.clone()))
         .filter_map(|s| s.parse::<JobId>().ok())
         .filter_map(|id| state.registry.get(&id))
         .filter(|j| state.may_see(user, j))

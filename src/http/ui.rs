@@ -22,6 +22,7 @@ use http::{header, Response, StatusCode};
 
 use super::views::{self, JobView, StatusView};
 use super::{full, json, AppState, Body};
+use crate::jobs::State;
 use crate::query::JobId;
 
 const APP_JS: &str = include_str!("assets/app.js");
@@ -213,7 +214,8 @@ async fn query_page(state: &AppState, user: Option<&str>) -> Response<Body> {
         "format",
         "Format",
         "<select id=\"f-format\" name=\"format\"><option value=\"\">pcap (pcapng if needed)</option>\
-         <option value=\"pcapng\">pcapng</option></select>",
+         <option value=\"pcapng\">pcapng</option>\
+         <option value=\"pcap\">pcap only (refused if link types differ)</option></select>",
         "",
     ));
     f.push_str(&field(
@@ -241,26 +243,45 @@ fn jobs_rows(state: &AppState, user: Option<&str>, query: Option<&str>) -> Vec<J
     l.apply(state, &state.jobs_for(user))
 }
 
+/// One row of the jobs table (the script renders the same from `ui/jobs.json`): the state
+/// highlighted (Partial, Failed, empty answers), a running job's progress against its
+/// estimate, the query clamped to three lines (all of it on hover).
+fn job_row(j: &JobView) -> String {
+    let id = &j.id;
+    let get = if j.capture {
+        format!("<a class=\"button\" href=\"../{id}/merged.pcap\">Get PCAP</a>")
+    } else {
+        String::new()
+    };
+    let empty = j.state.is_final() && j.packets == 0;
+    let progress = match (&j.estimate, j.state) {
+        (Some(e), State::Running | State::Queued) if e.of.bytes > 0 => format!(
+            " <progress max=\"{}\" value=\"{}\"></progress>",
+            e.of.bytes,
+            j.bytes.min(e.of.bytes)
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "<tr class=\"state-{st}{empty}\"><td>{t}</td><td><a href=\"job/{id}\">{short}</a></td><td>{u}</td>\
+         <td class=\"q\"><code title=\"{q}\">{q}</code></td><td class=\"state\">{st}{none}{progress}</td>\
+         <td>{b}</td><td>{get}</td></tr>\n",
+        t = esc(&j.time),
+        short = esc(id.get(..8).unwrap_or(id)),
+        u = esc(j.user.as_deref().unwrap_or("")),
+        q = esc(&j.query),
+        st = j.state.as_str(),
+        empty = if empty { " empty" } else { "" },
+        none = if empty { " (no packets)" } else { "" },
+        b = j.bytes,
+    )
+}
+
 fn jobs_page(state: &AppState, user: Option<&str>, query: Option<&str>) -> Response<Body> {
     let mut rows = String::new();
     let jobs = jobs_rows(state, user, query);
     for j in &jobs {
-        let id = &j.id;
-        let get = if j.capture {
-            format!("<a class=\"button\" href=\"../{id}/merged.pcap\">Get PCAP</a>")
-        } else {
-            String::new()
-        };
-        rows.push_str(&format!(
-            "<tr><td>{t}</td><td><a href=\"job/{id}\">{short}</a></td><td>{u}</td><td><code>{q}</code></td>\
-             <td class=\"state\">{st}</td><td>{b}</td><td>{get}</td></tr>\n",
-            t = esc(&j.time),
-            short = esc(id.get(..8).unwrap_or(id)),
-            u = esc(j.user.as_deref().unwrap_or("")),
-            q = esc(&j.query),
-            st = j.state.as_str(),
-            b = j.bytes,
-        ));
+        rows.push_str(&job_row(j));
     }
     let older = match jobs.last() {
         Some(last) if jobs.len() == JOBS_PAGE => format!(
@@ -309,10 +330,11 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
     }
     let pcap_rel = format!("q/{}/pcap", job.query.to_path());
     let main = format!(
-        "<section id=\"job\" data-id=\"{id}\" data-pcap=\"{pcap}\" data-user=\"{u}\">\n\
+        "<section id=\"job\" data-id=\"{id}\" data-pcap=\"{pcap}\" data-user=\"{u}\" data-estimate=\"{est}\">\n\
          <p>Query: <code>{q}</code></p>\n\
          <p>State: <strong id=\"state\">{st:?}</strong> · <span id=\"packets\">{pk}</span> packets, \
-         <span id=\"bytes\">{by}</span> bytes</p>\n\
+         <span id=\"bytes\">{by}</span> bytes <progress id=\"progress\" hidden></progress> \
+         <span id=\"rate\" class=\"hint\"></span> <span id=\"eta\" class=\"hint\"></span></p>\n\
          <p><a class=\"button\" id=\"get-pcap\" href=\"../../{id}/merged.pcap\">Get PCAP</a> \
          <span class=\"hint\">streams while the job runs</span></p>\n\
          <h2>Command line</h2>\n\
@@ -327,6 +349,11 @@ fn job_page(state: &AppState, id: &JobId, user: Option<&str>) -> Response<Body> 
         id = id,
         pcap = esc(&pcap_rel),
         u = esc(user.unwrap_or("")),
+        est = j
+            .estimate
+            .as_ref()
+            .map(|e| e.of.bytes.to_string())
+            .unwrap_or_default(),
         q = esc(&j.query),
         st = s.state,
         pk = s.packets,
@@ -349,19 +376,34 @@ async fn sensors_page(state: &AppState, user: Option<&str>) -> Response<Body> {
     let st = views::stats(state, &[]).await;
     let mut rows = String::new();
     for (name, h) in &st.upstreams.0 {
+        // Why a sensor is down, and a directory's unreadable files, in the row itself.
+        let why = match (&h.error, &h.files) {
+            (Some(e), _) => e.clone(),
+            (None, Some(f)) if !f.unreadable.is_empty() => {
+                format!("{} unreadable file(s)", f.unreadable.len())
+            }
+            _ => String::new(),
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"why\">{}</td></tr>",
+            if h.up { "up" } else { "down" },
             esc(name),
             esc(h.kind),
             if h.up { "up" } else { "down" },
             esc(h.oldest_timestamp.as_deref().unwrap_or("no data yet")),
+            esc(&why),
         ));
     }
-    let free = state.registry.spool().free_bytes();
+    let spool = state.registry.spool();
+    let free = spool.free_bytes();
+    let inodes = spool.free_inodes().map_or_else(
+        || "no inode limit".to_owned(),
+        |n| format!("{n} free inodes"),
+    );
     let main = format!(
-        "<table id=\"sensors\"><thead><tr><th>Sensor</th><th>Kind</th><th>Health</th><th>Oldest data</th></tr></thead>\
+        "<table id=\"sensors\"><thead><tr><th>Sensor</th><th>Kind</th><th>Health</th><th>Oldest data</th><th>Why</th></tr></thead>\
          <tbody>{rows}</tbody></table>\n<h2>Spool</h2>\n<p>Free space: <span id=\"spool-free\">{free}</span> bytes \
-         ({gib:.1} GiB); jobs known: {n}.</p>",
+         ({gib:.1} GiB), {inodes}; jobs known: {n}.</p>",
         gib = free as f64 / (1u64 << 30) as f64,
         n = state.registry.all().len(),
     );

@@ -20,7 +20,7 @@ pub struct JobView {
     pub id: String,
     /// Its state.
     pub state: State,
-    /// The query in Stenographer's language.
+    /// The query, every clause shown (`Query::describe`).
     pub query: String,
     /// Where its capture is.
     pub url: String,
@@ -46,9 +46,9 @@ impl JobView {
         JobView {
             id: job.id.to_string(),
             state: st,
-            query: job.query.stenographer(),
+            query: job.query.describe(),
             url: url(state, job),
-            time: rfc3339(job.created),
+            time: rfc3339_ms(job.created),
             user: job.user.clone(),
             packets,
             bytes,
@@ -64,7 +64,7 @@ impl JobView {
 pub struct StatusView {
     /// Overall state.
     pub state: State,
-    /// The query in Stenographer's language.
+    /// The query, every clause shown (`Query::describe`).
     pub query: String,
     /// Who first asked for it.
     pub user: Option<String>,
@@ -97,7 +97,7 @@ impl StatusView {
         let s: Snapshot = job.snapshot();
         StatusView {
             state: s.state,
-            query: job.query.stenographer(),
+            query: job.query.describe(),
             user: job.user.clone(),
             requests: s
                 .upstreams
@@ -125,9 +125,10 @@ impl StatusView {
 /// The spool's line in `/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SpoolStats {
-    /// Docket-py's `[free bytes, free inodes]`.
+    /// Docket-py's `[free bytes, free inodes]` (inodes `null` on a file system without an
+    /// inode limit).
     #[serde(rename = "Free space")]
-    pub free_space: [u64; 2],
+    pub free_space: (u64, Option<u64>),
     /// Jobs known.
     pub jobs: usize,
 }
@@ -178,7 +179,7 @@ pub async fn stats(state: &AppState, names: &[&str]) -> StatsView {
     StatsView {
         upstreams: indexmap_free::Ordered(healths.into_iter().map(|(_, n, h)| (n, h)).collect()),
         docket: SpoolStats {
-            free_space: [spool.free_bytes(), spool.free_inodes()],
+            free_space: (spool.free_bytes(), spool.free_inodes()),
             jobs: state.registry.all().len(),
         },
     }
@@ -194,6 +195,19 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     crate::query::rfc3339(crate::pcap::Timestamp::from(t).as_nanos())
 }
 
+/// RFC 3339 to the millisecond, always with its three digits (`2026-11-30T16:35:12.340Z`):
+/// when a job was asked for, as the jobs table shows it.
+pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    let ns = crate::pcap::Timestamp::from(t).as_nanos();
+    let ms = ns.div_euclid(1_000_000);
+    let whole = crate::query::rfc3339(ms.div_euclid(1000) * 1_000_000_000);
+    format!(
+        "{}.{:03}Z",
+        whole.trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
+}
+
 /// `/jobs?limit=N&before=ID&state=S&user=U`: newest first, a page of `limit` jobs older than
 /// job `before` (the last id of the previous page), filtered by state and owner.
 #[derive(Debug, Default)]
@@ -202,8 +216,8 @@ pub struct Listing {
     pub limit: Option<usize>,
     /// Only jobs after this one in the listing (older).
     pub before: Option<JobId>,
-    /// Only jobs in this state.
-    pub state: Option<State>,
+    /// Only jobs in one of these states (empty: all).
+    pub states: Vec<State>,
     /// Only jobs of this user.
     pub user: Option<String>,
 }
@@ -214,6 +228,16 @@ impl Listing {
     /// # Errors
     /// A parameter that cannot be read, named.
     pub fn parse(q: Option<&str>) -> Result<Listing, ApiError> {
+        Listing::parse_as(q, false)
+    }
+
+    /// [`Listing::parse`], with `docket_py` the `api/` routes' state names too: `Created`,
+    /// `Requesting`, and `Completed`/`Failed` as they read there (a partial answer is
+    /// `Completed`, a cancelled job `Failed`).
+    ///
+    /// # Errors
+    /// A parameter that cannot be read, named.
+    pub fn parse_as(q: Option<&str>, docket_py: bool) -> Result<Listing, ApiError> {
         let mut l = Listing::default();
         let bad = |name: &'static str, value: &str, message: &str| ApiError::BadParameter {
             name,
@@ -235,13 +259,24 @@ impl Listing {
                     )
                 }
                 "state" => {
-                    l.state = Some(State::parse(&v).ok_or_else(|| {
-                        bad(
-                        "state",
-                        &v,
-                        "state is one of Queued, Running, Completed, Partial, Failed, Cancelled",
-                    )
-                    })?)
+                    l.states = match (&*v, docket_py) {
+                        ("Created", true) => vec![State::Queued],
+                        ("Requesting", true) => vec![State::Running],
+                        ("Completed", true) => vec![State::Completed, State::Partial],
+                        ("Failed", true) => vec![State::Failed, State::Cancelled],
+                        _ => vec![State::parse(&v).ok_or_else(|| {
+                            bad(
+                                "state",
+                                &v,
+                                if docket_py {
+                                    "state is one of Created, Requesting, Completed, Failed"
+                                } else {
+                                    "state is one of Queued, Running, Completed, Partial, \
+                                     Failed, Cancelled"
+                                },
+                            )
+                        })?],
+                    }
                 }
                 "user" => l.user = Some(v.into_owned()),
                 _ => {}
@@ -262,7 +297,7 @@ impl Listing {
             }
         }
         newest_first
-            .filter(|j| self.state.is_none_or(|s| j.state() == s))
+            .filter(|j| self.states.is_empty() || self.states.contains(&j.state()))
             .filter(|j| {
                 self.user
                     .as_deref()

@@ -108,6 +108,8 @@ struct Run<'a> {
     declared: Vec<(LinkType, Precision)>,
     /// Packets written so far (kept when a cancel ends the merge).
     packets: u64,
+    /// `format/pcap` met inputs of more than one link type: nothing was written.
+    mixed: bool,
     /// Upstreams stop on this: a child of the job's cancel (a user or a shutdown), also
     /// cancelled alone when a limit ends the merge.
     stop: CancellationToken,
@@ -122,6 +124,7 @@ impl<'a> Run<'a> {
             inputs: Vec::new(),
             declared: Vec::new(),
             packets: 0,
+            mixed: false,
             stop: job.cancel_token().child_token(),
         }
     }
@@ -238,6 +241,8 @@ impl<'a> Run<'a> {
         // later hits.
         sink.feed_end(if cancelled.is_some() {
             Err(incomplete(self.job))
+        } else if self.mixed {
+            Err(Incomplete::MixedLinkTypes)
         } else if all_failed {
             Err(Incomplete::AllUpstreamsFailed)
         } else {
@@ -245,7 +250,7 @@ impl<'a> Run<'a> {
         });
         // A cancelled job, or one whose every upstream failed, keeps no file: a header-only
         // capture must never become a hit.
-        let kept = if cancelled.is_some() || all_failed {
+        let kept = if cancelled.is_some() || all_failed || self.mixed {
             sink.abandon();
             None
         } else {
@@ -255,6 +260,9 @@ impl<'a> Run<'a> {
             Some(Stop::ByUser) => return (State::Cancelled, EndReason::Cancelled),
             Some(Stop::Shutdown) => return (State::Failed, EndReason::Shutdown),
             None => {}
+        }
+        if self.mixed {
+            return (State::Failed, EndReason::MixedLinkTypes);
         }
         // A spool that failed (at the start, mid-job or at the end) kept nothing.
         let lost = match kept {
@@ -315,6 +323,22 @@ impl<'a> Run<'a> {
         let format = match self.job.query.output {
             OutputKind::Pcapng => OutputFormat::Pcapng,
             OutputKind::Auto => OutputFormat::choose(&self.declared),
+            OutputKind::Pcap => match OutputFormat::choose(&self.declared) {
+                OutputFormat::Pcapng => {
+                    // Refused before a byte, so the clients' heads say so (409).
+                    let types: Vec<String> =
+                        self.declared.iter().map(|(lt, _)| lt.to_string()).collect();
+                    self.job.event(
+                        "job",
+                        format!("classic pcap cannot hold link types {}", types.join(", ")),
+                        None,
+                    );
+                    self.mixed = true;
+                    self.stop.cancel();
+                    return Ok(0);
+                }
+                pcap => pcap,
+            },
         };
         let mut writer = Writer::new(format);
         let mut buf = BytesMut::with_capacity(FLUSH_BYTES * 2);
@@ -340,7 +364,9 @@ impl<'a> Run<'a> {
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
                         Err(mpsc::error::TryRecvError::Empty) => {
                             // About to wait: hand what is encoded to the sink first, so
-                            // clients see packets while a slow upstream thinks.
+                            // clients see packets while a slow upstream thinks (and
+                            // `/status` counts them).
+                            self.job.update(false, |s| s.packets = packets);
                             sink.emit(buf.split().freeze()).await;
                             self.recv(k).await?
                         }
@@ -376,6 +402,7 @@ impl<'a> Run<'a> {
             self.packets = packets;
             written += size;
             if buf.len() >= FLUSH_BYTES {
+                self.job.update(false, |s| s.packets = packets);
                 sink.emit(buf.split().freeze()).await;
             }
         }

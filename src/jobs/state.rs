@@ -176,6 +176,9 @@ pub enum EndReason {
     /// Every upstream failed.
     #[error("every upstream failed")]
     AllUpstreamsFailed,
+    /// `format/pcap` over inputs of more than one link type (classic pcap has one).
+    #[error("classic pcap was asked for (format/pcap), and the inputs have more than one link type: ask without format/pcap (pcapng), or per sensor")]
+    MixedLinkTypes,
     /// A user cancelled it.
     #[error("cancelled")]
     Cancelled,
@@ -222,7 +225,7 @@ pub struct Snapshot {
     pub state: State,
     /// Per upstream, in the job's order.
     pub upstreams: Vec<UpstreamStatus>,
-    /// Packets written (counted when the merge ends).
+    /// Packets written (counted as the merge hands its output on).
     pub packets: u64,
     /// Bytes of capture produced so far (the file's size once complete).
     pub bytes: u64,

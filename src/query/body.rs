@@ -195,6 +195,40 @@ pub fn parse_json(body: &[u8], now: Timestamp, cfg: &QueryConfig) -> Result<Quer
     b.finish(now, cfg)
 }
 
+/// The text of a raw query sent as JSON, `{"query": "host 1.2.3.4 and port 53"}` (Docket-py's
+/// `POST query/`): exactly that one key, once, a string.
+///
+/// # Errors
+/// Not a JSON object, a key other than `query`, `query` twice, or not a string.
+pub fn text_of_json(body: &[u8]) -> Result<String, Error> {
+    let Ok(Members(members)) = serde_json::from_slice::<Members>(body) else {
+        let shown: String = String::from_utf8_lossy(body).chars().take(64).collect();
+        return Err(Error::new(
+            "body",
+            &shown,
+            "body must be a JSON object like {\"query\": \"host 1.2.3.4\"}".to_owned(),
+        ));
+    };
+    let mut text = None;
+    for (key, value) in members {
+        match (key.as_str(), value) {
+            ("query", _) if text.is_some() => {
+                return Err(Error::new("query", "", "query: given twice".to_owned()))
+            }
+            ("query", Value::String(s)) => text = Some(s),
+            ("query", v) => {
+                return Err(Error::new(
+                    "query",
+                    &v.to_string(),
+                    "query must be a string".to_owned(),
+                ))
+            }
+            (k, _) => return Err(unknown(k)),
+        }
+    }
+    text.ok_or_else(|| Error::new("query", "", "query: missing".to_owned()))
+}
+
 /// Parses an `application/x-www-form-urlencoded` body into a [`Query`]: the same fields as
 /// [`parse_json`], a repeated key gives a list (`host=a&host=b`), and empty values are ignored
 /// (a browser form sends its empty fields). `ignore-weight` is on for any value but `false`,

@@ -37,11 +37,21 @@ use std::str::FromStr;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
 
-pub use body::{parse_form, parse_json};
+pub use body::{parse_form, parse_json, text_of_json};
 pub use grammar::parse_path;
 pub use text::parse_text;
 pub use time::rfc3339;
 pub use values::{MAX_BPF_LEN, MAX_SENSOR_LEN};
+
+/// Whether `name` can be asked for with `sensor/<name>` (the configuration refuses any other
+/// name at load, not at the first query that names it); the reason if not.
+///
+/// # Errors
+/// The name is empty, longer than [`MAX_SENSOR_LEN`], only dots, or has other characters than
+/// `[A-Za-z0-9_.-]`.
+pub fn check_sensor_name(name: &str) -> Result<(), Error> {
+    values::sensor("sensor", name).map(drop)
+}
 
 use crate::pcap::Timestamp;
 
@@ -68,11 +78,14 @@ impl Default for QueryConfig {
 /// The output container the client asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OutputKind {
-    /// pcap when every input allows it, pcapng otherwise (`format/pcap` or nothing).
+    /// pcap when every input allows it, pcapng otherwise (no `format` clause).
     #[default]
     Auto,
     /// Always pcapng (`format/pcapng`).
     Pcapng,
+    /// Always classic pcap (`format/pcap`): inputs of more than one link type cannot be
+    /// written as one, and the job is refused (409) instead of silently turning pcapng.
+    Pcap,
 }
 
 /// An IP network: `addr` is the network address (host bits zero), `prefix` its length
@@ -167,6 +180,44 @@ impl Query {
         c
     }
 
+    /// The query as an analyst reads it, every clause shown: the filter in tcpdump's words
+    /// (`tcp`, `udp`, `icmp` by name — `ip proto 6` would mean IPv4 only to tcpdump, while
+    /// Docket matches IPv6 too; the raw `bpf` in parentheses), then what is not a filter —
+    /// sensors, limits, format — only when set:
+    /// `after … and before … and host 10.0.0.1 and tcp and (len > 100) | sensors=a,b | limit-packets=7`.
+    pub fn describe(&self) -> String {
+        let mut c = vec![
+            format!("after {}", time::rfc3339(self.after.0)),
+            format!("before {}", time::rfc3339(self.before.0)),
+        ];
+        c.extend(self.hosts.iter().map(|h| format!("host {h}")));
+        c.extend(self.nets.iter().map(|n| format!("net {n}")));
+        c.extend(self.ports.iter().map(|p| format!("port {p}")));
+        c.extend(self.proto.map(|p| match p {
+            6 => "tcp".to_owned(),
+            17 => "udp".to_owned(),
+            1 => "icmp".to_owned(),
+            n => format!("proto {n}"),
+        }));
+        c.extend(self.bpf.as_ref().map(|b| format!("({b})")));
+        let mut s = c.join(" and ");
+        if !self.sensors.is_empty() {
+            s.push_str(&format!(" | sensors={}", self.sensors.join(",")));
+        }
+        if let Some(n) = self.limit_packets {
+            s.push_str(&format!(" | limit-packets={n}"));
+        }
+        if let Some(n) = self.limit_bytes {
+            s.push_str(&format!(" | limit-bytes={n}"));
+        }
+        match self.output {
+            OutputKind::Pcapng => s.push_str(" | format=pcapng"),
+            OutputKind::Pcap => s.push_str(" | format=pcap"),
+            OutputKind::Auto => {}
+        }
+        s
+    }
+
     /// The canonical form: everything that changes the result, in a fixed order and spelling.
     /// The Stenographer query (time first, then sorted hosts, nets, ports, proto) followed by
     /// `| sensors=… | limit-bytes=… | limit-packets=… | bpf=… | format=…`, with `-` for
@@ -190,6 +241,7 @@ impl Query {
         let format = match self.output {
             OutputKind::Auto => "auto",
             OutputKind::Pcapng => "pcapng",
+            OutputKind::Pcap => "pcap",
         };
         format!(
             "{} | sensors={sensors} | limit-bytes={} | limit-packets={} | bpf={bpf} | format={format}",
@@ -333,8 +385,10 @@ impl Query {
         if let Some(b) = &self.bpf {
             p.extend(["bpf".into(), utf8_percent_encode(b, PATH_VALUE).to_string()]);
         }
-        if self.output == OutputKind::Pcapng {
-            p.extend(["format".into(), "pcapng".into()]);
+        match self.output {
+            OutputKind::Pcapng => p.extend(["format".into(), "pcapng".into()]),
+            OutputKind::Pcap => p.extend(["format".into(), "pcap".into()]),
+            OutputKind::Auto => {}
         }
         if self.ignore_weight {
             p.push("ignore-weight".into());

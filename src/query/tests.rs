@@ -389,7 +389,7 @@ fn bpf_host_names_are_refused_before_libpcap_could_resolve_them() {
 #[test]
 fn format_and_ignore_weight() {
     assert_eq!(path(WIN).output, OutputKind::Auto);
-    assert_eq!(path(&format!("{WIN}/format/pcap")).output, OutputKind::Auto);
+    assert_eq!(path(&format!("{WIN}/format/pcap")).output, OutputKind::Pcap);
     assert_eq!(
         path(&format!("{WIN}/FORMAT/PcapNG")).output,
         OutputKind::Pcapng
@@ -770,7 +770,7 @@ fn form_fields() {
     assert_eq!(
         q,
         path(&format!(
-            "{WIN}/host/10.0.0.2/host/2001:db8::1/net/10.0.0.0/8/port/80/port/443/tcp/sensor/a/ignore-weight"
+            "{WIN}/host/10.0.0.2/host/2001:db8::1/net/10.0.0.0/8/port/80/port/443/tcp/sensor/a/ignore-weight/format/pcap"
         ))
     );
     // A checkbox's "on" or any value is on; empty and the spellings of "no" are off.

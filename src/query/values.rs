@@ -240,10 +240,11 @@ pub(crate) fn bpf(clause: &str, text: &str) -> Result<String, Error> {
     Err(Error::new(clause, &shown, format!("{clause}: {why}")))
 }
 
-/// An output format: `pcap` (the default, [`OutputKind::Auto`]) or `pcapng`, any case.
+/// An output format: `pcap` ([`OutputKind::Pcap`]: classic pcap or nothing) or `pcapng`, any
+/// case. Without the clause the output is [`OutputKind::Auto`].
 pub(crate) fn format(clause: &str, text: &str) -> Result<OutputKind, Error> {
     match text.to_ascii_lowercase().as_str() {
-        "pcap" => Ok(OutputKind::Auto),
+        "pcap" => Ok(OutputKind::Pcap),
         "pcapng" => Ok(OutputKind::Pcapng),
         _ => Err(Error::new(
             clause,

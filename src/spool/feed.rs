@@ -47,6 +47,9 @@ pub enum Incomplete {
     /// Every upstream failed: a header-only capture must not look like a clean "no packets".
     #[error("every upstream failed")]
     AllUpstreamsFailed,
+    /// Classic pcap was asked for (`format/pcap`) and the inputs have more than one link type.
+    #[error("classic pcap was asked for, and the inputs have more than one link type")]
+    MixedLinkTypes,
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShutDown,

@@ -192,9 +192,11 @@ impl Spool {
         statvfs(&self.dir).map_or(0, |s| s.f_bavail.saturating_mul(s.f_frsize))
     }
 
-    /// Free inodes on the spool's file system (for unprivileged users).
-    pub fn free_inodes(&self) -> u64 {
-        statvfs(&self.dir).map_or(0, |s| s.f_favail)
+    /// Free inodes on the spool's file system (for unprivileged users); `None` where the file
+    /// system has no inode limit (Btrfs, and others that report 0 inodes in all): a 0 there
+    /// would read as "full".
+    pub fn free_inodes(&self) -> Option<u64> {
+        statvfs(&self.dir).and_then(|s| (s.f_files > 0).then_some(s.f_favail))
     }
 
     /// Deletes complete files unused for `expire_time` (0: never), then the least recently

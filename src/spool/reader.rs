@@ -261,7 +261,7 @@ impl Follower {
 #[derive(Debug, Clone)]
 pub struct Complete {
     data: Bytes,
-    modified: std::time::SystemTime,
+    born: Option<std::time::SystemTime>,
     inode: u64,
 }
 
@@ -299,7 +299,9 @@ impl Complete {
         Ok(Complete {
             // A complete file is never given back while read: its maps need no count.
             data: map_range(&f, 0, len, &Arc::new(AtomicUsize::new(0)))?,
-            modified: meta.modified()?,
+            // When the file was made: a complete file never changes, and its modification
+            // time is the cleanup's "last used", moved by every read.
+            born: meta.created().ok(),
             inode: meta.ino(),
         })
     }
@@ -319,9 +321,11 @@ impl Complete {
         self.data.is_empty()
     }
 
-    /// When it was completed (last used, for cleanup).
-    pub fn modified(&self) -> std::time::SystemTime {
-        self.modified
+    /// A date that stays while the file does (`Last-Modified`): when it was created (the job's
+    /// start; its bytes never change after it completes, and a new run makes a new file).
+    /// `None` on a file system that keeps no creation time.
+    pub fn born(&self) -> Option<std::time::SystemTime> {
+        self.born
     }
 
     /// A strong validator: the file's inode and length (a job's file is written once; a new

@@ -148,6 +148,22 @@
   }
 
   // ---- jobs table ----
+  // One row, as the server renders it (ui.rs `job_row`): the state highlighted, a running
+  // job's progress against its estimate, the query clamped (all of it on hover).
+  function jobRow(j) {
+    const empty = ["Completed", "Partial", "Failed", "Cancelled"].includes(j.state) && j.packets === 0;
+    const est = j.estimate && j.estimate.bytes;
+    const running = j.state === "Running" || j.state === "Queued";
+    const progress = running && est > 0
+      ? " <progress max=\"" + esc(est) + "\" value=\"" + esc(Math.min(j.bytes, est)) + "\"></progress>" : "";
+    return "<tr class=\"state-" + esc(j.state) + (empty ? " empty" : "") + "\"><td>" + esc(j.time) +
+      "</td><td><a href=\"" + root + "ui/job/" + esc(j.id) + "\">" + esc(j.id.slice(0, 8)) + "</a></td><td>" +
+      esc(j.user) + "</td><td class=\"q\"><code title=\"" + esc(j.query) + "\">" + esc(j.query) +
+      "</code></td><td class=\"state\">" + esc(j.state) + (empty ? " (no packets)" : "") + progress +
+      "</td><td>" + esc(j.bytes) + "</td><td>" +
+      (j.capture ? "<a class=\"button\" href=\"" + root + esc(j.id) + "/merged.pcap\">Get PCAP</a>" : "") +
+      "</td></tr>";
+  }
   const jobs = document.getElementById("jobs");
   if (jobs) {
     const tbody = jobs.querySelector("tbody");
@@ -156,12 +172,7 @@
         const r = await fetch(api("ui/jobs.json"));
         if (!r.ok) return;
         const rows = await r.json();
-        tbody.innerHTML = rows.map((j) =>
-          "<tr><td>" + esc(j.time) + "</td><td><a href=\"" + root + "ui/job/" + esc(j.id) + "\">" +
-          esc(j.id.slice(0, 8)) + "</a></td><td>" + esc(j.user) + "</td><td><code>" + esc(j.query) +
-          "</code></td><td class=\"state\">" + esc(j.state) + "</td><td>" + esc(j.bytes) + "</td><td>" +
-          (j.capture ? "<a class=\"button\" href=\"" + root + esc(j.id) + "/merged.pcap\">Get PCAP</a>" : "") +
-          "</td></tr>").join("");
+        tbody.innerHTML = rows.map(jobRow).join("");
       } catch (e) { /* the next tick retries */ }
     };
     setInterval(refresh, 1000);
@@ -177,6 +188,31 @@
     document.getElementById("curl").textContent = "curl -N " + user + "-o " + id + ".pcap '" + abs + "'";
     document.getElementById("wireshark").textContent = "curl -fsSN " + user + "'" + abs + "' | wireshark -k -i -";
     const finalStates = ["Completed", "Partial", "Failed", "Cancelled"];
+    // The indexes' estimate of the answer (when there was one) sizes the progress bar and
+    // gives an ETA.
+    const estimate = job.dataset.estimate ? { bytes: Number(job.dataset.estimate) } : null;
+    let last = null;
+    const human = (n) => n >= 1 << 20 ? (n / (1 << 20)).toFixed(1) + " MiB" : n >= 1024 ? (n / 1024).toFixed(1) + " KiB" : n + " B";
+    const progress = (s) => {
+      const bar = document.getElementById("progress");
+      const now = Date.now();
+      let rate = null;
+      if (last && now > last.t) rate = (s.bytes - last.bytes) * 1000 / (now - last.t);
+      last = { t: now, bytes: s.bytes };
+      const running = !finalStates.includes(s.state);
+      document.getElementById("rate").textContent = running && rate !== null ? human(Math.max(0, Math.round(rate))) + "/s" : "";
+      const est = estimate && estimate.bytes;
+      if (running && est > 0) {
+        bar.hidden = false;
+        bar.max = est;
+        bar.value = Math.min(s.bytes, est);
+        document.getElementById("eta").textContent = rate > 0 && est > s.bytes
+          ? "about " + Math.ceil((est - s.bytes) / rate) + " s left (estimate " + human(est) + ")" : "";
+      } else {
+        bar.hidden = true;
+        document.getElementById("eta").textContent = "";
+      }
+    };
     const tick = async () => {
       let s;
       try {
@@ -190,6 +226,7 @@
       document.getElementById("state").textContent = s.state;
       document.getElementById("packets").textContent = s.packets;
       document.getElementById("bytes").textContent = s.bytes;
+      progress(s);
       document.querySelector("#upstreams tbody").innerHTML = s.upstreams.map((u) =>
         "<tr><td>" + esc(u.name) + "</td><td>" + esc(u.state) + "</td><td>" + esc(u.packets) +
         "</td><td>" + esc(u.bytes) + "</td><td>" + esc(u.error) + "</td></tr>").join("");
