@@ -493,6 +493,14 @@ fn query_job_and_download_in_a_real_browser() {
         .unwrap();
     assert!(h < 150.0, "the 300-port row is {h} px high");
     b.screenshot(&shots.join("jobs.png"));
+    // A Kibana "Query PCAP" link (after only, trailing slash) lands the browser on the job's
+    // page, not on raw JSON.
+    b.goto(&s.url("api/uri/host/2620:1ec:c11::200/port/443/after/2021-01-05T06:55:00Z/"));
+    b.wait_for("the job page after a Kibana link", |b| {
+        b.url().contains("/ui/job/")
+    });
+    b.wait_for("its state", |b| !b.text("#state").is_empty());
+
     b.goto(&s.url("ui/sensors"));
     b.wait_for("the sensors", |b| {
         b.text("#sensors").contains("sensor-bulk")

@@ -346,6 +346,21 @@ fn a_failure_is_visible_in_the_pipe_and_downloads_behave() {
         .output()
         .unwrap();
     assert_eq!(piped.status.code(), Some(22), "{piped:?}");
+    // Wireshark's way in (`wireshark -k -i -`: dumpcap reading a pipe), as tshark -i - does
+    // it: no capture, and a failed pipeline.
+    let live = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "curl -fsSN --max-time 60 '{}' | timeout 60 tshark -i - -q",
+            url("q/sensor/gone/after/2021-01-05T06:56:30Z/before/2021-01-05T06:56:42Z/pcap")
+        ))
+        .output()
+        .unwrap();
+    assert!(!live.status.success(), "{live:?}");
+    assert!(
+        String::from_utf8_lossy(&live.stderr).contains("0 packets captured"),
+        "{live:?}"
+    );
     let said = String::from_utf8_lossy(&piped.stderr);
     assert!(said.contains("502"), "{said}");
     // Some failed: the others' packets (tcpdump + editcap + mergecap over them), then the
@@ -365,6 +380,18 @@ fn a_failure_is_visible_in_the_pipe_and_downloads_behave() {
     let before = common::server::epoch("2021-01-05T06:56:40Z");
     let want = oracle(&[corpus().join("merge")], "", after, before, work.path()).unwrap();
     common::server::assert_same_packets(&out, &want, "partial");
+    // And through a pipe into a live capture, as Wireshark reads it: every packet.
+    let live = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "curl -fsSN --max-time 60 '{}' | timeout 60 tshark -i - -q -w '{}'",
+            url(&format!("q/{TEN_S}/pcap")),
+            work.path().join("live.pcapng").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(live.status.success(), "{live:?}");
+    assert_eq!(packets(&work.path().join("live.pcapng")), packets(&want));
     // Complete now: validators, conditional requests, ranges, HEAD.
     let id = server.job_id(&format!("q/{TEN_S}"));
     server.wait_final(&id);
