@@ -87,9 +87,10 @@ impl Times {
 }
 /// Header flag: the records are in time order (no record earlier than the one before it).
 const SORTED: u32 = 1;
-/// Header flag: the slices' offsets are not file offsets (a compressed file's are in its
-/// decompressed stream; a pcapng slice would need the interfaces declared before it): the
-/// file is read whole, or skipped when nothing in it can match — a file-level key set.
+/// Header flag: the slices' offsets cannot be read from (a compressed file's are in its
+/// decompressed stream; a pcapng file with a section or interface block after its first
+/// packet cannot be read from a slice with only its head): the file is read whole, or skipped
+/// when nothing in it can match — a file-level key set.
 const WHOLE: u32 = 2;
 
 /// Which capture file an index describes, and how much of it.
@@ -614,9 +615,12 @@ impl<'a> IndexView<'a> {
             }
             prev = Some(s.offset);
         }
+        // The first slice starts after the file's head: a classic header's 24 bytes, or a
+        // pcapng section header and interfaces (more). A later start only reads more records,
+        // which the gate judges anyway.
         if !whole
             && (self.end != size
-                || (n > 0 && (self.slice(0).offset != 24 || self.slice(n - 1).offset >= self.end)))
+                || (n > 0 && (self.slice(0).offset < 24 || self.slice(n - 1).offset >= self.end)))
         {
             return Err(bad("slices and identity disagree"));
         }
@@ -885,6 +889,13 @@ pub fn extend_indexing(
     mut b: Builder,
     from: u64,
 ) -> Option<(FileIndex, Identity)> {
+    // Classic pcap only: a grown pcapng file may have gained interfaces, and is indexed again.
+    let mut magic = [0u8; 4];
+    if std::os::unix::fs::FileExt::read_at(f.file(), &mut magic, 0).ok()? < 4
+        || magic == [0x0a, 0x0d, 0x0d, 0x0a]
+    {
+        return None;
+    }
     if !f.restrict(&[(0, 24), (from, f.size())]) {
         return None;
     }
@@ -938,8 +949,10 @@ pub fn build_file(path: &std::path::Path) -> Result<(FileIndex, Identity), Build
 /// Reads `f` to its end, handing every packet (or the error that ended it) to `each`, and
 /// indexes it on the way: one pass serves whoever reads the file anyway (a directory's refresh)
 /// and the index. The index is returned when the file was read whole without damage and
-/// without changing underneath. A classic pcap file's index is read by slices; a compressed or
-/// pcapng file's is a file-level key set (see [`WHOLE`]) covering the whole file.
+/// without changing underneath. A classic pcap file's index is read by slices, and so is a
+/// pcapng file's whose sections and interfaces all come before its first packet (a slice is
+/// read after the file's head); a compressed file's, or another pcapng file's, is a file-level
+/// key set (see [`WHOLE`]) covering the whole file.
 ///
 /// # Errors
 /// Why the file was read but not indexed.
@@ -955,11 +968,24 @@ pub fn read_indexing(
     let pcap = |f: &crate::pcap::CaptureFile| {
         f.compression().is_none() && matches!(f.format(), Some(crate::pcap::Format::Pcap { .. }))
     };
+    let pcapng = |f: &crate::pcap::CaptureFile| {
+        f.compression().is_none() && f.format() == Some(crate::pcap::Format::Pcapng)
+    };
+    // A pcapng file's slices start at their packets' blocks, read after the file's head (its
+    // section header and interfaces, up to the first packet): possible only while no section
+    // or interface block comes after the first packet (each would change what later packets
+    // mean). The count of those blocks at the first packet.
+    let mut head_blocks = None;
     while let Some(p) = f.next_packet() {
         each(&p);
         match p {
             Ok(p) if damaged.is_none() => {
-                let start = at.unwrap_or(if pcap(f) { 24 } else { 0 });
+                let start = if pcapng(f) {
+                    head_blocks.get_or_insert(f.state_blocks());
+                    f.packet_start()
+                } else {
+                    at.unwrap_or(if pcap(f) { 24 } else { 0 })
+                };
                 b.add(start, p.ts, p.link_type, &p.data);
                 at = Some(f.offset());
             }
@@ -982,8 +1008,8 @@ pub fn read_indexing(
             source: std::io::Error::other("the file changed while it was indexed"),
         }));
     }
-    let sliced = pcap(f);
-    let end = at.unwrap_or(if sliced { 24 } else { 0 });
+    let sliced = pcap(f) || (pcapng(f) && head_blocks.is_some_and(|h| h == f.state_blocks()));
+    let end = at.unwrap_or(if pcap(f) { 24 } else { 0 });
     b.end_at(end);
     // The identity of the bytes that were read, through the handle they were read from (the
     // path may name another file by now): a sliced index covers the records read; a
@@ -1082,20 +1108,44 @@ mod tests {
         v
     }
 
+    /// pcapng files of the corpus: interfaces all before the first packet (read by slices),
+    /// and one whose second section comes after packets (file-level only).
+    const PCAPNG: [(&str, bool); 5] = [
+        ("merge/sensor-b__tls2-streams-mod3-1.pcapng", true),
+        (
+            "formats/pcapng-le-nsec__zeek-cooper-grill-dvwa.pcapng",
+            true,
+        ),
+        (
+            "formats/pcapng-multi-if-3-linktypes__pcpp-many_interfaces-1.pcapng",
+            true,
+        ),
+        ("formats/pcapng-be__pcap-parser-test001-be.pcapng", true),
+        ("formats/derived-pcapng-2-sections-le-then-be.pcapng", false),
+    ];
+
     #[test]
     fn slices_point_at_their_records() {
-        for rel in FILES {
+        let pcapng = PCAPNG.iter().map(|&(rel, sliced)| (rel, sliced));
+        for (rel, sliced) in FILES.iter().map(|&rel| (rel, true)).chain(pcapng) {
             let path = corpus(rel);
             let (index, id) = build_file(&path).unwrap();
             let bytes = index.to_bytes(&id, Times::default());
             let view = IndexView::open(&bytes, &id).unwrap();
             let all = packets(&path);
             assert_eq!(view.records() as usize, all.len());
+            assert_eq!(view.whole_only(), !sliced, "{rel}");
+            if !sliced || all.is_empty() {
+                continue;
+            }
             let file = std::fs::read(&path).unwrap();
+            // The head every slice is read after: a classic header, or a pcapng section header
+            // and its interfaces.
+            let head = view.slice(0).offset as usize;
             for k in 0..all.len().div_ceil(SLICE_RECORDS as usize) {
                 let s = view.slice(k as u32);
                 let mut r = Reader::new();
-                r.push(bytes::Bytes::copy_from_slice(&file[..24]));
+                r.push(bytes::Bytes::copy_from_slice(&file[..head]));
                 r.push(bytes::Bytes::copy_from_slice(&file[s.offset as usize..]));
                 r.finish();
                 let Ok(Next::Packet(p)) = r.next_packet() else {
@@ -1138,8 +1188,8 @@ mod tests {
         for cut in [0, 10, HEADER_LEN, bytes.len() / 2] {
             assert!(IndexView::open(&bytes[..cut], &id).is_err(), "cut at {cut}");
         }
-        // A forged slice table under a recomputed hash: a first slice off its record, slices
-        // out of order, a slice earlier than it starts.
+        // A forged slice table under a recomputed hash: a first slice inside the file's head,
+        // slices out of order, a slice earlier than it starts.
         let tables = HEADER_LEN + index.slices.len() * SLICE_LEN + index.postings.len() * ENTRY_LEN;
         let forge = |edit: &dyn Fn(&mut Vec<u8>)| {
             let mut f = bytes.clone();
@@ -1149,7 +1199,9 @@ mod tests {
             IndexView::open(&f, &id).map(|_| ())
         };
         assert_eq!(forge(&|_| {}), Ok(()));
-        assert!(forge(&|f| f[HEADER_LEN] = 25).is_err());
+        // Before the end of any file's head (a classic header is 24 bytes): refused. Later, it
+        // only reads more records, which the gate judges.
+        assert!(forge(&|f| f[HEADER_LEN] = 23).is_err());
         assert!(forge(&|f| f[HEADER_LEN + SLICE_LEN..HEADER_LEN + SLICE_LEN + 8].fill(0)).is_err());
         assert!(forge(&|f| f[HEADER_LEN + 8 + 15] = 0x7f).is_err());
         // A damaged posting is found when it is asked for.

@@ -261,6 +261,18 @@ impl CaptureFile {
         self.identity
     }
 
+    /// Where the last packet returned began, in the (decompressed) byte stream: for a plain
+    /// file read from its start, a file offset.
+    pub fn packet_start(&self) -> u64 {
+        self.reader.packet_start()
+    }
+
+    /// pcapng section headers and interface descriptions read so far (see
+    /// `Reader::state_blocks`).
+    pub fn state_blocks(&self) -> u64 {
+        self.reader.state_blocks()
+    }
+
     /// The file's metadata as it was when opened.
     pub fn metadata(&self) -> &std::fs::Metadata {
         &self.meta

@@ -144,6 +144,11 @@ pub struct Reader {
     declared: Vec<(LinkType, Precision)>,
     /// All-zero classic record headers in a row, and the offset of the first.
     zeros: (u32, u64),
+    /// Where the last packet returned began (its record or block).
+    packet_start: u64,
+    /// pcapng section headers and interface descriptions read so far: the blocks a later
+    /// packet's meaning depends on.
+    state_blocks: u64,
 }
 
 /// All-zero classic record headers (time 0, both lengths 0) in a row that end a stream as
@@ -172,7 +177,21 @@ impl Reader {
             format: None,
             declared: Vec::new(),
             zeros: (0, 0),
+            packet_start: 0,
+            state_blocks: 0,
         }
+    }
+
+    /// Stream offset where the last packet returned began (its record, or its block).
+    pub fn packet_start(&self) -> u64 {
+        self.packet_start
+    }
+
+    /// pcapng section headers and interface descriptions read so far (0 for classic pcap):
+    /// a part of a file can be read on its own, after the file's head, only while this count
+    /// is what it was at the head.
+    pub fn state_blocks(&self) -> u64 {
+        self.state_blocks
     }
 
     /// A reader over one complete buffer (a mapped file, a whole response body).
@@ -223,6 +242,7 @@ impl Reader {
     /// A malformed or truncated stream; afterwards the reader answers [`Next::End`].
     pub fn next_packet(&mut self) -> Result<Next, Error> {
         let result = loop {
+            let start = self.offset;
             let step = match self.state {
                 State::Done => return Ok(Next::End),
                 State::Magic => self.read_magic(),
@@ -231,7 +251,12 @@ impl Reader {
             };
             match step {
                 Ok(Step::Again) => continue,
-                Ok(Step::Out(next)) => break Ok(next),
+                Ok(Step::Out(next)) => {
+                    if matches!(next, Next::Packet(_)) {
+                        self.packet_start = start;
+                    }
+                    break Ok(next);
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -670,6 +695,7 @@ impl Reader {
                 *big_endian = be;
                 // Interface ids restart with every section.
                 interfaces.clear();
+                self.state_blocks += 1;
                 self.consume(len);
                 Ok(Step::Again)
             }
@@ -681,6 +707,7 @@ impl Reader {
                     });
                 }
                 interfaces.push(iface);
+                self.state_blocks += 1;
                 self.declare(iface.link_type, Precision::of_units(iface.units));
                 self.consume(len);
                 Ok(Step::Again)

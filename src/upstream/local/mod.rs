@@ -1059,8 +1059,13 @@ impl LocalUpstream {
             }
         }
         if !ranges.is_empty() {
-            // The classic pcap header the slices' records follow.
-            ranges.insert(0, (0, 24));
+            // The file's head the slices' records follow: a classic pcap header, or a pcapng
+            // section header and its interfaces (the first slice starts where it ends).
+            let head = view.slice(0).offset;
+            match ranges.first_mut() {
+                Some((s, _)) if *s == head => *s = 0,
+                _ => ranges.insert(0, (0, head)),
+            }
         }
         Some(ranges)
     }
