@@ -556,11 +556,16 @@ async fn read_query(
     state: &AppState,
 ) -> Result<Query, ApiError> {
     let (body, json_body) = read_body(req, body, state).await?;
+    parse_body(&body, json_body, state)
+}
+
+/// A query body: JSON, or a form.
+fn parse_body(body: &[u8], json_body: bool, state: &AppState) -> Result<Query, ApiError> {
     let qc = state.query_config();
     Ok(if json_body {
-        query::parse_json(&body, Timestamp::now(), &qc)?
+        query::parse_json(body, Timestamp::now(), &qc)?
     } else {
-        query::parse_form(&body, Timestamp::now(), &qc)?
+        query::parse_form(body, Timestamp::now(), &qc)?
     })
 }
 
@@ -597,7 +602,6 @@ async fn find(
     state: &AppState,
 ) -> Result<Response<Body>, ApiError> {
     let (bytes, json_body) = read_body(req, body, state).await?;
-    let qc = state.query_config();
     // A search's missing end is open, not a job's default (a `before` alone must not meet a
     // default start after it): the other end is filled in at the edge of time.
     let keys_of = |bytes: &[u8]| -> Vec<String> {
@@ -637,21 +641,8 @@ async fn find(
         }
         b
     };
-    let (q, keys): (Query, Vec<String>) = if json_body {
-        let keys = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        (query::parse_json(&bytes, Timestamp::now(), &qc)?, keys)
-    } else {
-        let keys = form_urlencoded::parse(&bytes)
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, _)| k.into_owned())
-            .collect();
-        (query::parse_form(&bytes, Timestamp::now(), &qc)?, keys)
-    };
-    let timed = keys
-        .iter()
-        .any(|k| matches!(k.as_str(), "after" | "before" | "after-ago" | "before-ago"));
+    let q = parse_body(&bytes, json_body, state)?;
+    let timed = has("after", "after-ago") || has("before", "before-ago");
     fn holds<T: PartialEq>(have: &[T], want: &[T]) -> bool {
         want.iter().all(|w| have.contains(w))
     }

@@ -259,13 +259,21 @@ fn map_ours(path: &Path) -> Option<MapEntry> {
         forget_map(path);
         return None;
     };
-    if ours(&meta) {
-        let key = key_of(&meta);
-        let maps = MAPS.lock().expect("maps lock");
-        if let Some((k, map)) = maps.as_ref().and_then(|m| m.get(path)) {
-            if *k == key {
-                return Some((key, std::sync::Arc::clone(map)));
-            }
+    if !ours(&meta) {
+        // Not a file Docket wrote (planted, or changed by someone else): never used, and its
+        // predecessor's map is let go.
+        forget_map(path);
+        return None;
+    }
+    let key = key_of(&meta);
+    if let Some((k, map)) = MAPS
+        .lock()
+        .expect("maps lock")
+        .as_ref()
+        .and_then(|m| m.get(path))
+    {
+        if *k == key {
+            return Some((key, std::sync::Arc::clone(map)));
         }
     }
     let f = open_ours(path)?;
