@@ -17,6 +17,8 @@
 #             (`tcpdump -V <list of the files> -w out 'filter'`: reads the files one after
 #             the other in a single process; the answer is usable when it ends);
 #      1 GiB: Docket indexed, Stenographer (HTTP/1.1, TLS client cert), tcpdump.
+#    Then the property on the whole 8 GiB: random clause sets over random windows (a fixed seed),
+#    indexed and index=false, the same bytes (PROPERTY_QUERIES=12).
 #    Also the time of `…/estimate` alone on the 8 GiB set (a job computes it before its first
 #    byte). Peak RssAnon of the Docket process during the indexed queries, and after the
 #    index=false ones; and of single indexed queries, each in a fresh process.
@@ -550,6 +552,39 @@ for qi in "${!qnames[@]}"; do
     echo "    ${qnames[$qi]}: indexed $si, index=false $ss: $v"
     res "M eq_${qnames[$qi]} $v"
 done
+# The property on the whole set: random clause sets (addresses and ports tshark sees in the
+# bulk trace, protocols) over random windows of the 8 GiB span, each answered indexed and with
+# index=false: the same bytes. PROPERTY_QUERIES=12 of them; a fixed seed, so a run is repeatable.
+nprop="${PROPERTY_QUERIES:-12}"
+echo "  random clause sets and windows, indexed = index=false ($nprop, byte for byte) ..."
+tshark -r "$bulk" -T fields -e ip.src -e ip.dst -e tcp.port -e udp.port 2>/dev/null \
+    | tr '\t,' '\n\n' | grep -v '^$' | sort -u > "$run/prop-values"
+python3 - "$run/prop-values" "$nprop" "$e0" "$n8" "$shift_s" > "$run/prop-queries" <<'PY'
+import random, sys
+vals = [v.strip() for v in open(sys.argv[1]) if v.strip()]
+addrs = [v for v in vals if "." in v or ":" in v]
+ports = [v for v in vals if v.isdigit()]
+n, e0, files, shift = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(20261130)
+span = files * shift
+for _ in range(n):
+    c = []
+    if rng.random() < 0.8: c.append("host/" + rng.choice(addrs))
+    if rng.random() < 0.5: c.append("port/" + rng.choice(ports))
+    c.append(rng.choice(["", "", "tcp", "udp"]))
+    a = e0 + rng.randrange(0, span)
+    b = a + rng.choice([60, 700, 7000, span])
+    print("/".join(x for x in c if x) + f"/after/@{a}/before/@{b}")
+PY
+k=0
+while read -r q; do
+    k=$((k + 1))
+    si=$(curl -sS "$base/q/sensor/idx8/$q/pcap" | sha256sum | cut -c1-16)
+    ss=$(curl -sS "$base/q/sensor/scan8/$q/pcap" | sha256sum | cut -c1-16)
+    if [ "$si" = "$ss" ]; then v=same; else v=DIFFERENT; fi
+    echo "    $q: $v ($si)"
+    res "M eq_random$(printf %02d "$k") $v"
+done < "$run/prop-queries"
 echo "  tcpdump (8 GiB and 1 GiB) ..."
 for qi in "${!qnames[@]}"; do
     [ "$qi" = "$needle" ] && continue
