@@ -386,6 +386,17 @@ async fn start_audited(
     }
 }
 
+/// Docket-py's name of a state: `Created`, `Requesting`, `Completed` (a partial answer too,
+/// its capture is there), or `Failed` (a cancelled job too).
+fn py_state(native: &str) -> &'static str {
+    match native {
+        "Queued" => "Created",
+        "Running" => "Requesting",
+        "Completed" | "Partial" => "Completed",
+        _ => "Failed",
+    }
+}
+
 /// Docket-py's state strings in a job JSON, a list of them, or a `status` map (`api/` routes):
 /// scripts wait for `Completed` or `Failed`. A partial answer is `Completed` (its capture is
 /// there to fetch) with `"partial": true`; a cancelled job is `Failed`. Docket's own state
@@ -413,25 +424,15 @@ async fn docket_py_states(r: Response<Body>) -> Response<Body> {
         let Some(s) = job.get("state").and_then(|s| s.as_str()).map(str::to_owned) else {
             return;
         };
-        let py = match s.as_str() {
-            "Queued" => "Created",
-            "Running" => "Requesting",
-            "Completed" | "Partial" => "Completed",
-            _ => "Failed",
-        };
         job["docket_state"] = s.clone().into();
-        job["state"] = py.into();
+        job["state"] = py_state(&s).into();
         if s == "Partial" {
             job["partial"] = true.into();
         }
         if let Some(events) = job.get_mut("events").and_then(|e| e.as_array_mut()) {
             for e in events {
-                let py = match e.get("state").and_then(|s| s.as_str()) {
-                    Some("Queued") => "Created",
-                    Some("Running") => "Requesting",
-                    Some("Completed" | "Partial") => "Completed",
-                    Some(_) => "Failed",
-                    None => continue,
+                let Some(py) = e.get("state").and_then(|s| s.as_str()).map(py_state) else {
+                    continue;
                 };
                 e["state"] = py.into();
             }
