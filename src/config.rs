@@ -78,6 +78,10 @@ pub struct RawConfig {
     /// Time between periodic cleanups (seconds or `"1h"`). Default 1 hour.
     #[serde(deserialize_with = "duration::de")]
     pub cleanup_period: Duration,
+    /// Time between background health checks of every upstream (`/readyz`, the metrics, and
+    /// the WARN line of a sensor going down). Default 30 s.
+    #[serde(deserialize_with = "duration::de")]
+    pub health_period: Duration,
     /// On SIGTERM/SIGINT, how long live streams may take to finish before they are cut at a
     /// record boundary (seconds or `"30s"`). Default 30 s.
     #[serde(deserialize_with = "duration::de")]
@@ -183,6 +187,9 @@ pub struct RawHttp {
     /// after `header_timeout` instead.
     #[serde(deserialize_with = "duration::de")]
     pub idle_timeout: Duration,
+    /// `metrics` answers without a login (for a Prometheus scraper that has no
+    /// credentials). Default false: behind the same authentication as every route.
+    pub metrics_open: bool,
 }
 
 impl Default for RawHttp {
@@ -192,6 +199,7 @@ impl Default for RawHttp {
             max_connections: 1024,
             trusted_proxies: Vec::new(),
             idle_timeout: Duration::from_secs(60),
+            metrics_open: false,
         }
     }
 }
@@ -322,6 +330,7 @@ impl Default for RawConfig {
             expire_space: 500 << 20,
             free_bytes: 200 << 20,
             cleanup_period: Duration::from_secs(3600),
+            health_period: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             limit_bytes: 0,
             limit_packets: 0,
@@ -363,6 +372,8 @@ pub struct Config {
     pub free_bytes: u64,
     /// Cleanup period, seconds.
     pub cleanup_period: Duration,
+    /// Upstream health check period.
+    pub health_period: Duration,
     /// How long live streams may finish after a stop signal.
     pub shutdown_grace: Duration,
     /// Global result caps (0 = none).
@@ -389,6 +400,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `metrics` needs no login.
+    pub metrics_open: bool,
 }
 
 /// Validated `[tls]` (paths resolved; the files are read when the server starts and on SIGHUP).
@@ -680,6 +693,7 @@ impl Config {
             idle_timeout: raw.http.idle_timeout.max(Duration::from_secs(1)),
             max_connections: raw.http.max_connections,
             trusted_proxies,
+            metrics_open: raw.http.metrics_open,
             listen,
             prefix,
             spool_dir: resolve(&raw.spool_dir),
@@ -692,6 +706,7 @@ impl Config {
             expire_space: raw.expire_space,
             free_bytes: raw.free_bytes,
             cleanup_period: raw.cleanup_period.max(Duration::from_secs(1)),
+            health_period: raw.health_period.max(Duration::from_secs(1)),
             shutdown_grace: raw.shutdown_grace,
             limit_bytes: raw.limit_bytes,
             limit_packets: raw.limit_packets,
@@ -722,6 +737,7 @@ impl Config {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             trusted_proxies: self.trusted_proxies.clone(),
+            metrics_open: self.metrics_open,
             shutdown_grace: self.shutdown_grace,
             query: self.query_config(),
         }

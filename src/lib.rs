@@ -27,6 +27,7 @@ pub mod index;
 pub mod jobs;
 pub mod mapped;
 pub mod merge;
+pub mod metrics;
 pub mod pcap;
 pub mod query;
 pub mod server;

@@ -31,6 +31,10 @@ enum Command {
         /// Spool directory, overriding the file's `spool_dir`.
         #[arg(long)]
         spool_dir: Option<PathBuf>,
+        /// Log line format on standard error: `text` for people, `json` (one object per
+        /// line) for journald or Elastic.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Make a self-signed TLS certificate and key for a first start (then point `[tls]` at them).
     GenCert {
@@ -63,6 +67,24 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (docket.1, docket-serve.1, …) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,12 +100,19 @@ fn main() -> ExitCode {
             config,
             listen,
             spool_dir,
-        } => serve(&config, listen, spool_dir),
+            log_format,
+        } => serve(&config, listen, spool_dir, log_format),
         Command::Merge {
             output,
             format,
             inputs,
         } => merge(&output, format, &inputs),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "docket", &mut io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => man(&dir),
         Command::GenCert {
             cert,
             key,
@@ -91,6 +120,40 @@ fn main() -> ExitCode {
             days,
             force,
         } => gen_cert(&cert, &key, &names, days, force),
+    }
+}
+
+/// The manual pages from the command line's own definition (so they never disagree with
+/// `--help`): `docket.1` and one page per visible subcommand.
+fn man(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut pages = vec![("docket".to_owned(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("docket-{}", sub.get_name());
+        // The page is named `docket-serve` (as man-db expects); its synopsis says `docket serve`.
+        let page = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(format!("docket {}", sub.get_name()));
+        pages.push((name, page));
+    }
+    let written = std::fs::create_dir_all(dir).and_then(|()| {
+        for (name, page) in pages {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page)
+                .date(env!("CARGO_PKG_VERSION"))
+                .render(&mut out)?;
+            std::fs::write(dir.join(format!("{name}.1")), out)?;
+        }
+        Ok(())
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("docket man: {}: {e}", dir.display());
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -206,15 +269,30 @@ fn merge(output: &std::path::Path, format: Option<Format>, inputs: &[PathBuf]) -
     }
 }
 
-fn serve(path: &std::path::Path, listen: Option<String>, spool_dir: Option<PathBuf>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
+fn serve(
+    path: &std::path::Path,
+    listen: Option<String>,
+    spool_dir: Option<PathBuf>,
+    log_format: LogFormat,
+) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+            .init(),
+        // One JSON object per line: the event's fields flattened beside `message`, the
+        // spans it ran in (request, job) with their fields, no colour codes.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let mut config = match docket::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {

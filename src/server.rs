@@ -1,7 +1,9 @@
 //! Wiring of the gateway: opens the spool (removing crash leftovers), builds the registry,
 //! indexes the local directories in the background, runs periodic cleanup, binds and serves.
 //! The one line `docket listening on http[s]://ADDR/PREFIX` on standard output says it is ready
-//! (tests wait for it; nothing sleeps). With `[tls]`, SIGHUP reloads the certificate and key
+//! (tests wait for it; nothing sleeps), and so does `READY=1` to systemd when it runs Docket
+//! as a `Type=notify` service (`STOPPING=1` when a stop signal arrives). Upstreams are
+//! health-checked in the background from then on ([`crate::upstream::monitor`]). With `[tls]`, SIGHUP reloads the certificate and key
 //! (new handshakes get the new pair; live connections are untouched). When the shutdown
 //! future completes, [`http::serve`] stops accepting and gives live streams their grace, then
 //! the registry stops the jobs still running (recorded as interrupted) and flushes the job
@@ -89,7 +91,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             let r = Arc::clone(&cleanup_registry);
             let deleted = tokio::task::spawn_blocking(move || {
-                let d = r.spool().cleanup(expire_time, expire_space);
+                let files = r.spool().cleanup(expire_time, expire_space);
+                let freed = files.iter().map(|f| f.len).sum();
+                r.metrics().cleanup(files.len() as u64, freed);
+                let d: Vec<_> = files.into_iter().map(|f| f.id).collect();
                 // Failed jobs' histories are kept as long as captures are (an hour if captures
                 // never expire by age).
                 let keep_failed = if expire_time.is_zero() {
@@ -139,12 +144,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             tracing::warn!(error = %e, "no SIGHUP handler: certificates cannot be reloaded")
         }
     }
+    // Upstreams are checked from now on (`readyz`, the metrics, WARN when one goes down).
+    tokio::spawn(Arc::clone(&state.monitor).run(config.health_period));
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!(
+    let listening = format!(
         "docket listening on {scheme}://{addr}{}",
         state.config.prefix
     );
+    println!("{listening}");
+    // Under systemd (`Type=notify`), the same moment: `systemctl start` returns once Docket
+    // answers, not when the process has merely started. Without `NOTIFY_SOCKET`, nothing.
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&listening),
+    ]) {
+        tracing::warn!(error = %e, "cannot tell the service manager that Docket is ready");
+    }
     let registry = Arc::clone(&state.registry);
+    let shutdown = async {
+        shutdown.await;
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: live streams finish within the grace"),
+        ]);
+    };
     http::serve(listener, state, tls, shutdown)
         .await
         .map_err(Error::Serve)?;

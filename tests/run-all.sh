@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 # apache2-utils (`htpasswd -B`/`-s`), headless Chromium and chromedriver (the browser test);
 # fuse3 and python3-fusepy (a real hung mount for the bad-days tests); lz4 and zstd (the
 # compressors that write the compressed capture stores; gzip is always there); python3-scapy
-# (writes one packet per encapsulation for the structured-clause test).
+# (writes one packet per encapsulation for the structured-clause test); prometheus (scrapes a
+# live Docket; its promtool lints the exposition).
 packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
     stenographer stenographer-client tcpreplay jq apache2-utils chromium chromium-driver
-    fuse3 python3-fusepy lz4 zstd python3-scapy)
+    fuse3 python3-fusepy lz4 zstd python3-scapy prometheus)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -12,7 +12,9 @@
 //! | `GET <id>/merged.pcap`, `results/<id>/merged.pcap` | the capture: streamed while the job runs; validators, conditional requests and one `Range` when complete |
 //! | `GET status[/<ids>]`, `ids[/<ids>]`, `urls[/<ids>]`, `jobs`, `stats` | Docket-py's shapes, plus per-upstream progress |
 //! | `DELETE <id>` | cancels and removes the job |
-//! | `GET healthz` | `ok` |
+//! | `GET healthz` | `ok` (alive; no login) |
+//! | `GET readyz` | 200 or 503 with JSON: spool writable, each upstream's last health check, index backlog (no login) |
+//! | `GET metrics` | Prometheus metrics: OpenMetrics when asked for, else the classic text format (no login with `[http] metrics_open`) |
 //! | `GET` (the prefix itself), `GET ui/…` | the web UI (see [`super::ui`]) |
 //! | `api/…` | every route again, as ROCK serves Docket-py: job JSON with Docket-py's states |
 //!
@@ -87,6 +89,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "urls"),
     ("GET", "jobs"),
     ("GET", "stats"),
+    ("GET", "metrics"),
     ("GET", "no/such/route"),
 ];
 
@@ -177,6 +180,29 @@ async fn route_path(
     let plain = |r| (None, r);
     match (method.clone(), segs) {
         (Method::GET, ["healthz"]) => plain(Ok(Response::new(full("ok\n")))),
+        (Method::GET, ["readyz"]) => {
+            let (ready, view) = views::ready(state, user_of(req).is_some()).await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            plain(Ok(json(status, &view)))
+        }
+        (Method::GET, ["metrics"]) => {
+            let format = crate::metrics::Format::negotiate(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let text = views::metrics(state, format).await;
+            plain(Ok(Response::builder()
+                .header(header::CONTENT_TYPE, format.content_type())
+                .header(header::VARY, "Accept")
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(full(text))
+                .expect("valid response")))
+        }
         (Method::GET, []) | (Method::GET, ["ui", ..]) => plain(Ok(super::ui::handle(
             state,
             segs,
@@ -351,6 +377,8 @@ fn allowed(segs: &[&str]) -> Option<&'static str> {
         [] | ["q"] | ["q", "estimate"] => "GET, HEAD, POST",
         ["query"] | ["find"] => "POST",
         ["healthz"]
+        | ["readyz"]
+        | ["metrics"]
         | ["ui", ..]
         | ["q", ..]
         | ["uri", ..]

@@ -79,11 +79,20 @@ pub struct Who {
     pub path: String,
 }
 
+/// What the metrics learn of a response when it ends.
+pub struct Counted {
+    /// Where it is counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// A capture response: its job (whose packets a whole answer delivered).
+    pub capture: Option<Option<Arc<crate::jobs::Job>>>,
+}
+
 /// A body that writes the access-log line, and the audit line when there is one, when it
-/// ends or is dropped.
+/// ends or is dropped, and counts it in the metrics.
 pub struct Tracked<B> {
     inner: B,
     audit: Option<(Arc<AuditLog>, AuditInfo)>,
+    counted: Counted,
     who: Who,
     start: std::time::Instant,
     status: u16,
@@ -115,11 +124,16 @@ impl<B> Tracked<B> {
     pub fn new(
         inner: B,
         mut audit: Option<(Arc<AuditLog>, AuditInfo)>,
+        counted: Counted,
         who: Who,
         start: std::time::Instant,
         status: u16,
         expect: Option<u64>,
     ) -> Self {
+        if counted.capture.is_some() {
+            counted.metrics.capture_head(start.elapsed());
+            counted.metrics.capture_stream(true);
+        }
         if let Some((log, info)) = &mut audit {
             info.request = request_id();
             log.write(&serde_json::json!({
@@ -139,6 +153,7 @@ impl<B> Tracked<B> {
         Tracked {
             inner,
             audit,
+            counted,
             who,
             start,
             status,
@@ -168,6 +183,15 @@ impl<B> Drop for Tracked<B> {
             result,
             "request"
         );
+        let m = &self.counted.metrics;
+        m.response(self.status, self.counted.capture.is_some(), self.bytes);
+        if let Some(job) = &self.counted.capture {
+            m.capture_stream(false);
+            // Packets count only for a whole answer delivered in full (not a range of one).
+            let whole = result == "complete" && self.status == 200;
+            let packets = job.as_ref().filter(|_| whole).map(|j| j.snapshot().packets);
+            m.capture_served(result, packets);
+        }
         let Some((log, info)) = &self.audit else {
             return;
         };

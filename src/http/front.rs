@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - With authentication configured (`[auth] htpasswd` or `[tls] client_ca`), every path but
-//!   `<prefix>healthz` needs a user: a verified client certificate, or HTTP Basic credentials
+//!   `<prefix>healthz`, `<prefix>readyz` (and `<prefix>metrics` with `[http] metrics_open`)
+//!   needs a user: a verified client certificate, or HTTP Basic credentials
 //!   that match the htpasswd file. Anything else is 401 (with `WWW-Authenticate` when
 //!   passwords are on), before any routing: unknown paths do not leak as 404s.
 //! - An address with `max_failures` failed logins in the window is refused with 429 until the
@@ -128,6 +129,7 @@ async fn authenticate(
     let attempt = match state.limiter.attempt(client) {
         Ok(n) => n,
         Err(wait) => {
+            state.registry.metrics().login_refused(true);
             tracing::warn!(%client, user = %user.escape_debug(), "login refused: too many failures from this address");
             return Err(ApiError::LockedOut(wait));
         }
@@ -145,6 +147,7 @@ async fn authenticate(
         state.limiter.succeeded(client);
         Ok(Some(user))
     } else {
+        state.registry.metrics().login_refused(false);
         tracing::warn!(%client, user = %user.escape_debug(), attempts = attempt, "login failed");
         Err(unauthorized(state))
     }
@@ -217,6 +220,15 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
+    let counted = super::audit::Counted {
+        metrics: Arc::clone(state.registry.metrics()),
+        capture: audit.as_ref().filter(|a| a.capture).map(|a| {
+            a.job
+                .as_deref()
+                .and_then(|id| id.parse().ok())
+                .and_then(|id| state.registry.get(&id))
+        }),
+    };
     let audit = match (&state.audit, audit) {
         (Some(log), Some(info)) => Some((Arc::clone(log), info)),
         _ => None,
@@ -229,7 +241,7 @@ pub async fn handle(
         body = super::full("");
         expect = None;
     }
-    let body = Tracked::new(body, audit, who, start, status, expect);
+    let body = Tracked::new(body, audit, counted, who, start, status, expect);
     secure(Response::from_parts(parts, body.boxed()), conn.tls)
 }
 
@@ -241,10 +253,24 @@ async fn admit(
     client: IpAddr,
     who: &mut Who,
 ) -> (Response<Body>, Option<AuditInfo>) {
-    // Only reading the health check goes without a user.
-    let health = req.uri().path() == format!("{}healthz", state.config.prefix)
-        && matches!(*req.method(), Method::GET | Method::HEAD);
-    if !health {
+    // Only the health checks (and the metrics, when the configuration opens them) go
+    // without a user. A user who does send credentials is still checked: `readyz` shows
+    // more to a user.
+    let path = req.uri().path().strip_prefix(state.config.prefix.as_str());
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let open = read
+        && path.is_some_and(|p| {
+            p == "healthz" || p == "readyz" || (p == "metrics" && state.config.metrics_open)
+        });
+    // `healthz` never looks at credentials (a stale password must not fail a liveness probe).
+    let anonymous =
+        open && (path == Some("healthz") || !req.headers().contains_key(header::AUTHORIZATION));
+    if anonymous {
+        who.user = conn
+            .cert_user
+            .clone()
+            .filter(|_| state.config.login_required);
+    } else {
         match authenticate(&req, state, conn, client).await {
             Ok(u) => {
                 who.user = u;

@@ -68,7 +68,8 @@ pub struct HttpConfig {
     pub prefix: String,
     /// Password file, realm, failed-login limits.
     pub auth: AuthConfig,
-    /// Whether every route but `healthz` needs a user (a password file or a client CA).
+    /// Whether every route but `healthz` and `readyz` (and `metrics` with `metrics_open`)
+    /// needs a user (a password file or a client CA).
     pub login_required: bool,
     /// Audit log file.
     pub audit_path: Option<std::path::PathBuf>,
@@ -80,6 +81,8 @@ pub struct HttpConfig {
     pub idle_timeout: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `metrics` needs no login.
+    pub metrics_open: bool,
     /// Time live streams get to finish after a stop signal.
     pub shutdown_grace: Duration,
     /// How the query grammar quantises and defaults times.
@@ -105,6 +108,8 @@ pub struct AppState {
     /// Fired when the shutdown grace is over: capture streams end at their next record
     /// boundary, without the final chunk.
     pub cut: CancellationToken,
+    /// Each upstream's last health check (`readyz`, the metrics).
+    pub monitor: Arc<crate::upstream::monitor::Monitor>,
 }
 
 impl AppState {
@@ -127,6 +132,7 @@ impl AppState {
             ),
             audit,
             cut: CancellationToken::new(),
+            monitor: Arc::new(crate::upstream::monitor::Monitor::new(registry.upstreams())),
             config,
             registry,
         })
@@ -220,6 +226,7 @@ pub async fn serve(
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = Connected::new(Arc::clone(state.registry.metrics()));
             let timeout = state.config.header_timeout;
             let served = async move {
                 match tls {
@@ -239,12 +246,17 @@ pub async fn serve(
                         // A client that stalls its handshake is cut off like a slow header.
                         let s = tokio::select! {
                             r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
-                                Ok(Ok(s)) => s,
+                                Ok(Ok(s)) => {
+                                    state.registry.metrics().tls_handshake("ok");
+                                    s
+                                }
                                 Ok(Err(e)) => {
+                                    state.registry.metrics().tls_handshake("failed");
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                     return;
                                 }
                                 Err(_) => {
+                                    state.registry.metrics().tls_handshake("timeout");
                                     tracing::debug!(%peer, "TLS handshake timed out");
                                     return;
                                 }
@@ -301,6 +313,22 @@ pub async fn serve(
         tracing::warn!("shutdown: some connections did not close; leaving them");
     }
     Ok(())
+}
+
+/// An open connection, counted in the metrics for as long as it lives.
+struct Connected(Arc<crate::metrics::Metrics>);
+
+impl Connected {
+    fn new(metrics: Arc<crate::metrics::Metrics>) -> Connected {
+        metrics.connection(true);
+        Connected(metrics)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.connection(false);
+    }
 }
 
 async fn serve_conn<I>(

@@ -334,3 +334,183 @@ pub fn whole_seconds(t: std::time::SystemTime) -> i64 {
 const IMF_FIXDATE: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
     "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
 );
+
+/// `/readyz`: whether Docket can answer queries now, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadyView {
+    /// Ready: the spool can be written and at least one upstream answered its last check.
+    pub ready: bool,
+    /// Why not (empty when ready).
+    pub reasons: Vec<String>,
+    /// This answer itself proves the listener serves.
+    pub listening: bool,
+    /// The spool.
+    pub spool: SpoolReady,
+    /// Each upstream's last health check, in configuration order.
+    pub upstreams: indexmap_free::Ordered<UpstreamReady>,
+    /// Bytes of capture the local directories still have to index (queries scan them
+    /// meanwhile: slower, never wrong).
+    pub index_backlog_bytes: u64,
+}
+
+/// The spool's part of `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoolReady {
+    /// A file could be created and written there just now.
+    pub writable: bool,
+    /// Free bytes on its file system.
+    pub free_bytes: u64,
+    /// Why it cannot be written (shown to users only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One upstream's part of `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamReady {
+    /// "local" or "stenographer" (`null` until its first check).
+    pub kind: Option<&'static str>,
+    /// Up at its last check (`null`: not checked yet).
+    pub up: Option<bool>,
+    /// When it was last checked (RFC 3339).
+    pub checked: Option<String>,
+    /// Why it is down (shown to users only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `/readyz` (see [`ReadyView`]); `detailed`: the asker is a user (or nobody logs in), who
+/// also sees why the spool or an upstream is down. Anonymous probes see states only: error
+/// texts name paths and addresses.
+pub async fn ready(state: &AppState, detailed: bool) -> (bool, ReadyView) {
+    let detailed = detailed || !state.config.login_required;
+    let spool = state.registry.spool().clone();
+    let (writable, free_bytes) =
+        tokio::task::spawn_blocking(move || (spool.probe_writable(), spool.free_bytes()))
+            .await
+            .unwrap_or_else(|e| (Err(std::io::Error::other(e.to_string())), 0));
+    let mut reasons = Vec::new();
+    if writable.is_err() {
+        reasons.push("the spool cannot be written".to_owned());
+    }
+    let latest = state.monitor.latest();
+    let mut upstreams = Vec::new();
+    let (mut up, mut unchecked) = (0, 0);
+    for (name, checked) in latest {
+        let view = match checked {
+            None => {
+                unchecked += 1;
+                UpstreamReady {
+                    kind: None,
+                    up: None,
+                    checked: None,
+                    error: None,
+                }
+            }
+            Some(c) => {
+                up += usize::from(c.health.up);
+                UpstreamReady {
+                    kind: Some(c.health.kind),
+                    up: Some(c.health.up),
+                    checked: Some(rfc3339(c.at)),
+                    error: c.health.error.filter(|_| detailed),
+                }
+            }
+        };
+        upstreams.push((name.to_owned(), view));
+    }
+    if up == 0 {
+        reasons.push(if upstreams.is_empty() {
+            "no upstream is configured".to_owned()
+        } else if unchecked > 0 {
+            "upstreams not checked yet (starting)".to_owned()
+        } else {
+            "every upstream is down".to_owned()
+        });
+    }
+    let index_backlog_bytes = state
+        .registry
+        .upstreams()
+        .iter()
+        .filter_map(|u| match u {
+            crate::upstream::Upstream::Local(l) => l.files().index.map(|i| i.backlog_bytes),
+            crate::upstream::Upstream::Stenographer(_) => None,
+        })
+        .sum();
+    let ready = reasons.is_empty();
+    (
+        ready,
+        ReadyView {
+            ready,
+            reasons,
+            listening: true,
+            spool: SpoolReady {
+                writable: writable.is_ok(),
+                free_bytes,
+                error: writable.err().filter(|_| detailed).map(|e| e.to_string()),
+            },
+            upstreams: indexmap_free::Ordered(upstreams),
+            index_backlog_bytes,
+        },
+    )
+}
+
+/// The metrics exposition: the levels read now (jobs, spool, upstreams' last checks and
+/// indexes), then every series.
+pub async fn metrics(state: &AppState, format: crate::metrics::Format) -> String {
+    use crate::metrics::{FileLevels, Levels, UpstreamLevel};
+    let jobs = state.registry.all();
+    let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|&s| (s, 0)).collect();
+    for j in &jobs {
+        let st = j.state();
+        if let Some(e) = by_state.iter_mut().find(|(s, _)| *s == st) {
+            e.1 += 1;
+        }
+    }
+    let queued = by_state
+        .iter()
+        .find(|(s, _)| *s == State::Queued)
+        .map_or(0, |e| e.1);
+    let spool = state.registry.spool().clone();
+    let (files, free, inodes) = tokio::task::spawn_blocking(move || {
+        (spool.list(), spool.free_bytes(), spool.free_inodes())
+    })
+    .await
+    .unwrap_or_default();
+    let latest = state.monitor.latest();
+    let upstreams = state
+        .registry
+        .upstreams()
+        .iter()
+        .zip(latest)
+        .map(|(u, (name, checked))| UpstreamLevel {
+            name: name.to_owned(),
+            up: checked.map(|c| c.health.up),
+            files: match u {
+                crate::upstream::Upstream::Local(l) => {
+                    let f = l.files();
+                    let index = f.index.clone().unwrap_or_default();
+                    Some(FileLevels {
+                        readable: f.readable as u64,
+                        unreadable: f.unreadable.len() as u64,
+                        indexed: f.index.as_ref().map(|i| i.indexed as u64),
+                        unindexable: index.unindexable as u64,
+                        index_bytes: index.index_bytes,
+                        backlog_bytes: index.backlog_bytes,
+                    })
+                }
+                crate::upstream::Upstream::Stenographer(_) => None,
+            },
+        })
+        .collect();
+    let levels = Levels {
+        jobs: by_state,
+        queued,
+        spool_files: files.len() as u64,
+        spool_bytes: files.iter().map(|f| f.len).sum(),
+        spool_free_bytes: free,
+        spool_free_inodes: inodes,
+        upstreams,
+    };
+    state.registry.metrics().encode(&levels, format)
+}

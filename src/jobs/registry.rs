@@ -103,6 +103,7 @@ impl Registry {
             limit_packets: config.limit_packets,
             limit_bytes: config.limit_bytes,
             free_bytes: config.free_bytes,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         };
         let r = Registry {
             config,
@@ -201,6 +202,11 @@ impl Registry {
     /// The upstreams, in configuration order.
     pub fn upstreams(&self) -> &[Upstream] {
         &self.cx.0.upstreams
+    }
+
+    /// Where jobs, upstream answers and the front's events are counted.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.cx.0.metrics
     }
 
     /// The spool.
@@ -319,6 +325,7 @@ impl Registry {
         let _g = span.enter();
         job.event("job", "created", None);
         drop(_g);
+        self.cx.0.metrics.job_started();
         tokio::spawn(run::run(Arc::clone(&self.cx.0), Arc::clone(&job), selected).instrument(span));
         Ok(job)
     }

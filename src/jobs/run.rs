@@ -44,6 +44,8 @@ pub(super) struct Context {
     pub limit_bytes: u64,
     /// Free space the spool's file system keeps: a job that would eat into it stops writing.
     pub free_bytes: u64,
+    /// Where jobs and upstream answers are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Bytes a job writes between two looks at the spool's free space.
@@ -60,6 +62,7 @@ pub(super) async fn run(cx: Arc<Context>, job: Arc<Job>, selected: Vec<usize>) {
             };
             job.feed().finish(Err(incomplete(&job)));
             job.end(reason.0, reason.1);
+            cx.metrics.job_ended(reason.0, 0, 0);
             return;
         }
     };
@@ -81,6 +84,7 @@ pub(super) async fn run(cx: Arc<Context>, job: Arc<Job>, selected: Vec<usize>) {
         "job ended"
     );
     job.end(state, reason);
+    cx.metrics.job_ended(state, s.packets, s.bytes);
 }
 
 fn incomplete(job: &Job) -> Incomplete {
@@ -93,6 +97,12 @@ fn incomplete(job: &Job) -> Incomplete {
 
 /// One upstream's answer as the merge sees it.
 struct Input {
+    /// The upstream's name (for its metrics and log lines).
+    name: String,
+    /// When it was asked (its latencies count from here).
+    asked: std::time::Instant,
+    /// Whether its first packets (or its end) came yet.
+    answered: bool,
     rx: mpsc::Receiver<Message>,
     pending: VecDeque<Packet>,
     declared: bool,
@@ -138,6 +148,12 @@ impl<'a> Run<'a> {
                 self.declared.extend(d);
             }
             Some(Message::Batch(b)) => {
+                if !input.answered {
+                    input.answered = true;
+                    self.cx
+                        .metrics
+                        .upstream_first_byte(&input.name, input.asked.elapsed());
+                }
                 let bytes: u64 = b.iter().map(|p| p.data.len() as u64).sum();
                 let n = b.len() as u64;
                 input.pending.extend(b);
@@ -162,6 +178,7 @@ impl<'a> Run<'a> {
             Some(Message::Failed(e)) => self.fail(k, e),
             None => {
                 input.ended = true;
+                self.answered(k);
                 self.job.update(false, |s| {
                     let u = &mut s.upstreams[k];
                     if u.state == UpstreamState::Requesting {
@@ -172,14 +189,31 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Upstream `k`'s answer ended (whole or failed): its latencies are observed.
+    fn answered(&mut self, k: usize) {
+        let input = &mut self.inputs[k];
+        let took = input.asked.elapsed();
+        if !input.answered {
+            input.answered = true;
+            self.cx.metrics.upstream_first_byte(&input.name, took);
+        }
+        self.cx.metrics.upstream_done(&input.name, took);
+    }
+
     fn fail(&mut self, k: usize, e: upstream::Error) {
         let input = &mut self.inputs[k];
         input.failed = true;
         input.ended = true;
         // Closing its channel stops the upstream at its next send.
         input.rx.close();
+        let name = input.name.clone();
+        self.answered(k);
+        if !matches!(e, upstream::Error::Gone) {
+            self.cx.metrics.upstream_failed(&name, &e);
+            // A sensor that fails a job is news for operators, not only for the analyst.
+            tracing::warn!(upstream = %name, reason = e.kind(), error = %e, "upstream failed");
+        }
         let e = Arc::new(e);
-        let name = self.job.with(|s| s.upstreams[k].name.clone());
         self.job.update(false, |s| {
             let u: &mut UpstreamStatus = &mut s.upstreams[k];
             u.state = UpstreamState::Failed;
@@ -207,10 +241,14 @@ impl<'a> Run<'a> {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let u = &self.cx.upstreams[i];
             u.query(&q, limits, tx, self.stop.child_token());
+            self.cx.metrics.upstream_asked(u.name());
             self.job
                 .update(false, |s| s.upstreams[k].state = UpstreamState::Requesting);
             self.job.event(u.name(), "requesting", None);
             self.inputs.push(Input {
+                name: u.name().to_owned(),
+                asked: std::time::Instant::now(),
+                answered: false,
                 rx,
                 pending: VecDeque::new(),
                 declared: false,

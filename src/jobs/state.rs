@@ -47,18 +47,19 @@ impl State {
         }
     }
 
+    /// Every state, in their order of life.
+    pub const ALL: [State; 6] = [
+        State::Queued,
+        State::Running,
+        State::Completed,
+        State::Partial,
+        State::Failed,
+        State::Cancelled,
+    ];
+
     /// The state of a name ([`State::as_str`]).
     pub fn parse(s: &str) -> Option<State> {
-        [
-            State::Queued,
-            State::Running,
-            State::Completed,
-            State::Partial,
-            State::Failed,
-            State::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        State::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 

@@ -120,6 +120,28 @@ impl Spool {
             .join(format!("{id}.{}-{n}.pcap.part", std::process::id()))
     }
 
+    /// Whether a file can be created (and written) in the spool now: creates, writes one
+    /// byte to and removes a probe file. Its name ends in `.part`, so a crash between the two
+    /// leaves nothing [`open`](Self::open) does not remove.
+    ///
+    /// # Errors
+    /// Why the spool cannot be written (read-only, full, permissions, gone).
+    pub fn probe_writable(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = self
+            .dir
+            .join(format!("probe-{}-{n}.part", std::process::id()));
+        let r = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .and_then(|mut f| f.write_all(b"\0"));
+        let _ = fs::remove_file(&p);
+        r
+    }
+
     /// The complete file of a job, mapped, if there is one; a hit refreshes its age for
     /// cleanup.
     pub fn open_complete(&self, id: &JobId) -> Option<Complete> {
@@ -200,9 +222,8 @@ impl Spool {
     }
 
     /// Deletes complete files unused for `expire_time` (0: never), then the least recently
-    /// used until `expire_space` bytes are free (0: no target). Returns the jobs whose files
-    /// it deleted.
-    pub fn cleanup(&self, expire_time: Duration, expire_space: u64) -> Vec<JobId> {
+    /// used until `expire_space` bytes are free (0: no target). Returns the files it deleted.
+    pub fn cleanup(&self, expire_time: Duration, expire_space: u64) -> Vec<Stored> {
         let mut files = self.list();
         files.sort_by_key(|f| f.used);
         let now = SystemTime::now();
@@ -212,7 +233,7 @@ impl Spool {
                 && now.duration_since(f.used).unwrap_or_default() > expire_time;
             let short = expire_space > 0 && self.free_bytes() < expire_space;
             if (old || short) && self.remove(&f.id) {
-                deleted.push(f.id);
+                deleted.push(f);
             }
         }
         deleted

@@ -8,6 +8,7 @@
 //! Both answer the same messages, so a job mixes them freely.
 
 pub mod local;
+pub mod monitor;
 pub mod sensor_tls;
 pub mod stenographer;
 
@@ -109,6 +110,26 @@ pub enum Error {
         /// How long nothing happened.
         after: Duration,
     },
+}
+
+impl Error {
+    /// A short, fixed name of the variant: the `reason` label of the failure metrics (never
+    /// the message, which carries addresses and paths).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Directory { .. } => "directory",
+            Error::Unwritable(_) => "unwritable",
+            Error::Connect { .. } => "connect",
+            Error::Tls(_) => "tls",
+            Error::Http(_) => "http",
+            Error::Status { .. } => "status",
+            Error::Timeout { .. } => "timeout",
+            Error::Capture(_) => "capture",
+            Error::Gone => "gone",
+            Error::Handles { .. } => "handles",
+            Error::Stuck { .. } => "stuck",
+        }
+    }
 }
 
 /// Result limits to push down to an upstream that can apply them (`None`: no limit).
