@@ -40,6 +40,10 @@ cargo test --all-targets
 # target-information cache (`target/.rustc_info.json`) that broke the next plain cargo call.
 cargo clippy --all-targets -- -D warnings
 
+# The Debian package: built, linted, installed, run as its service user, upgraded and purged in
+# a clean Debian 12 root filesystem.
+tests/package.sh
+
 if [ -x fuzz/run.sh ]; then
     FUZZ_SECONDS="${FUZZ_SECONDS:-20}" fuzz/run.sh
 fi
