@@ -72,23 +72,27 @@ cleanup() {
         kill -KILL "$nspawn" 2>/dev/null
         wait "$nspawn" 2>/dev/null || true
     fi
-    umount "$root/proc" 2>/dev/null || true
-    umount "$root/dev" 2>/dev/null || true
-    rm -rf "$root" "$root.boot.log"
+    umount -R "$root/proc" 2>/dev/null
+    # Never delete through a mount: if anything is still mounted under the copy, leave it.
+    if grep -q " $root/" /proc/mounts; then
+        echo "left $root in place: still mounted: $(grep " $root/" /proc/mounts)" >&2
+    else
+        rm -rf --one-file-system "$root" "$root.boot.log"
+    fi
 }
 trap cleanup EXIT
 cp -a "$cache/." "$root/"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 # What a host that runs systemd units has (systemd; man-db for the unit's Documentation=), and
-# what the package depends on: the purge must leave the system as it was then.
+# what the package depends on: the purge must leave the system as it was then. (debootstrap
+# made the device nodes the new system needs: this machine's /dev is not mounted into it.)
 mount -t proc proc "$root/proc"
-mount --bind /dev "$root/dev"
 deps=$(sed -e 's/([^)]*)//g' -e 's/,/ /g' <<<"$depends")
 chroot "$root" apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     systemd systemd-sysv man-db $deps >/dev/null
-umount "$root/proc" "$root/dev"
+umount "$root/proc"
 
 # Boot it: systemd as PID 1 of a container sharing this machine's network (Docket listens on
 # loopback, reachable from here).
@@ -177,7 +181,8 @@ for _ in $(seq 50); do
     in_root journalctl -u docket --no-pager | grep -q 'shutdown: done' && break
     sleep 0.2
 done
-in_root journalctl -u docket --no-pager | grep -q 'shutdown: done' || fail "no clean shutdown in the journal"
+in_root journalctl -u docket --no-pager | grep -q 'shutdown: done' ||
+    fail "no clean shutdown in the journal: $(in_root journalctl -u docket --no-pager | tail -n 12)"
 in_root systemctl start docket
 
 # Upgrade: the edited configuration and the spool stay, and the service runs again.
