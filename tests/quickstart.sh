@@ -48,6 +48,10 @@ trap cleanup EXIT
 # into it.
 cp -a "$cache/." "$root/"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# This network's trust, like its resolver: where HTTPS is intercepted by a proxy, cargo must
+# trust what this machine trusts (a machine on the open internet needs only Debian's bundle,
+# which ./run installs).
+cp /etc/ssl/certs/ca-certificates.crt "$root/root/network-ca.crt"
 bind_ro() { # bind_ro SRC DEST: read-only, so nothing in the new system can change SRC
     mkdir -p "$2"
     mount --bind "$1" "$2"
@@ -64,7 +68,7 @@ bind_ro "$corpus" "$root/src/shared/pcaps"
 # The README's first command, verbatim, as root in the new system.
 mkfifo "$root/src/ready"
 setsid chroot "$root" env -i HOME=/root PATH=/root/.cargo/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 bash -c 'cd /src/main && ./run --listen 127.0.0.1:0' \
+    LANG=C.UTF-8 CARGO_HTTP_CAINFO=/root/network-ca.crt bash -c 'cd /src/main && ./run --listen 127.0.0.1:0' \
     >"$root/src/ready" 2>"$root/src/run.log" &
 pid=$!
 # Bounded: installing and a release build from nothing. Docket's readiness line is the first
