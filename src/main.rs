@@ -280,7 +280,11 @@ fn serve(
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);
+    // Under systemd, the journal stamps every line itself (systemd sets JOURNAL_STREAM when
+    // standard error is the journal): a second time stamp would only be noise.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     match log_format {
+        LogFormat::Text if journal => logs.with_ansi(false).without_time().init(),
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
             .init(),
