@@ -588,3 +588,80 @@ fn bash_loads_the_completions_and_man_renders_the_pages() {
         "the page is the command line's own"
     );
 }
+
+/// A sample's value in a classic-format exposition (`name{labels}` exactly as written).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn cleanup_and_lockouts_are_counted() {
+    let s = tls_server_auth(
+        &sensors(),
+        "expire_time = 1\ncleanup_period = \"1h\"",
+        "max_failures = 2\nfailure_window = 2",
+    );
+    let out = s.dir.path().join("answer.pcap");
+    let ok = s
+        .curl()
+        .args(["-f", "-u", &user("alice"), "-o"])
+        .arg(&out)
+        .arg(s.url(&format!("{QUERY}/pcap")))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // What the cleanup frees is the capture the client got, byte for byte.
+    let size = std::fs::metadata(&out).unwrap().len() as f64;
+    // Unused for more than `expire_time`, then the cleanup is asked for.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, _) = s.get("cleanup", &["-u", &user("alice")]);
+    assert_eq!(code, 200);
+    let metrics = |s: &common::server::Server| {
+        let (code, body) = s.get("metrics", &["-u", &user("alice")]);
+        assert_eq!(code, 200);
+        String::from_utf8(body).unwrap()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = metrics(&s);
+        if sample(&text, "docket_cleanup_deleted_captures_total") == Some(1.0)
+            || Instant::now() > until
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(&text, "docket_cleanup_deleted_captures_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "docket_cleanup_freed_bytes_total"),
+        Some(size)
+    );
+    assert!(
+        sample(&text, "docket_cleanup_runs_total").unwrap() >= 2.0,
+        "at start and when asked"
+    );
+    assert_eq!(sample(&text, "docket_spool_captures"), Some(0.0));
+    // Two wrong passwords from this address, then the lock: refused unchecked.
+    for expect in [401, 401, 429, 429] {
+        assert_eq!(s.get("jobs", &["-u", "bob:wrong"]).0, expect);
+    }
+    // The window (2 s) ends; then the counters can be read from this address again.
+    std::thread::sleep(Duration::from_millis(2200));
+    let text = metrics(&s);
+    assert_eq!(
+        sample(&text, "docket_auth_failures_total"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "docket_auth_lockouts_total"), Some(2.0));
+}
