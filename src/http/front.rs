@@ -222,12 +222,17 @@ pub async fn handle(
         .and_then(|v| v.parse().ok());
     let counted = super::audit::Counted {
         metrics: Arc::clone(state.registry.metrics()),
-        capture: audit.as_ref().filter(|a| a.capture).map(|a| {
-            a.job
-                .as_deref()
-                .and_then(|id| id.parse().ok())
-                .and_then(|id| state.registry.get(&id))
-        }),
+        // Only a capture body counts as one (a refusal or a 502 of a capture route is JSON),
+        // and a HEAD sends none.
+        capture: audit
+            .as_ref()
+            .filter(|a| a.capture && matches!(status, 200 | 206) && who.method != "HEAD")
+            .map(|a| {
+                a.job
+                    .as_deref()
+                    .and_then(|id| id.parse().ok())
+                    .and_then(|id| state.registry.get(&id))
+            }),
     };
     let audit = match (&state.audit, audit) {
         (Some(log), Some(info)) => Some((Arc::clone(log), info)),
