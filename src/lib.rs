@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod mapped;
 pub mod merge;
 pub mod metrics;
+pub mod notify;
 pub mod pcap;
 pub mod query;
 pub mod server;

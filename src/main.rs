@@ -297,19 +297,35 @@ fn serve(
             .with_span_list(false)
             .init(),
     }
+    let json = matches!(log_format, LogFormat::Json);
+    if json {
+        // A panic's message becomes one JSON line too, not text among the JSON lines.
+        std::panic::set_hook(Box::new(|info| {
+            tracing::error!(panic = %info, "panic");
+        }));
+    }
+    // Why the gateway cannot start, in the log's own format (one JSON object under
+    // `--log-format json`: a collector must not meet a line of text, nor one error over
+    // several lines).
+    let fatal = |message: String| {
+        if json {
+            tracing::error!(error = %message, "docket serve cannot start");
+        } else {
+            eprintln!("docket serve: {message}");
+        }
+        ExitCode::from(2)
+    };
     let mut config = match docket::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("docket serve: {e}");
-            return ExitCode::from(2);
+            return fatal(e.to_string());
         }
     };
     if let Some(l) = listen {
         match l.parse() {
             Ok(a) => config.listen = a,
             Err(e) => {
-                eprintln!("docket serve: --listen {l:?}: {e}");
-                return ExitCode::from(2);
+                return fatal(format!("--listen {l:?}: {e}"));
             }
         }
     }
@@ -319,8 +335,7 @@ fn serve(
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("docket serve: cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            return fatal(format!("cannot start the runtime: {e}"));
         }
     };
     let result = runtime.block_on(async { docket::server::run(config, stop_signal()?).await });
@@ -329,10 +344,7 @@ fn serve(
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("docket serve: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => fatal(e.to_string()),
     }
 }
 

@@ -51,20 +51,30 @@ pub enum Format {
 impl Format {
     /// The format an `Accept` header asks for: OpenMetrics only when it names it (as
     /// Prometheus does), the classic format otherwise.
+    ///
+    /// OpenMetrics is chosen when it is named with a weight above 0 and at least that of
+    /// the classic format (`text/plain`, or else `*/*`), as RFC 9110 weighs them.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        let wants = accept.is_some_and(|a| {
-            a.split(',').any(|part| {
-                let mut params = part.split(';').map(str::trim);
-                let media = params.next().unwrap_or("");
-                // `q=0` means "not this one".
-                media.eq_ignore_ascii_case("application/openmetrics-text")
-                    && !params.any(|p| p.replace(' ', "") == "q=0")
-            })
-        });
-        if wants {
-            Format::OpenMetrics
-        } else {
-            Format::Classic
+        let (mut openmetrics, mut plain, mut any) = (None::<f32>, None::<f32>, None::<f32>);
+        for part in accept.unwrap_or("").split(',') {
+            let mut params = part.split(';').map(str::trim);
+            let media = params.next().unwrap_or("").to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            let slot = match media.as_str() {
+                "application/openmetrics-text" => &mut openmetrics,
+                "text/plain" => &mut plain,
+                "*/*" => &mut any,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |s| s.max(q)));
+        }
+        match openmetrics {
+            Some(q) if q > 0.0 && q >= plain.or(any).unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Classic,
         }
     }
 
@@ -669,9 +679,24 @@ mod tests {
         assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
         assert_eq!(Format::negotiate(Some("*/*")), Format::Classic);
         assert_eq!(Format::negotiate(None), Format::Classic);
+        for refused in [
+            "application/openmetrics-text; q=0, text/plain",
+            "application/openmetrics-text;q=0.0",
+            "application/openmetrics-text; Q=0.000, */*",
+            "text/plain, application/openmetrics-text;q=0.1",
+            "application/openmetrics-text;q=nonsense",
+        ] {
+            assert_eq!(
+                Format::negotiate(Some(refused)),
+                Format::Classic,
+                "{refused}"
+            );
+        }
         assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
-            Format::Classic
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0;q=0.9,*/*;q=0.1"
+            )),
+            Format::OpenMetrics
         );
     }
 

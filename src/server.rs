@@ -2,7 +2,7 @@
 //! indexes the local directories in the background, runs periodic cleanup, binds and serves.
 //! The one line `docket listening on http[s]://ADDR/PREFIX` on standard output says it is ready
 //! (tests wait for it; nothing sleeps), and so does `READY=1` to systemd when it runs Docket
-//! as a `Type=notify` service (`STOPPING=1` when a stop signal arrives). Upstreams are
+//! as a `Type=notify` service (`STOPPING=1` when a stop signal arrives; [`crate::notify`]). Upstreams are
 //! health-checked in the background from then on ([`crate::upstream::monitor`]). With `[tls]`, SIGHUP reloads the certificate and key
 //! (new handshakes get the new pair; live connections are untouched). When the shutdown
 //! future completes, [`http::serve`] stops accepting and gives live streams their grace, then
@@ -154,19 +154,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     println!("{listening}");
     // Under systemd (`Type=notify`), the same moment: `systemctl start` returns once Docket
     // answers, not when the process has merely started. Without `NOTIFY_SOCKET`, nothing.
-    if let Err(e) = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&listening),
-    ]) {
+    if let Err(e) = crate::notify::send(crate::notify::Notice::Ready, &listening) {
         tracing::warn!(error = %e, "cannot tell the service manager that Docket is ready");
     }
     let registry = Arc::clone(&state.registry);
     let shutdown = async {
         shutdown.await;
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Stopping,
-            sd_notify::NotifyState::Status("stopping: live streams finish within the grace"),
-        ]);
+        if let Err(e) = crate::notify::send(
+            crate::notify::Notice::Stopping,
+            "stopping: live streams finish within the grace",
+        ) {
+            tracing::warn!(error = %e, "cannot tell the service manager that Docket stops");
+        }
     };
     http::serve(listener, state, tls, shutdown)
         .await

@@ -302,8 +302,13 @@ fn serve_json(dir: &Path, conf: &str) -> (Killed, String) {
     std::fs::write(
         &conf_path,
         format!(
-            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\nhealth_period = \"1s\"\n{conf}",
-            dir.join("spool").display()
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\n{}health_period = \"1s\"\n{conf}",
+            dir.join("spool").display(),
+            if conf.contains("free_bytes") {
+                ""
+            } else {
+                "free_bytes = 0\n"
+            }
         ),
     )
     .unwrap();
@@ -402,8 +407,11 @@ fn readyz_and_the_log_say_which_upstream_is_down_and_why() {
         run_ok(Command::new("chattr").arg(flag).arg(&spool));
     };
     chattr("+i");
+    // A probe's answer is reused for a second.
+    std::thread::sleep(Duration::from_millis(1100));
     let (code, v) = get_json(&format!("{base}readyz"));
     chattr("-i");
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(code, 503, "{v}");
     assert_eq!(v["ready"], false);
     assert_eq!(v["spool"]["writable"], false);
@@ -463,6 +471,40 @@ fn readyz_is_503_when_no_upstream_can_answer() {
     );
     // Alive all the same.
     assert_eq!(curl_text(&format!("{base}healthz")), "ok\n");
+}
+
+#[test]
+fn readyz_is_503_when_new_jobs_would_be_refused_for_space() {
+    let work = TempDir::new().unwrap();
+    // A floor no disk here meets: admission refuses every new job with 507.
+    let conf = format!(
+        "free_bytes = 1000000000000000000\n[[local]]\nname = \"merge\"\npath = \"{}\"\n",
+        corpus().join("merge").display()
+    );
+    let (_server, base) = serve_json(work.path(), &conf);
+    let (code, v) = readyz_checked(&base);
+    assert_eq!(code, 503, "{v}");
+    assert!(v["reasons"].to_string().contains("free_bytes"), "{v}");
+    let (code, _) = get_json(&format!("{base}{QUERY}"));
+    assert_eq!(code, 507, "and admission agrees");
+}
+
+#[test]
+fn a_fatal_start_error_is_one_json_line_under_json_logs() {
+    let work = TempDir::new().unwrap();
+    let conf = work.path().join("docket.toml");
+    std::fs::write(&conf, "listen = \"127.0.0.1:0\"\nno_such_key = [\n1,\n2]\n").unwrap();
+    let o = docket()
+        .args(["serve", "--log-format", "json", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(v["level"], "ERROR");
+    assert!(v["error"].as_str().unwrap().contains("no_such_key"), "{v}");
 }
 
 #[test]
@@ -545,6 +587,39 @@ fn systemd_hears_ready_when_docket_listens_and_stopping_on_sigterm() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg}");
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_abstract_notify_socket_hears_ready_too() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let work = TempDir::new().unwrap();
+    let name = format!("docket-test-{}", std::process::id());
+    let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    std::fs::write(
+        work.path().join("docket.toml"),
+        format!(
+            "listen = \"127.0.0.1:0\"\nspool_dir = \"{}\"\nfree_bytes = 0\n",
+            work.path().join("spool").display()
+        ),
+    )
+    .unwrap();
+    let child = docket()
+        .args(["serve", "-c"])
+        .arg(work.path().join("docket.toml"))
+        .env("NOTIFY_SOCKET", format!("@{name}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _server = Killed(child);
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification within 60 s");
+    assert!(String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .any(|l| l == "READY=1"));
 }
 
 #[test]

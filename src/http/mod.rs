@@ -110,6 +110,8 @@ pub struct AppState {
     pub cut: CancellationToken,
     /// Each upstream's last health check (`readyz`, the metrics).
     pub monitor: Arc<crate::upstream::monitor::Monitor>,
+    /// `readyz`'s spool write test, one at a time whatever the probes.
+    pub spool_probe: crate::spool::WriteProbe,
 }
 
 impl AppState {
@@ -133,6 +135,7 @@ impl AppState {
             audit,
             cut: CancellationToken::new(),
             monitor: Arc::new(crate::upstream::monitor::Monitor::new(registry.upstreams())),
+            spool_probe: crate::spool::WriteProbe::default(),
             config,
             registry,
         })

@@ -384,15 +384,22 @@ pub struct UpstreamReady {
 /// texts name paths and addresses.
 pub async fn ready(state: &AppState, detailed: bool) -> (bool, ReadyView) {
     let detailed = detailed || !state.config.login_required;
-    let spool = state.registry.spool().clone();
-    let (writable, free_bytes) =
-        tokio::task::spawn_blocking(move || (spool.probe_writable(), spool.free_bytes()))
-            .await
-            .unwrap_or_else(|e| (Err(std::io::Error::other(e.to_string())), 0));
+    let writable = state.registry.spool().writable(&state.spool_probe).await;
     let mut reasons = Vec::new();
-    if writable.is_err() {
-        reasons.push("the spool cannot be written".to_owned());
-    }
+    let free_bytes = match &writable {
+        Ok(free) => {
+            if let Some(floor) = state.registry.space_floor_unmet(*free) {
+                reasons.push(format!(
+                    "the spool has {free} bytes free, under free_bytes ({floor}): new jobs are refused"
+                ));
+            }
+            *free
+        }
+        Err(_) => {
+            reasons.push("the spool cannot be written".to_owned());
+            0
+        }
+    };
     let latest = state.monitor.latest();
     let mut upstreams = Vec::new();
     let (mut up, mut unchecked) = (0, 0);
@@ -447,7 +454,7 @@ pub async fn ready(state: &AppState, detailed: bool) -> (bool, ReadyView) {
             spool: SpoolReady {
                 writable: writable.is_ok(),
                 free_bytes,
-                error: writable.err().filter(|_| detailed).map(|e| e.to_string()),
+                error: writable.err().filter(|_| detailed),
             },
             upstreams: indexmap_free::Ordered(upstreams),
             index_backlog_bytes,

@@ -301,10 +301,7 @@ impl Registry {
             job.event("job", EndReason::FoundInSpool.to_string(), None);
             return Ok(job);
         }
-        // Space held only by abandoned part files that slow readers still follow comes back
-        // as they read: it does not count against admission.
-        let held: u64 = jobs.values().map(|j| j.feed().held_bytes()).sum();
-        if let Some(free) = free.filter(|&f| f.saturating_add(held) < self.config.free_bytes) {
+        if let Some(free) = free.filter(|&f| self.short_of_space(&jobs, f)) {
             return Err(Error::InsufficientStorage {
                 free,
                 needed: self.config.free_bytes,
@@ -328,6 +325,20 @@ impl Registry {
         self.cx.0.metrics.job_started();
         tokio::spawn(run::run(Arc::clone(&self.cx.0), Arc::clone(&job), selected).instrument(span));
         Ok(job)
+    }
+
+    /// Whether a new job would be refused for space with `free` bytes free on the spool's file
+    /// system: the configured floor (`None`: it would not, or the spool is off).
+    pub fn space_floor_unmet(&self, free: u64) -> Option<u64> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        (self.config.spool && self.short_of_space(&jobs, free)).then_some(self.config.free_bytes)
+    }
+
+    /// Admission's space rule: space held only by abandoned part files that slow readers
+    /// still follow comes back as they read, so it does not count against a new job.
+    fn short_of_space(&self, jobs: &HashMap<JobId, Arc<Job>>, free: u64) -> bool {
+        let held: u64 = jobs.values().map(|j| j.feed().held_bytes()).sum();
+        free.saturating_add(held) < self.config.free_bytes
     }
 
     /// The job for `query` as [`get_or_start`](Self::get_or_start) gives it — but with the

@@ -142,6 +142,15 @@ impl Spool {
         r
     }
 
+    /// Whether the spool can be written now, as [`WriteProbe`] asks it (at most one probe in
+    /// flight whatever the callers, each bounded in time): its free bytes if so.
+    ///
+    /// # Errors
+    /// Why not, in words.
+    pub async fn writable(&self, probe: &WriteProbe) -> Result<u64, String> {
+        probe.check(self).await
+    }
+
     /// The complete file of a job, mapped, if there is one; a hit refreshes its age for
     /// cleanup.
     pub fn open_complete(&self, id: &JobId) -> Option<Complete> {
@@ -237,6 +246,95 @@ impl Spool {
             }
         }
         deleted
+    }
+}
+
+/// Asks whether the spool can be written (`Spool::probe_writable`) on behalf of any number of
+/// callers (`readyz` probes) without letting them pile up: a result is reused for
+/// [`PROBE_FRESH`]; at most one probe runs at a time, on a blocking thread; a caller waits at
+/// most [`PROBE_WAIT`] for it. A spool whose file system has stalled (frozen, a hung mount)
+/// thus holds one thread, not one per probe, and each caller hears "not writable" in bounded
+/// time.
+#[derive(Debug, Default)]
+pub struct WriteProbe {
+    state: Arc<std::sync::Mutex<ProbeState>>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    /// When the probe in flight started.
+    running: Option<std::time::Instant>,
+    /// The last answer and when it came.
+    last: Option<(std::time::Instant, Result<u64, String>)>,
+    /// Wakes the callers waiting for the probe in flight.
+    done: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// How long a probe's answer is reused.
+pub const PROBE_FRESH: Duration = Duration::from_secs(1);
+
+/// How long a caller waits for a probe.
+pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+impl WriteProbe {
+    async fn check(&self, spool: &Spool) -> Result<u64, String> {
+        let done = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, r)) = &st.last {
+                if at.elapsed() < PROBE_FRESH && st.running.is_none() {
+                    return r.clone();
+                }
+            }
+            match st.running {
+                Some(since) if since.elapsed() > PROBE_WAIT => {
+                    return Err(format!(
+                        "a write to the spool has not returned for {} s",
+                        since.elapsed().as_secs()
+                    ));
+                }
+                Some(_) => Arc::clone(st.done.get_or_insert_with(Default::default)),
+                None => {
+                    st.running = Some(std::time::Instant::now());
+                    let done = Arc::clone(st.done.get_or_insert_with(Default::default));
+                    let spool = spool.clone();
+                    let state = Arc::clone(&self.state);
+                    tokio::task::spawn_blocking(move || {
+                        let r = spool
+                            .probe_writable()
+                            .map(|()| spool.free_bytes())
+                            .map_err(|e| e.to_string());
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.running = None;
+                        st.last = Some((std::time::Instant::now(), r));
+                        if let Some(n) = st.done.take() {
+                            n.notify_waiters();
+                        }
+                    });
+                    done
+                }
+            }
+        };
+        let notified = done.notified();
+        tokio::pin!(notified);
+        // Registered before looking again, so a probe that ends in between is not missed.
+        notified.as_mut().enable();
+        let finished = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running
+            .is_none();
+        if !finished {
+            let _ = tokio::time::timeout(PROBE_WAIT, notified).await;
+        }
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match (&st.running, &st.last) {
+            (None, Some((_, r))) => r.clone(),
+            _ => Err(format!(
+                "a write to the spool did not return within {} s",
+                PROBE_WAIT.as_secs()
+            )),
+        }
     }
 }
 
