@@ -23,7 +23,7 @@ fail() {
     exit 1
 }
 missing=()
-for p in lintian debootstrap; do
+for p in lintian debootstrap systemd-container; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What building needs beside the Rust toolchain: gcc (rustc's linker, and the C parts of the
+# bundled SQLite and zstd), ca-certificates (cargo fetches crates over HTTPS). iproute2 (the
+# sensors' network namespaces) and groff-base (the manual pages are rendered) are not in a
+# minimal Debian either.
 # Real tools: tshark/mergecap/capinfos/editcap (oracles), tcpdump, libpcap (the BPF compiler);
 # curl, openssl and python3 (clients, test certificates, the fault-sensor server); real
 # Stenographer sensors with tcpreplay and jq (../shared/steno/up.sh would install them too, but
@@ -14,7 +18,7 @@ cd "$(dirname "$0")/.."
 # compressors that write the compressed capture stores; gzip is always there); python3-scapy
 # (writes one packet per encapsulation for the structured-clause test); prometheus (scrapes a
 # live Docket; its promtool lints the exposition).
-packages=(tshark wireshark-common tcpdump libpcap-dev curl openssl python3
+packages=(gcc ca-certificates iproute2 groff-base tshark wireshark-common tcpdump libpcap-dev curl openssl python3
     stenographer stenographer-client tcpreplay jq apache2-utils chromium chromium-driver
     fuse3 python3-fusepy lz4 zstd python3-scapy prometheus)
 missing=()
