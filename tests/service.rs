@@ -490,6 +490,27 @@ fn readyz_is_503_when_new_jobs_would_be_refused_for_space() {
 }
 
 #[test]
+fn a_missing_password_file_is_said_at_start_and_in_readyz() {
+    let work = TempDir::new().unwrap();
+    let conf = format!(
+        "[auth]\nhtpasswd = \"{}\"\n[[local]]\nname = \"merge\"\npath = \"{}\"\n",
+        work.path().join("no-such-htpasswd").display(),
+        corpus().join("merge").display()
+    );
+    let (server, base) = serve_json(work.path(), &conf);
+    let (code, v) = readyz_checked(&base);
+    assert_eq!(code, 503, "{v}");
+    assert!(v["reasons"].to_string().contains("password file"), "{v}");
+    drop(server);
+    let log = std::fs::read_to_string(work.path().join("stderr.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("no-such-htpasswd")),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_fatal_start_error_is_one_json_line_under_json_logs() {
     let work = TempDir::new().unwrap();
     let conf = work.path().join("docket.toml");

@@ -8,13 +8,21 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked --version '^3' >&2
 fi
 cargo build --release --bin docket >&2
-assets=target/assets
+# Wherever cargo builds (CARGO_TARGET_DIR, a workspace setting): cargo-deb reads the assets'
+# `target/release/…` paths from there too.
+target=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+docket="$target/release/docket"
+assets="$target/release/assets"
 rm -rf "$assets"
 mkdir -p "$assets/completions"
-target/release/docket man "$assets/man"
-target/release/docket completions bash >"$assets/completions/docket"
-target/release/docket completions zsh >"$assets/completions/_docket"
-target/release/docket completions fish >"$assets/completions/docket.fish"
-rm -f target/debian/docket_*.deb
+"$docket" man "$assets/man"
+# Compressed as Debian's policy asks (-n: no name or time inside, so the package is
+# reproducible).
+gzip -9n "$assets"/man/*.1
+"$docket" completions bash >"$assets/completions/docket"
+"$docket" completions zsh >"$assets/completions/_docket"
+"$docket" completions fish >"$assets/completions/docket.fish"
+rm -f "$target"/debian/docket_*.deb
 cargo deb --no-build --strip >&2
-ls target/debian/docket_*.deb
+ls "$target"/debian/docket_*.deb

@@ -159,6 +159,19 @@ impl Htpasswd {
         }
     }
 
+    /// Whether the file can be read now (a missing or unreadable file refuses every login).
+    ///
+    /// # Errors
+    /// Why it cannot.
+    pub fn readable(&self) -> std::io::Result<()> {
+        std::fs::File::open(&self.path).map(drop)
+    }
+
+    /// The password file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     fn digest(&self, user: &str, password: &str) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();

@@ -126,8 +126,18 @@ impl AppState {
             })?)),
             None => None,
         };
+        let htpasswd = config.auth.htpasswd.clone().map(auth::Htpasswd::new);
+        if let Some((h, Err(e))) = htpasswd.as_ref().map(|h| (h, h.readable())) {
+            // Not fatal (the file may appear; it is re-read when it changes), but every login
+            // fails meanwhile: say so now, not only as "login failed" lines.
+            tracing::error!(
+                file = %h.path().display(),
+                error = %e,
+                "cannot read the password file: every login is refused until it can be read"
+            );
+        }
         Ok(AppState {
-            htpasswd: config.auth.htpasswd.clone().map(auth::Htpasswd::new),
+            htpasswd,
             limiter: auth::Limiter::new(config.auth.max_failures, config.auth.failure_window),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),

@@ -338,7 +338,8 @@ const IMF_FIXDATE: &[time::format_description::FormatItem<'static>] = time::macr
 /// `/readyz`: whether Docket can answer queries now, and why not.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReadyView {
-    /// Ready: the spool can be written and at least one upstream answered its last check.
+    /// Ready: the spool can be written (and has `free_bytes`), the password file (if any) can
+    /// be read, and at least one upstream answered its last check.
     pub ready: bool,
     /// Why not (empty when ready).
     pub reasons: Vec<String>,
@@ -400,6 +401,13 @@ pub async fn ready(state: &AppState, detailed: bool) -> (bool, ReadyView) {
             0
         }
     };
+    if let Some(Err(e)) = state.htpasswd.as_ref().map(super::auth::Htpasswd::readable) {
+        reasons.push(if detailed {
+            format!("the password file cannot be read ({e}): every login is refused")
+        } else {
+            "the password file cannot be read: every login is refused".to_owned()
+        });
+    }
     let latest = state.monitor.latest();
     let mut upstreams = Vec::new();
     let (mut up, mut unchecked) = (0, 0);
