@@ -236,7 +236,7 @@ impl<'a> Run<'a> {
             packets: min_limit(q.limit_packets, self.cx.limit_packets),
             bytes: min_limit(q.limit_bytes, self.cx.limit_bytes),
         };
-        let mut sink = Sink::new(self.job, self.cx.spool.as_ref(), self.cx.free_bytes).await;
+        let mut sink = Sink::new(self.job, self.cx.spool.as_ref(), self.cx.free_bytes);
         for (k, &i) in self.selected.iter().enumerate() {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let u = &self.cx.upstreams[i];
@@ -466,12 +466,8 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    async fn new(job: &'a Job, spool: Option<&'a Spool>, free_bytes: u64) -> Sink<'a> {
-        let created = match spool {
-            Some(sp) => Some(sp.create_bounded(&job.id, Arc::clone(job.feed())).await),
-            None => None,
-        };
-        let writer = created.and_then(|c| match c {
+    fn new(job: &'a Job, spool: Option<&'a Spool>, free_bytes: u64) -> Sink<'a> {
+        let writer = spool.and_then(|sp| match sp.create(&job.id, Arc::clone(job.feed())) {
             Ok(w) => {
                 let part = w.part_path().to_owned();
                 job.update(false, |s| s.part = Some(part));

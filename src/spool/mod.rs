@@ -46,18 +46,7 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// Creating a file did not return in time (a frozen or hung file system).
-    #[error("spool {}: creating a file did not return within {} s", dir.display(), after.as_secs())]
-    Stalled {
-        /// The spool directory.
-        dir: PathBuf,
-        /// How long it was given.
-        after: Duration,
-    },
 }
-
-/// How long a job waits for its spool file to be created before it streams without one.
-pub const CREATE_WAIT: Duration = Duration::from_secs(5);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -209,29 +198,6 @@ impl Spool {
                 })
             })
             .collect()
-    }
-
-    /// [`create`](Self::create) off the async threads, within [`CREATE_WAIT`]: a file system
-    /// that stalls (frozen, a hung mount) costs one blocking thread, never an async worker, and
-    /// the job goes on without a file. A file created after the wait is given up (its writer
-    /// is dropped, which removes it).
-    ///
-    /// # Errors
-    /// Those of `create`, and [`Error::Stalled`].
-    pub async fn create_bounded(&self, id: &JobId, feed: Arc<Feed>) -> Result<SpoolWriter, Error> {
-        let (me, id) = (self.clone(), *id);
-        let task = tokio::task::spawn_blocking(move || me.create(&id, feed));
-        match tokio::time::timeout(CREATE_WAIT, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(join)) => Err(Error::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(join.to_string()),
-            }),
-            Err(_) => Err(Error::Stalled {
-                dir: self.dir.clone(),
-                after: CREATE_WAIT,
-            }),
-        }
     }
 
     /// Starts writing a job's file; the writer tells `feed` what is durable.
