@@ -2,7 +2,7 @@
 # Runs every fuzz target for FUZZ_SECONDS (default 60) each, seeded from the team corpus
 # (../shared/pcaps/fuzz-seeds and fuzz/seeds/http_request, read-only: libFuzzer writes new inputs
 # to fuzz/corpus/<target>).
-# Crashes land in fuzz/artifacts/<target>/ and fail the run.
+# Crashes land in fuzz/artifacts/<target>/ and fail the run. FUZZ_TARGETS="a b" runs only those.
 #
 # cargo-fuzz needs nightly-only compiler flags (sanitizers): nightly is used when installed,
 # otherwise the stable compiler with RUSTC_BOOTSTRAP=1. cargo-fuzz is installed from crates.io
@@ -24,7 +24,7 @@ if ! cargo "${toolchain[@]}" fuzz --version >/dev/null 2>&1; then
         exit 0
     fi
 fi
-for target in pcap_reader merge query_parse http_request; do
+for target in ${FUZZ_TARGETS:-pcap_reader merge query_parse http_request}; do
     mkdir -p "fuzz/corpus/$target"
     extra=()
     [ "$target" = pcap_reader ] && extra=("$seeds")

@@ -177,8 +177,23 @@ pub fn http_request(input: &[u8]) {
     let _ = done.send(());
     let _ = watchdog.join();
     let answer = answer.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    for job in state.registry.all() {
-        state.registry.remove(&job.id);
+    fx.runtime.block_on(async {
+        for job in state.registry.all() {
+            let _ = state.registry.remove(&job.id).await;
+        }
+    });
+    // The jobs just removed end on their own; wait (bounded) until their spool files are
+    // created or given up and their writers are done, then join the writer threads: no input
+    // leaves a thread behind, nor one halfway through its exit when LeakSanitizer scans (it
+    // then reports the thread's runtime or its thread-local destructor list as leaked).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (crate::spool::writers_alive() > 0 || state.registry.spool().pending_ops() > 0)
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if crate::spool::writers_alive() == 0 {
+        crate::spool::join_writers();
     }
     // Every answer's status line: never a 500.
     for line in answer.split(|&b| b == b'\n') {
@@ -241,9 +256,31 @@ fn http_fixture() -> &'static HttpFixture {
     FX.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            // Blocking threads are kept, not ended after 10 s idle: a thread exiting while
+            // LeakSanitizer scans (libFuzzer checks after any input that allocated more than
+            // it freed) has its thread-local destructor list reported as leaked.
+            .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
             .enable_all()
             .build()
             .expect("a runtime");
+        // And made now: a thread being born while LeakSanitizer scans has its start-up closure
+        // reported as leaked, so the inputs must find idle threads, not start new ones.
+        let warm = 16;
+        let all_running = Arc::new(std::sync::Barrier::new(warm + 1));
+        let threads: Vec<_> = (0..warm)
+            .map(|_| {
+                let b = Arc::clone(&all_running);
+                runtime.spawn_blocking(move || {
+                    b.wait();
+                })
+            })
+            .collect();
+        all_running.wait();
+        runtime.block_on(async {
+            for t in threads {
+                let _ = t.await;
+            }
+        });
         let dir = std::env::temp_dir().join(format!("docket-fuzz-http-{}", std::process::id()));
         let caps = dir.join("caps");
         std::fs::create_dir_all(&caps).expect("a temporary directory");

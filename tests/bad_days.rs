@@ -2,8 +2,9 @@
 //! capture file truncated in place while a query reads it (as `tcpdump -C … -W …` ring buffers
 //! and `copytruncate` rotation do), a FIFO among the captures, files that cannot be read at
 //! all, a sparse zero-filled file, a hung mount (a real FUSE file system whose open never
-//! returns, `tests/hung-fs.py`), and a spool on a small tmpfs that fills while slow clients
-//! read. The real `docket serve`, curl over loopback, tshark as the reader of what arrived.
+//! returns, `tests/hung-fs.py`), a spool on a small tmpfs that fills while slow clients
+//! read, and a spool on ext4 frozen by `fsfreeze` while jobs start and kept captures are asked
+//! for. The real `docket serve`, curl over loopback, tshark as the reader of what arrived.
 
 mod common;
 
@@ -414,5 +415,150 @@ fn a_hung_mount_fails_its_sensor_alone_and_frees_the_slot() {
     let id2 = server.job_id(&format!("q/sensor/good/{window}"));
     assert_eq!(server.wait_final(&id2)["state"], "Completed");
     drop(hung);
+    drop(server);
+}
+
+/// A small ext4 file system (a loop-mounted image; the test runs as root) at `at`, thawed and
+/// unmounted when dropped.
+struct Ext4(std::path::PathBuf);
+
+impl Ext4 {
+    fn mount(image: &Path, at: &Path, mib: u32) -> Ext4 {
+        std::fs::create_dir_all(at).unwrap();
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(u64::from(mib) << 20).unwrap();
+        common::run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image));
+        common::run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(at),
+        );
+        Ext4(at.to_owned())
+    }
+
+    /// Freezes it (`fsfreeze`: every write waits until it is thawed, as under a snapshot or
+    /// a hung storage array); thawed when the guard drops.
+    fn freeze(&self) -> Frozen {
+        common::run_ok(Command::new("fsfreeze").arg("-f").arg(&self.0));
+        Frozen(self.0.clone())
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).output();
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+struct Frozen(std::path::PathBuf);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_served() {
+    let work = TempDir::new().unwrap();
+    let dir = TempDir::new().unwrap();
+    let spool = dir.path().join("spool");
+    let fs = Ext4::mount(&work.path().join("spool.ext4"), &spool, 64);
+    let bulk = common::corpus().join("bulk");
+    // Two job slots: two jobs stuck on the spool would have held both async workers too.
+    let server = Server::start_in(dir, &[("bulk", bulk.clone())], "max_jobs = 2");
+    let window = |m: u32| {
+        (
+            format!("2023-06-01T12:0{m}:00Z"),
+            format!("2023-06-01T12:0{}:00Z", m + 1),
+        )
+    };
+    let path = |m: u32| {
+        let (a, b) = window(m);
+        format!("q/host/10.0.2.15/after/{a}/before/{b}")
+    };
+    let oracle = |m: u32| {
+        let (a, b) = window(m);
+        common::server::oracle(
+            std::slice::from_ref(&bulk),
+            // IP only: tcpdump's `host` also takes ARP, which the clause does not.
+            "ip host 10.0.2.15",
+            common::server::epoch(&a),
+            common::server::epoch(&b),
+            work.path(),
+        )
+        .unwrap()
+    };
+    // Kept before the freeze.
+    let kept = server.fetch(&format!("{}/pcap", path(0)), work.path());
+    let kept_id = server.job_id(&path(0));
+    let frozen = fs.freeze();
+    // Two new jobs at once, while the spool cannot create a file.
+    let mut new_jobs: Vec<_> = (1..=2)
+        .map(|m| {
+            let out = work.path().join(format!("frozen-{m}.pcap"));
+            let child = server
+                .curl()
+                .args(["-o"])
+                .arg(&out)
+                .args(["-w", "%{http_code}"])
+                .arg(server.url(&format!("{}/pcap", path(m))))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (m, out, child)
+        })
+        .collect();
+    // Meanwhile the gateway answers (curl's own bound: a hang fails the test, not a timer).
+    let (code, _) = server.get("healthz", &["--max-time", "30"]);
+    assert_eq!(code, 200, "healthz while jobs wait on a frozen spool");
+    for (m, out, child) in new_jobs.drain(..) {
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "job {m}");
+        common::server::assert_same_packets(&out, &oracle(m), "a job on a frozen spool");
+        let st = server.wait_final(&server.job_id(&path(m)));
+        assert_eq!(st["state"], "Completed", "{st:#}");
+        assert!(events(&st).contains("frozen or hung"), "{st:#}");
+    }
+    // A kept capture is still served from the frozen file system, whole.
+    let again = server.fetch(&format!("{}/pcap", path(0)), work.path());
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&kept).unwrap()
+    );
+    // Deleting needs the file system: refused, to be tried again.
+    let delete = || {
+        let o = server
+            .curl()
+            .args(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(server.url(&kept_id))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(delete(), "503");
+    // Thawed, the spool is used again: the next job is kept, and nothing half-written is
+    // left behind by the jobs that went without a file.
+    drop(frozen);
+    let p3 = format!("{}/pcap", path(3));
+    let got = server.fetch(&p3, work.path());
+    common::server::assert_same_packets(&got, &oracle(3), "after the thaw");
+    let st = server.wait_final(&server.job_id(&path(3)));
+    assert_eq!(st["mode"], "spooled", "{st:#}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let parts: Vec<_> = common::server::spool_files(&spool)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "part"))
+            .collect();
+        if parts.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "part files left: {parts:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(delete(), "200");
     drop(server);
 }

@@ -285,15 +285,16 @@ async fn route_path(
                     let q = job.query.clone();
                     (
                         Some((Some(q), Some(id), true)),
-                        capture(state, job, req).await,
+                        capture(state, job, None, req).await,
                     )
                 }
-                None => match state.registry.spool().open_complete(&id) {
-                    Some(c) => (
+                None => match state.registry.spool().open_complete_async(&id).await {
+                    Ok(Some(c)) => (
                         Some((None, Some(id), true)),
                         Ok(complete(state, &id, c, req)),
                     ),
-                    None => plain(Err(ApiError::NoSuchJob(id.to_string()))),
+                    Ok(None) => plain(Err(ApiError::NoSuchJob(id.to_string()))),
+                    Err(_) => plain(Err(ApiError::SpoolStalled)),
                 },
             }
         }
@@ -314,14 +315,20 @@ async fn route_path(
                     owner: j.user.clone().unwrap_or_else(|| "nobody".to_owned()),
                     action: "delete",
                 }),
-                Some(_) if state.registry.remove(&id) => {
-                    tracing::info!(job = %id, "job deleted");
-                    Ok(json(
-                        StatusCode::OK,
-                        &serde_json::json!({"id": id.to_string(), "deleted": true}),
-                    ))
-                }
-                Some(_) => Err(ApiError::NoSuchJob(id.to_string())),
+                Some(_) => match state.registry.remove(&id).await {
+                    Ok(true) => {
+                        tracing::info!(job = %id, "job deleted");
+                        Ok(json(
+                            StatusCode::OK,
+                            &serde_json::json!({"id": id.to_string(), "deleted": true}),
+                        ))
+                    }
+                    Ok(false) => Err(ApiError::NoSuchJob(id.to_string())),
+                    Err(e) => {
+                        tracing::warn!(job = %id, error = %e, "cannot delete a job now");
+                        Err(ApiError::SpoolStalled)
+                    }
+                },
             };
             (audit, r)
         }
@@ -716,10 +723,11 @@ async fn start<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
     let user = user_of(req);
-    let job = state.registry.start(q, user).await?;
+    let crate::jobs::Started { job, reserved } = state.registry.start(q, user).await?;
     if want_pcap {
-        return capture(state, job, req).await;
+        return capture(state, job, reserved, req).await;
     }
+    drop(reserved);
     // A browser following a link (Kibana's "Query PCAP") lands on the job's page; a script
     // gets the job JSON.
     if wants_html(req) {
@@ -764,9 +772,10 @@ fn capture_headers(id: &JobId, magic: Option<&[u8]>) -> http::response::Builder 
 async fn capture<B>(
     state: &AppState,
     job: Arc<Job>,
+    reserved: Option<crate::spool::FeedReader>,
     req: &Request<B>,
 ) -> Result<Response<Body>, ApiError> {
-    let r = match job.open().await {
+    let r = match job.open(reserved).await {
         Capture::Complete(c) => {
             let mut r = complete(state, &job.id, c, req);
             r.headers_mut().insert(

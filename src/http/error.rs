@@ -83,6 +83,9 @@ pub enum ApiError {
     /// The server is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The spool's file system does not answer (frozen, a hung mount).
+    #[error("the spool's file system is not answering (frozen or hung); try again later")]
+    SpoolStalled,
     /// Our fault; the cause goes to the log only.
     #[error("internal error (see the server log)")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -98,9 +101,10 @@ impl ApiError {
             ApiError::Job(jobs::Error::InsufficientStorage { .. }) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
-            ApiError::Job(jobs::Error::Busy(_)) | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Job(jobs::Error::Busy(_))
+            | ApiError::ShuttingDown
+            | ApiError::SpoolStalled
+            | ApiError::Gone(Gone::Stalled, _) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone(..) => StatusCode::GONE,
             // A path whose id is not an id names nothing: not found, as an unknown id.
             ApiError::NoSuchJob(_) | ApiError::BadJobId(_) | ApiError::NoRoute => {
@@ -174,6 +178,11 @@ impl ApiError {
             ApiError::LockedOut(wait) => {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs() + 1));
+            }
+            ApiError::SpoolStalled | ApiError::Gone(Gone::Stalled, _) => {
+                let wait = crate::spool::FS_WAIT.as_secs();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
             }
             // The rest of a stalled body may still come: the connection cannot be reused.
             ApiError::BodyTimeout(_) => {

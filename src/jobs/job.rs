@@ -17,7 +17,7 @@ use super::store::Store;
 use super::Weight;
 use crate::pcap::Timestamp;
 use crate::query::{JobId, Query};
-use crate::spool::{Complete, Feed, Follower, Spool};
+use crate::spool::{Complete, Feed, FeedReader, Follower, Spool};
 
 /// Why a job was stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,10 @@ pub enum Gone {
     /// Its file was removed from the spool (cleanup or a user).
     #[error("the capture was removed from the spool; ask again to run the job again")]
     Removed,
+    /// The spool's file system does not answer (frozen, a hung mount): its file cannot be
+    /// opened now.
+    #[error("the spool's file system is not answering (frozen or hung); try again later")]
+    Stalled,
 }
 
 /// One job. See the module documentation.
@@ -177,8 +181,12 @@ impl Job {
     }
 
     /// How a reader gets the capture now: waits (on the job's own state, no polling) while the
-    /// job is queued or between its part file and its final name.
-    pub async fn open(&self) -> Capture {
+    /// job is queued or between its part file and its final name. `reserved`: the reader the
+    /// request that created the job registered before the job ran ([`super::Started`]) — a
+    /// job streamed without a spool keeps its bytes for it, however fast it ends.
+    ///
+    /// The spool's files are opened off the async threads within [`crate::spool::FS_WAIT`].
+    pub async fn open(&self, mut reserved: Option<FeedReader>) -> Capture {
         let mut rx = self.state.subscribe();
         loop {
             let (state, direct, part) = {
@@ -187,10 +195,16 @@ impl Job {
             };
             match state {
                 State::Completed | State::Partial => {
-                    return match self.spool.open_complete(&self.id) {
-                        Some(c) => Capture::Complete(c),
-                        None if direct => Capture::Gone(Gone::NotKept),
-                        None => Capture::Gone(Gone::Removed),
+                    if direct && self.feed.replayable() {
+                        if let Some(r) = reserved.take() {
+                            return Capture::Follow(Follower::with_reader(None, r));
+                        }
+                    }
+                    return match self.spool.open_complete_async(&self.id).await {
+                        Ok(Some(c)) => Capture::Complete(c),
+                        Ok(None) if direct => Capture::Gone(Gone::NotKept),
+                        Ok(None) => Capture::Gone(Gone::Removed),
+                        Err(_) => Capture::Gone(Gone::Stalled),
                     };
                 }
                 State::Failed | State::Cancelled => return Capture::Gone(Gone::Ended),
@@ -199,23 +213,31 @@ impl Job {
                     if !self.feed.replayable() {
                         return Capture::Gone(Gone::StartLost);
                     }
+                    let follow = |file, reserved: Option<FeedReader>| match reserved {
+                        Some(r) => Follower::with_reader(file, r),
+                        None => Follower::new(file, &self.feed),
+                    };
                     if direct {
-                        return Capture::Follow(Follower::new(None, &self.feed));
+                        return Capture::Follow(follow(None, reserved));
                     }
                     // Open the part file now: the descriptor survives the rename (or the
                     // unlink) at the end, and serves whatever has left the feed. If it has
                     // just been renamed, the job's end is about to be published.
                     // Writable: if the file is abandoned, the followers give back what they
                     // have all read (`Feed::give_back`).
-                    let open = |p: std::path::PathBuf| {
-                        std::fs::OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .open(p)
-                            .ok()
-                    };
-                    if let Some(f) = part.and_then(open) {
-                        return Capture::Follow(Follower::new(Some(f), &self.feed));
+                    if let Some(p) = part {
+                        let open = move |_: &Spool| {
+                            std::fs::OpenOptions::new()
+                                .read(true)
+                                .write(true)
+                                .open(p)
+                                .ok()
+                        };
+                        match self.spool.off_thread(crate::spool::Lane::Read, open).await {
+                            Ok(Some(f)) => return Capture::Follow(follow(Some(f), reserved)),
+                            Ok(None) => {}
+                            Err(_) => return Capture::Gone(Gone::Stalled),
+                        }
                     }
                 }
             }

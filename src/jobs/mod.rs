@@ -25,7 +25,7 @@ mod state;
 pub mod store;
 
 pub use job::{Capture, Gone, Job, Stop};
-pub use registry::{JobsConfig, Registry, ESTIMATE_WITHIN};
+pub use registry::{JobsConfig, Registry, Started, ESTIMATE_WITHIN};
 pub use run::FLUSH_BYTES;
 pub use state::{
     DirectReason, EndReason, Event, Failure, Mode, Snapshot, State, UpstreamState, UpstreamStatus,

@@ -24,7 +24,7 @@ use super::{Error, Weight};
 /// How long a directory may take to estimate a query's answer (reading its indexes).
 pub const ESTIMATE_WITHIN: Duration = Duration::from_secs(10);
 use crate::query::{JobId, Query, QueryConfig};
-use crate::spool::Spool;
+use crate::spool::{FeedReader, Spool};
 use crate::upstream::{local::LocalUpstream, sensor_tls, stenographer::Sensor, Upstream};
 
 /// The `jobs` part of the configuration.
@@ -68,6 +68,27 @@ impl std::fmt::Debug for ContextHandle {
         f.debug_struct("Context")
             .field("upstreams", &self.0.upstreams.len())
             .finish()
+    }
+}
+
+/// A job as [`Registry::start`] hands it to the request that asked for it.
+#[derive(Debug)]
+pub struct Started {
+    /// The job (new, joined, or a hit).
+    pub job: Arc<Job>,
+    /// For a job this request created: a reader of its feed at byte 0, registered before the
+    /// job ran. A job streamed without a spool file paces on its readers only, so however
+    /// fast it ends, its bytes wait for this one (pass it to [`Job::open`]; dropping it lets
+    /// them go).
+    pub reserved: Option<FeedReader>,
+}
+
+impl Started {
+    fn joined(job: &Arc<Job>) -> Started {
+        Started {
+            job: Arc::clone(job),
+            reserved: None,
+        }
     }
 }
 
@@ -232,17 +253,26 @@ impl Registry {
         v
     }
 
-    /// Removes a job: stops it if running, deletes its file and its history. Whether there
-    /// was anything to remove.
-    pub fn remove(&self, id: &JobId) -> bool {
+    /// Removes a job: deletes its file (off the async threads), then stops it if running and
+    /// forgets its history. Whether there was anything to remove.
+    ///
+    /// # Errors
+    /// The spool's file system does not answer ([`crate::spool::Error::Stalled`]): nothing is
+    /// removed (the unlink may still happen once it answers).
+    pub async fn remove(&self, id: &JobId) -> Result<bool, crate::spool::Error> {
+        let id = *id;
+        let file = self
+            .spool
+            .off_thread(crate::spool::Lane::Write, move |sp| sp.remove(&id))
+            .await?;
+        let id = &id;
         let job = self.jobs.lock().expect("jobs lock").remove(id);
-        let file = self.spool.remove(id);
         if let Some(j) = &job {
             j.detach();
             j.stop(Stop::ByUser);
         }
         self.store.delete(*id);
-        job.is_some() || file
+        Ok(job.is_some() || file)
     }
 
     /// Forgets jobs whose files cleanup deleted, and failed or cancelled jobs older than
@@ -270,12 +300,12 @@ impl Registry {
     ///
     /// # Errors
     /// Admission control (spool space, queue length) or an unknown sensor.
-    pub fn get_or_start(&self, query: Query, user: Option<&str>) -> Result<Arc<Job>, Error> {
+    pub fn get_or_start(&self, query: Query, user: Option<&str>) -> Result<Started, Error> {
         let id = query.id();
         let existing = self.get(&id);
         if let Some(j) = &existing {
             if self.joinable(j) {
-                return Ok(Arc::clone(j));
+                return Ok(Started::joined(j));
             }
         }
         let selected = self.select(&query)?;
@@ -286,7 +316,7 @@ impl Registry {
         // Someone may have started or replaced the job meanwhile.
         if let Some(j) = jobs.get(&id) {
             if !existing.as_ref().is_some_and(|e| Arc::ptr_eq(e, j)) {
-                return Ok(Arc::clone(j));
+                return Ok(Started::joined(j));
             }
         }
         if orphan {
@@ -299,7 +329,7 @@ impl Registry {
             drop(jobs);
             self.store.begin(&job);
             job.event("job", EndReason::FoundInSpool.to_string(), None);
-            return Ok(job);
+            return Ok(Started::joined(&job));
         }
         if let Some(free) = free.filter(|&f| self.short_of_space(&jobs, f)) {
             return Err(Error::InsufficientStorage {
@@ -323,8 +353,10 @@ impl Registry {
         job.event("job", "created", None);
         drop(_g);
         self.cx.0.metrics.job_started();
+        // Registered before the job can produce a byte (see `Started`).
+        let reserved = Some(job.feed().reader());
         tokio::spawn(run::run(Arc::clone(&self.cx.0), Arc::clone(&job), selected).instrument(span));
-        Ok(job)
+        Ok(Started { job, reserved })
     }
 
     /// Whether a new job would be refused for space with `free` bytes free on the spool's file
@@ -348,7 +380,7 @@ impl Registry {
     ///
     /// # Errors
     /// [`Error::TooHeavy`], and those of [`get_or_start`](Self::get_or_start).
-    pub async fn start(&self, query: Query, user: Option<&str>) -> Result<Arc<Job>, Error> {
+    pub async fn start(&self, query: Query, user: Option<&str>) -> Result<Started, Error> {
         // Weighed only when the check is on (`max_estimated_bytes` > 0): the estimate reads
         // every index of the window before the first packet.
         let new = self.config.max_estimated_bytes > 0
@@ -381,11 +413,11 @@ impl Registry {
                 return Err(Error::TooHeavy(Box::new(w.clone())));
             }
         }
-        let job = self.get_or_start(query, user)?;
+        let started = self.get_or_start(query, user)?;
         if let Some(w) = weight {
-            job.set_estimate(w);
+            started.job.set_estimate(w);
         }
-        Ok(job)
+        Ok(started)
     }
 
     /// What the indexes of the upstreams `query` asks estimate of its answer (see
@@ -546,5 +578,69 @@ impl Registry {
             );
         }
         self.store.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Capture;
+    use crate::spool::FollowEnd;
+
+    /// A job streamed without a spool that ends before the request that created it opens it
+    /// (a small answer ends in microseconds) still reaches that request whole: its reader was
+    /// registered before the job ran. Anyone else arriving after the end finds nothing kept.
+    #[tokio::test]
+    async fn a_direct_job_that_ends_before_its_requester_opens_it_is_still_served_whole() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let merge = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/merge");
+        let conf = dir.path().join("docket.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "spool = false\nspool_dir = \"{}\"\nfree_bytes = 0\n[[local]]\nname = \"m\"\npath = \"{}\"\nindex = false\n",
+                dir.path().join("spool").display(),
+                merge.display()
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&conf).unwrap();
+        let spool = Spool::open(&config.spool_dir).unwrap();
+        let registry = Registry::new(
+            config.jobs(),
+            &config.local,
+            &config.stenographer,
+            spool,
+            false,
+        )
+        .unwrap();
+        let now = crate::pcap::Timestamp::now();
+        let query =
+            crate::query::parse_path("after/2000-01-01T00:00:00Z", now, &QueryConfig::default())
+                .unwrap();
+        let started = registry.start(query, None).await.unwrap();
+        let job = started.job;
+        let mut st = job.subscribe();
+        while !st.borrow_and_update().state.is_final() {
+            st.changed().await.unwrap();
+        }
+        assert_eq!(job.state(), State::Completed);
+        let Capture::Follow(mut f) = job.open(started.reserved).await else {
+            panic!("the requester found nothing");
+        };
+        let mut got = 0u64;
+        loop {
+            match f.next().await {
+                Ok(b) => got += b.len() as u64,
+                Err(FollowEnd::Complete) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, job.snapshot().bytes);
+        assert!(got > 24, "a header and packets");
+        assert!(matches!(
+            job.open(None).await,
+            Capture::Gone(crate::jobs::Gone::NotKept)
+        ));
     }
 }

@@ -26,7 +26,7 @@ use super::state::{DirectReason, EndReason, Failure, Mode, State, UpstreamState,
 use crate::merge::KWay;
 use crate::pcap::{LinkType, OutputFormat, Packet, Precision, Writer};
 use crate::query::OutputKind;
-use crate::spool::{Incomplete, Spool, SpoolWriter};
+use crate::spool::{Incomplete, Spool, SpoolWriter, WriteError, FS_WAIT};
 use crate::upstream::{self, Limits, Message, Upstream, CHANNEL_BATCHES};
 
 /// Encoded bytes at which a job hands its buffer to the spool: large enough that the writer
@@ -236,7 +236,7 @@ impl<'a> Run<'a> {
             packets: min_limit(q.limit_packets, self.cx.limit_packets),
             bytes: min_limit(q.limit_bytes, self.cx.limit_bytes),
         };
-        let mut sink = Sink::new(self.job, self.cx.spool.as_ref(), self.cx.free_bytes);
+        let mut sink = Sink::new(self.job, self.cx.spool.as_ref(), self.cx.free_bytes).await;
         for (k, &i) in self.selected.iter().enumerate() {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let u = &self.cx.upstreams[i];
@@ -466,8 +466,23 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    fn new(job: &'a Job, spool: Option<&'a Spool>, free_bytes: u64) -> Sink<'a> {
-        let writer = spool.and_then(|sp| match sp.create(&job.id, Arc::clone(job.feed())) {
+    /// Creates the job's spool file off the async threads (a frozen or hung spool costs the
+    /// job its file, never a worker); without one the job streams to its clients.
+    async fn new(job: &'a Job, spool: Option<&'a Spool>, free_bytes: u64) -> Sink<'a> {
+        let created = match spool {
+            Some(sp) => {
+                let (id, feed) = (job.id, Arc::clone(job.feed()));
+                // A writer created after the wait is dropped with the closure's result, which
+                // removes its part file.
+                Some(
+                    sp.off_thread(crate::spool::Lane::Write, move |sp| sp.create(&id, feed))
+                        .await
+                        .and_then(|r| r),
+                )
+            }
+            None => None,
+        };
+        let writer = created.and_then(|c| match c {
             Ok(w) => {
                 let part = w.part_path().to_owned();
                 job.update(false, |s| s.part = Some(part));
@@ -517,8 +532,14 @@ impl<'a> Sink<'a> {
         // `/status` shows the capture growing.
         self.job.update(false, |s| s.bytes += chunk.len() as u64);
         if let Some(w) = &mut self.writer {
-            if let Err(e) = w.write(chunk.clone()).await {
-                self.go_direct(DirectReason::Failed(Arc::new(e)));
+            // A writer that takes nothing for `FS_WAIT` sits on a stalled disk: the job goes
+            // on without the file rather than wait for the disk.
+            match tokio::time::timeout(FS_WAIT, w.write(chunk.clone())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.go_direct(DirectReason::Failed(Arc::new(e))),
+                Err(_) => {
+                    self.go_direct(DirectReason::Failed(Arc::new(WriteError::Stalled(FS_WAIT))))
+                }
             }
         }
         // Free space is checked while writing, not only at admission: a capture far larger
@@ -551,7 +572,11 @@ impl<'a> Sink<'a> {
     /// Completes the file; `None` when there was none.
     async fn finish(&mut self) -> Option<Result<u64, Arc<crate::spool::WriteError>>> {
         let w = self.writer.take()?;
-        let r = w.finish().await.map_err(Arc::new);
+        // Dropped when the disk stalls past the wait: the thread then never renames.
+        let r = match tokio::time::timeout(FS_WAIT, w.finish()).await {
+            Ok(r) => r.map_err(Arc::new),
+            Err(_) => Err(Arc::new(WriteError::Stalled(FS_WAIT))),
+        };
         if let Err(e) = &r {
             self.lose_file(DirectReason::Failed(Arc::clone(e)));
         }

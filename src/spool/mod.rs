@@ -33,7 +33,9 @@ mod reader;
 mod writer;
 pub use feed::{Feed, FeedReader, Incomplete, Lookup, FEED_BYTES};
 pub use reader::{Complete, FollowEnd, Follower, Ranged, READ_CHUNK};
-pub use writer::{SpoolWriter, WriteError, URING_IN_FLIGHT, WRITE_QUEUE};
+pub use writer::{
+    join_writers, writers_alive, SpoolWriter, WriteError, URING_IN_FLIGHT, WRITE_QUEUE,
+};
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,19 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A file operation did not return in time (a frozen or hung file system); it may still
+    /// complete later, and its result is then given up.
+    #[error("spool {}: a file operation has not returned for {} s (a frozen or hung file system)", dir.display(), waited.as_secs())]
+    Stalled {
+        /// The spool directory.
+        dir: PathBuf,
+        /// How long the oldest operation still pending has waited.
+        waited: Duration,
+    },
 }
+
+/// How long an async caller waits for a spool file operation (create, open, touch, unlink).
+pub const FS_WAIT: Duration = Duration::from_secs(5);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -70,6 +84,44 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// The file operations running on blocking threads for async callers (see
+    /// [`Spool::off_thread`]): number → start.
+    pending: Arc<std::sync::Mutex<Pending>>,
+    /// How long an async caller waits ([`FS_WAIT`]; shorter in unit tests).
+    wait: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    next: u64,
+    /// Per [`Lane`]: number → start.
+    started: [std::collections::BTreeMap<u64, std::time::Instant>; 2],
+}
+
+/// What a spool file operation does to the file system, for [`Spool::off_thread`]: a file
+/// system can stall writes and still answer reads (a frozen one does exactly that), so a
+/// stall of one lane does not refuse the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Looks up, opens, maps: changes nothing.
+    Read = 0,
+    /// Creates, writes metadata (times), unlinks.
+    Write = 1,
+}
+
+/// Takes a pending operation off the list when its closure ends — or is dropped unrun (a
+/// runtime shutting down).
+struct PendingGuard {
+    pending: Arc<std::sync::Mutex<Pending>>,
+    lane: Lane,
+    n: u64,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.started[self.lane as usize].remove(&self.n);
+    }
 }
 
 impl Spool {
@@ -97,7 +149,70 @@ impl Spool {
         }
         Ok(Spool {
             dir: dir.to_owned(),
+            pending: Arc::default(),
+            wait: FS_WAIT,
         })
+    }
+
+    /// Runs a file operation for an async caller: on a blocking thread, so that a stalled file
+    /// system (frozen, a hung mount) never holds an async worker, and within [`FS_WAIT`]. Once
+    /// an operation has been pending longer than that, later ones are refused at once rather
+    /// than each taking a thread that would hang too: a stall costs the threads of the first
+    /// [`FS_WAIT`], not one per request (per [`Lane`]: stalled writes do not refuse reads).
+    /// An operation that ends after its caller gave up has its result dropped (a late
+    /// [`SpoolWriter`] removes its part file; a late map is unmapped).
+    ///
+    /// # Errors
+    /// [`Error::Stalled`]; a panic in `f` as [`Error::Io`].
+    pub async fn off_thread<T, F>(&self, lane: Lane, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Spool) -> T + Send + 'static,
+    {
+        let guard = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Numbers only grow: the first entry is the oldest.
+            if let Some(since) = p.started[lane as usize].values().next() {
+                if since.elapsed() >= self.wait {
+                    return Err(self.stalled(since.elapsed()));
+                }
+            }
+            let n = p.next;
+            p.next += 1;
+            p.started[lane as usize].insert(n, std::time::Instant::now());
+            PendingGuard {
+                pending: Arc::clone(&self.pending),
+                lane,
+                n,
+            }
+        };
+        let me = self.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            f(&me)
+        });
+        match tokio::time::timeout(self.wait, task).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(join)) => Err(Error::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+            Err(_) => Err(self.stalled(self.wait)),
+        }
+    }
+
+    /// File operations of [`off_thread`](Self::off_thread) not yet returned (including those
+    /// whose callers gave up).
+    pub fn pending_ops(&self) -> usize {
+        let p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.started.iter().map(|m| m.len()).sum()
+    }
+
+    fn stalled(&self, waited: Duration) -> Error {
+        Error::Stalled {
+            dir: self.dir.clone(),
+            waited,
+        }
     }
 
     /// The directory.
@@ -151,13 +266,11 @@ impl Spool {
         probe.check(self).await
     }
 
-    /// The complete file of a job, mapped, if there is one; a hit refreshes its age for
-    /// cleanup.
+    /// The complete file of a job, mapped, if there is one. (A hit refreshes its age for
+    /// cleanup: [`touch`](Self::touch), apart, because a frozen file system blocks that write
+    /// but not the read.)
     pub fn open_complete(&self, id: &JobId) -> Option<Complete> {
         let p = self.final_path(id);
-        if let Ok(f) = File::options().append(true).open(&p) {
-            let _ = f.set_modified(SystemTime::now());
-        }
         match Complete::open(&p) {
             Ok(c) => Some(c),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -166,6 +279,32 @@ impl Spool {
                 None
             }
         }
+    }
+
+    /// Marks a job's complete file used now (its mtime: cleanup deletes the least recently
+    /// used first).
+    pub fn touch(&self, id: &JobId) {
+        if let Ok(f) = File::options().append(true).open(self.final_path(id)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// [`open_complete`](Self::open_complete) for an async caller ([`off_thread`]
+    /// (Self::off_thread)); a file found is touched in the background, so a frozen file
+    /// system still serves what it holds.
+    ///
+    /// # Errors
+    /// [`Error::Stalled`].
+    pub async fn open_complete_async(&self, id: &JobId) -> Result<Option<Complete>, Error> {
+        let id = *id;
+        let c = self
+            .off_thread(Lane::Read, move |sp| sp.open_complete(&id))
+            .await?;
+        if c.is_some() {
+            let me = self.clone();
+            tokio::spawn(async move { me.off_thread(Lane::Write, move |sp| sp.touch(&id)).await });
+        }
+        Ok(c)
     }
 
     /// The length of a job's complete file, if there is one.
@@ -345,5 +484,82 @@ fn statvfs(dir: &Path) -> Option<libc::statvfs> {
     unsafe {
         let mut s: libc::statvfs = std::mem::zeroed();
         (libc::statvfs(c.as_ptr(), &mut s) == 0).then_some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A stalled file system (here: an operation that does not return until told) costs the
+    /// thread of the operation that met it; while it hangs, later operations are refused at
+    /// once without running, and once it returns the spool is usable again. Reads are not refused for a stalled write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stall_costs_one_thread_and_later_operations_are_refused_at_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        spool.wait = Duration::from_millis(200);
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let r = spool
+            .off_thread(Lane::Write, move |_| hang.recv().is_ok())
+            .await;
+        assert!(matches!(r, Err(Error::Stalled { .. })), "{r:?}");
+        assert_eq!(spool.pending_ops(), 1);
+        let ran = Arc::new(AtomicBool::new(false));
+        let r2 = Arc::clone(&ran);
+        let r = spool
+            .off_thread(Lane::Write, move |_| r2.store(true, Ordering::SeqCst))
+            .await;
+        assert!(matches!(r, Err(Error::Stalled { .. })), "{r:?}");
+        assert!(!ran.load(Ordering::SeqCst), "a refused operation ran");
+        assert_eq!(spool.pending_ops(), 1);
+        // Reads go on meanwhile.
+        let read = spool.off_thread(Lane::Read, |sp| sp.dir().to_owned()).await;
+        assert_eq!(read.unwrap(), dir.path());
+        release.send(()).unwrap();
+        for _ in 0..1000 {
+            if spool.pending_ops() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(spool.pending_ops(), 0);
+        let write = spool
+            .off_thread(Lane::Write, |sp| sp.dir().to_owned())
+            .await;
+        assert_eq!(write.unwrap(), dir.path());
+    }
+
+    /// A writer given up while it finishes (its caller stopped waiting on a stalled disk)
+    /// never renames its file into place.
+    #[tokio::test]
+    async fn a_writer_dropped_while_finishing_leaves_no_file() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let id: JobId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        let mut w = spool.create(&id, Feed::new()).unwrap();
+        w.write(bytes::Bytes::from_static(b"records"))
+            .await
+            .unwrap();
+        let finishing = w.finish();
+        // Polled once (the finish command sent), then dropped.
+        let _ = tokio::time::timeout(Duration::from_micros(1), finishing).await;
+        for _ in 0..1000 {
+            if writers_alive() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        // Either it had already renamed before the drop (a whole file) or nothing is left.
+        assert!(
+            left.is_empty() || left == [spool.final_path(&id)],
+            "{left:?}"
+        );
     }
 }

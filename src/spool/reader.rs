@@ -171,10 +171,15 @@ pub struct Follower {
 impl Follower {
     /// Follows a job's feed, with its part file (if the job has one) for what leaves the feed.
     pub fn new(file: Option<File>, feed: &Arc<Feed>) -> Follower {
+        Follower::with_reader(file, feed.reader())
+    }
+
+    /// Follows with a reader registered earlier (at offset 0: see [`Feed::reader`]).
+    pub fn with_reader(file: Option<File>, feed: FeedReader) -> Follower {
         Follower {
             file,
             walker: None,
-            feed: feed.reader(),
+            feed,
             offset: 0,
         }
     }

@@ -18,6 +18,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -45,6 +46,10 @@ pub enum WriteError {
     /// The rename to the final name failed.
     #[error("spool rename failed: {0}")]
     Rename(#[source] std::io::Error),
+    /// A write or the final sync did not return within this long (a frozen or hung disk);
+    /// the writer was given up.
+    #[error("the spool disk did not take a write within {} s (a frozen or hung file system)", .0.as_secs())]
+    Stalled(std::time::Duration),
     /// The writer thread ended without an answer (it panicked).
     #[error("the spool writer thread ended without an answer")]
     Vanished,
@@ -55,13 +60,45 @@ enum Command {
     Finish,
 }
 
+/// Writer threads alive (started and not yet done with their part file).
+static ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// The writer threads' handles, so that they can be joined (finished ones are dropped as new
+/// ones start).
+static THREADS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// How many spool writer threads have not yet removed or renamed their part file.
+pub fn writers_alive() -> usize {
+    ALIVE.load(Ordering::SeqCst)
+}
+
+/// Waits until every spool writer thread started so far has exited (whole: its thread-local
+/// destructors run). For a process that must leave no thread behind at a point it chooses —
+/// the fuzz harness between inputs, where LeakSanitizer may scan while a thread is halfway
+/// through its exit. A writer ends once its job drops it.
+pub fn join_writers() {
+    let handles = std::mem::take(&mut *THREADS.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
 /// The writing end of a job's file. Dropping it without [`finish`](Self::finish) abandons the
-/// file (the thread removes it).
+/// file (the thread removes it) — also while `finish` is waiting: a caller that gave up on a
+/// stalled disk never finds the file renamed behind its back.
 #[derive(Debug)]
 pub struct SpoolWriter {
     tx: Option<mpsc::Sender<Command>>,
     done: oneshot::Receiver<Result<u64, WriteError>>,
     part: PathBuf,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+    }
 }
 
 impl SpoolWriter {
@@ -75,21 +112,38 @@ impl SpoolWriter {
         let (tx, rx) = mpsc::channel::<Command>(WRITE_QUEUE);
         let (done_tx, done) = oneshot::channel();
         let thread_part = part.clone();
-        std::thread::Builder::new()
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let thread_abandoned = Arc::clone(&abandoned);
+        ALIVE.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || {
                 let end = Thread {
                     part: thread_part,
                     final_path,
                     feed,
+                    abandoned: thread_abandoned,
                 }
                 .run(file, rx);
                 let _ = done_tx.send(end);
-            })?;
+                ALIVE.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(h) => {
+                let mut threads = THREADS.lock().unwrap_or_else(|e| e.into_inner());
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
+            Err(e) => {
+                ALIVE.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         Ok(SpoolWriter {
             tx: Some(tx),
             done,
             part,
+            abandoned,
         })
     }
 
@@ -134,6 +188,8 @@ struct Thread {
     part: PathBuf,
     final_path: PathBuf,
     feed: Arc<Feed>,
+    /// The writer was dropped: never rename (the caller no longer expects a file).
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Thread {
@@ -165,6 +221,9 @@ impl Thread {
 
     /// The end shared by both loops: every byte written, fsync done by the caller; rename.
     fn complete(&self, len: u64) -> Result<Option<u64>, WriteError> {
+        if self.abandoned.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         fs::rename(&self.part, &self.final_path).map_err(WriteError::Rename)?;
         Ok(Some(len))
     }
