@@ -42,7 +42,10 @@ pub struct JobView {
 impl JobView {
     /// The view of `job` now.
     pub fn of(state: &AppState, job: &Job) -> JobView {
-        let (st, packets, bytes) = job.with(|s| (s.state, s.packets, s.bytes));
+        let (st, packets, bytes, direct) = job.with(|s| {
+            let direct = matches!(s.mode, crate::jobs::Mode::Direct(_));
+            (s.state, s.packets, s.bytes, direct)
+        });
         JobView {
             id: job.id.to_string(),
             state: st,
@@ -52,7 +55,12 @@ impl JobView {
             user: job.user.clone(),
             packets,
             bytes,
-            capture: matches!(st, State::Running | State::Completed | State::Partial),
+            // A finished job streamed without a spool kept nothing to download.
+            capture: match st {
+                State::Running => true,
+                State::Completed | State::Partial => !direct,
+                _ => false,
+            },
             estimate: job.estimate().cloned(),
         }
     }
