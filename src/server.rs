@@ -173,12 +173,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Streams have finished or been cut: jobs still running are stopped and recorded as
     // interrupted, and the job store is flushed.
     registry.shutdown(JOBS_STOP_WAIT).await;
-    // What the directories learned since their catalogs were last written is kept.
-    for u in registry.upstreams() {
-        if let Upstream::Local(u) = u {
-            let u = Arc::clone(u);
-            let _ = tokio::task::spawn_blocking(move || u.save_catalog_now()).await;
+    // What the directories learned since their catalogs were last written is kept — within a
+    // bound: an index directory on a stalled file system must not hold the process (the
+    // catalog is then rebuilt from the index files at the next start).
+    let catalogs = async {
+        for u in registry.upstreams() {
+            if let Upstream::Local(u) = u {
+                let u = Arc::clone(u);
+                let _ = tokio::task::spawn_blocking(move || u.save_catalog_now()).await;
+            }
         }
+    };
+    if tokio::time::timeout(JOBS_STOP_WAIT, catalogs)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the directories' catalogs were not all written in time");
     }
     tracing::info!("shutdown: done");
     Ok(())

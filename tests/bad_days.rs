@@ -468,7 +468,10 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
     let fs = Ext4::mount(&work.path().join("spool.ext4"), &spool, 64);
     let bulk = common::corpus().join("bulk");
     // Two job slots: two jobs stuck on the spool would have held both async workers too.
-    let server = Server::start_in(dir, &[("bulk", bulk.clone())], "max_jobs = 2");
+    std::fs::write(dir.path().join(common::server::LOG), "").unwrap();
+    // No cleanup for space: the whole 64 MiB file system is under its default target.
+    let extra = "max_jobs = 2\nexpire_space = 0";
+    let server = Server::start_in(dir, &[("bulk", bulk.clone())], extra);
     let window = |m: u32| {
         (
             format!("2023-06-01T12:0{m}:00Z"),
@@ -492,8 +495,9 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
         .unwrap()
     };
     // Kept before the freeze.
-    let kept = server.fetch(&format!("{}/pcap", path(0)), work.path());
-    let kept_id = server.job_id(&path(0));
+    let kept = server.fetch(&format!("{}/pcap", path(4)), work.path());
+    common::server::assert_same_packets(&kept, &oracle(4), "kept before the freeze");
+    let kept_id = server.job_id(&path(4));
     let frozen = fs.freeze();
     // Two new jobs at once, while the spool cannot create a file.
     let mut new_jobs: Vec<_> = (1..=2)
@@ -523,13 +527,13 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
         assert!(events(&st).contains("frozen or hung"), "{st:#}");
     }
     // A kept capture is still served from the frozen file system, whole.
-    let again = server.fetch(&format!("{}/pcap", path(0)), work.path());
+    let again = server.fetch(&format!("{}/pcap", path(4)), work.path());
     assert_eq!(
         std::fs::read(&again).unwrap(),
         std::fs::read(&kept).unwrap()
     );
     // Deleting needs the file system: refused, to be tried again.
-    let delete = || {
+    let delete = |server: &Server| {
         let o = server
             .curl()
             .args(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -538,10 +542,29 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
             .unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    assert_eq!(delete(), "503");
-    // Thawed, the spool is used again: the next job is kept, and nothing half-written is
-    // left behind by the jobs that went without a file.
+    assert_eq!(delete(&server), "503");
+    // A stop while frozen: Docket's own shutdown ends in bounded time, giving up the job
+    // store's flush (said in the log). The kernel still holds the threads blocked in the file
+    // system until the thaw, so the process is reaped only after it.
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !server.log().contains("shutdown: done") {
+        assert!(
+            Instant::now() < deadline,
+            "no bounded shutdown: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log().contains("did not flush in time"),
+        "{}",
+        server.log()
+    );
+    // Thawed and started again, the spool is used again: the next job is kept, and nothing
+    // half-written is left behind by the jobs that went without a file.
     drop(frozen);
+    let server = Server::start_in(server.kill(), &[("bulk", bulk.clone())], extra);
     let p3 = format!("{}/pcap", path(3));
     let got = server.fetch(&p3, work.path());
     common::server::assert_same_packets(&got, &oracle(3), "after the thaw");
@@ -559,6 +582,6 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
         assert!(Instant::now() < deadline, "part files left: {parts:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(delete(), "200");
+    assert_eq!(delete(&server), "200");
     drop(server);
 }

@@ -577,7 +577,18 @@ impl Registry {
                 "shutdown: running jobs recorded as interrupted"
             );
         }
-        self.store.flush().await;
+        // Bounded too: a stalled spool file system (the store lives there) must not hold the
+        // process past its stop; what is not written is what the next start marks interrupted.
+        if tokio::time::timeout(within, self.store.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                within_s = within.as_secs(),
+                "shutdown: the job store did not flush in time (a stalled spool file system?); \
+                 jobs it did not record are marked interrupted at the next start"
+            );
+        }
     }
 }
 
