@@ -54,6 +54,11 @@ impl Monitor {
     pub async fn check_all(&self) {
         let mut checks = tokio::task::JoinSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
+            // A directory no refresh has looked at yet is not checked: its health would say
+            // "up" whether it exists or not (the readyz probe shows it as not checked yet).
+            if matches!(u, Upstream::Local(l) if !l.listed()) {
+                continue;
+            }
             let u = u.clone();
             checks.spawn(async move { (i, u.health().await) });
         }
@@ -88,9 +93,23 @@ impl Monitor {
     pub async fn run(self: Arc<Self>, period: Duration) {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A directory not listed yet at a check (just started) is looked at again soon —
+        // every 100 ms, 50 times at most in the process's life (a directory whose listing
+        // hangs waits for the periods) — so that readiness does not wait a whole period.
+        let (mut soon, mut quick_left) = (false, 50u32);
         loop {
-            tick.tick().await;
+            if soon {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            } else {
+                tick.tick().await;
+            }
             self.check_all().await;
+            let unlisted = self
+                .upstreams
+                .iter()
+                .any(|u| matches!(u, Upstream::Local(l) if !l.listed()));
+            soon = unlisted && quick_left > 0;
+            quick_left = quick_left.saturating_sub(u32::from(soon));
         }
     }
 }

@@ -273,6 +273,8 @@ pub struct LocalUpstream {
     refresher: Mutex<Option<Arc<Progress>>>,
     /// Why the last refresh could not list the directory.
     unavailable: Mutex<Option<String>>,
+    /// A refresh has looked at the directory (so `unavailable` says something).
+    listed: std::sync::atomic::AtomicBool,
     /// The file table changed since the catalog was last written, and when that was.
     catalog: Mutex<CatalogState>,
     /// Files read whole (to learn their range, or to index them) since the start.
@@ -613,6 +615,7 @@ impl LocalUpstream {
             refreshing: Mutex::new(()),
             refresher: Mutex::new(None),
             unavailable: Mutex::new(None),
+            listed: std::sync::atomic::AtomicBool::new(false),
             catalog: Mutex::new(CatalogState::default()),
             reads: AtomicU64::new(0),
             watch: std::sync::OnceLock::new(),
@@ -659,6 +662,12 @@ impl LocalUpstream {
     /// check must not block on a hung mount).
     pub fn unavailable(&self) -> Option<String> {
         self.unavailable.lock().expect("unavailable lock").clone()
+    }
+
+    /// Whether a refresh has looked at the directory yet: before, [`unavailable`]
+    /// (Self::unavailable) knows nothing (a missing directory would look present).
+    pub fn listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst)
     }
 
     /// Brings the index up to date with the directory: scans new and changed files, forgets
@@ -722,10 +731,12 @@ impl LocalUpstream {
                 source,
             };
             *self.unavailable.lock().expect("unavailable lock") = Some(e.to_string());
+            self.listed.store(true, Ordering::SeqCst);
             e
         };
         let root = std::fs::canonicalize(&self.dir).map_err(missing)?;
         *self.unavailable.lock().expect("unavailable lock") = None;
+        self.listed.store(true, Ordering::SeqCst);
         let mut present = std::collections::HashSet::new();
         let note =
             |path: PathBuf, reason: String, present: &mut std::collections::HashSet<PathBuf>| {
