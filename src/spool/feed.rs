@@ -97,7 +97,10 @@ pub struct Feed {
     /// Maps of the part file handed out and still alive (see `reader`).
     live_maps: Arc<AtomicUsize>,
     /// Bytes at the start of an abandoned part file already given back to the file system.
-    punched: AtomicU64,
+    punched: Arc<AtomicU64>,
+    /// A punch is under way (on a blocking thread: a stalled file system holds one thread
+    /// per feed, never an async worker).
+    punching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a reader finds at its offset.
@@ -124,7 +127,8 @@ impl Feed {
             readers: Mutex::new((0, HashMap::new())),
             advanced: watch::Sender::new(0),
             live_maps: Arc::new(AtomicUsize::new(0)),
-            punched: AtomicU64::new(0),
+            punched: Arc::default(),
+            punching: Arc::default(),
         })
     }
 
@@ -169,24 +173,39 @@ impl Feed {
         let Some(slowest) = slowest else { return };
         let target = slowest & !(GIVE_BACK_STEP - 1);
         let done = self.punched.load(Ordering::SeqCst);
-        if target <= done {
+        if target <= done || self.punching.swap(true, Ordering::SeqCst) {
             return;
         }
-        use std::os::fd::AsRawFd;
-        // SAFETY: fallocate on a descriptor we own; the range is within the file's size and
-        // KEEP_SIZE leaves the size alone, so later reads past the hole are unaffected.
-        let r = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                done as libc::off_t,
-                (target - done) as libc::off_t,
-            )
+        let (punched, punching) = (Arc::clone(&self.punched), Arc::clone(&self.punching));
+        let Ok(file) = file.try_clone() else {
+            punching.store(false, Ordering::SeqCst);
+            return;
         };
-        if r == 0 {
-            self.punched.fetch_max(target, Ordering::SeqCst);
-        } else {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot give back spool space");
+        let punch = move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fallocate on a descriptor we own; the range is within the file's size
+            // and KEEP_SIZE leaves the size alone, so later reads past the hole are
+            // unaffected.
+            let r = unsafe {
+                libc::fallocate(
+                    file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    done as libc::off_t,
+                    (target - done) as libc::off_t,
+                )
+            };
+            if r == 0 {
+                punched.fetch_max(target, Ordering::SeqCst);
+            } else {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "cannot give back spool space");
+            }
+            punching.store(false, Ordering::SeqCst);
+        };
+        // Off the async threads: on a frozen file system the punch waits for the thaw (the
+        // hostile pass saw both workers held there).
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(punch)),
+            Err(_) => punch(),
         }
     }
 
