@@ -494,7 +494,8 @@ mod tests {
 
     /// A stalled file system (here: an operation that does not return until told) costs the
     /// thread of the operation that met it; while it hangs, later operations are refused at
-    /// once without running, and once it returns the spool is usable again. Reads are not refused for a stalled write.
+    /// once without running, and once it returns the spool is usable again. Reads are not
+    /// refused for a stalled write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_stall_costs_one_thread_and_later_operations_are_refused_at_once() {
         let dir = tempfile::TempDir::new().unwrap();
