@@ -11,51 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::Server;
+use common::server::{rotated_dir, Server};
 use tempfile::TempDir;
-
-/// The bulk trace (four time-shifted copies with `reps = 4`) cut every 30 s into classic pcap
-/// files named `log.pcap.<epoch of the first packet>`, and the ground-truth trace as
-/// `other.pcap` (no epoch in its name).
-fn rotated_dir(work: &Path, reps: i64) -> PathBuf {
-    let dir = work.join("d");
-    std::fs::create_dir(&dir).unwrap();
-    let bulk = common::corpus().join("bulk/mix-19-real-captures-10min.pcap");
-    let cut = work.join("cut");
-    std::fs::create_dir(&cut).unwrap();
-    for r in 0..reps {
-        let shifted = work.join(format!("rep{r}.pcap"));
-        common::run_ok(
-            Command::new("editcap")
-                .args(["-F", "pcap", "-t", &(r * 700).to_string()])
-                .arg(&bulk)
-                .arg(&shifted),
-        );
-        common::run_ok(
-            Command::new("editcap")
-                .args(["-F", "pcap", "-i", "30"])
-                .arg(&shifted)
-                .arg(cut.join(format!("r{r}.pcap"))),
-        );
-    }
-    for f in std::fs::read_dir(&cut).unwrap() {
-        let f = f.unwrap().path();
-        let out = common::run_ok(
-            Command::new("capinfos")
-                .args(["-S", "-a", "-T", "-r"])
-                .arg(&f),
-        );
-        let line = String::from_utf8(out).unwrap();
-        let secs: f64 = line.split('\t').nth(1).unwrap().trim().parse().unwrap();
-        std::fs::rename(&f, dir.join(format!("log.pcap.{}", secs.floor() as i64))).unwrap();
-    }
-    std::fs::copy(
-        common::corpus().join("merge/ground-truth__pcpp-tls2.pcap"),
-        dir.join("other.pcap"),
-    )
-    .unwrap();
-    dir
-}
 
 /// Sensor `i` (indexed) and `s` (scanning) over the same directory.
 fn conf(dir: &Path) -> String {

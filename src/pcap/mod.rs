@@ -18,7 +18,7 @@ pub use dissect::{keys, Key, MAX_LAYERS};
 pub use error::Error;
 pub use file::{CaptureFile, Compression, OpenError, ReadError, CHUNK};
 pub use filter::{host_name, BpfFilter, Gate};
-pub use packet::{LinkType, Packet, Timestamp, NANOS_PER_SEC};
+pub use packet::{compact, LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{
     scan_pcapng_interfaces, Format, Next, Precision, Reader, MAX_BLOCK, MAX_INTERFACES, MAX_RECORD,
     MAX_ZERO_RECORDS,

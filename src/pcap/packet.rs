@@ -94,6 +94,24 @@ pub struct Packet {
     pub data: Bytes,
 }
 
+/// Gives a batch of packets their own copy of their bytes, one buffer for the whole batch.
+///
+/// A packet's `data` is a slice of the chunk its reader read ([`super::CaptureFile`]): while
+/// the packet lives, so does the whole chunk. A selective filter keeps a few packets of each
+/// chunk, so the packets in flight between a reader and the spool would hold many times their
+/// own size; copied, they hold what they are.
+pub fn compact(batch: &mut [Packet]) {
+    let total: usize = batch.iter().map(|p| p.data.len()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for p in batch.iter() {
+        buf.extend_from_slice(&p.data);
+    }
+    let mut buf = buf.freeze();
+    for p in batch.iter_mut() {
+        p.data = buf.split_to(p.data.len());
+    }
+}
+
 impl From<std::time::SystemTime> for Timestamp {
     /// A time before the epoch (a broken clock) reads as the epoch.
     fn from(t: std::time::SystemTime) -> Timestamp {

@@ -323,6 +323,49 @@ pub fn spool_files(spool: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The bulk trace (four time-shifted copies with `reps = 4`) cut every 30 s into classic pcap
+/// files named `log.pcap.<epoch of the first packet>`, and the ground-truth trace as
+/// `other.pcap` (no epoch in its name).
+pub fn rotated_dir(work: &Path, reps: i64) -> PathBuf {
+    let dir = work.join("d");
+    std::fs::create_dir(&dir).unwrap();
+    let bulk = super::corpus().join("bulk/mix-19-real-captures-10min.pcap");
+    let cut = work.join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    for r in 0..reps {
+        let shifted = work.join(format!("rep{r}.pcap"));
+        super::run_ok(
+            Command::new("editcap")
+                .args(["-F", "pcap", "-t", &(r * 700).to_string()])
+                .arg(&bulk)
+                .arg(&shifted),
+        );
+        super::run_ok(
+            Command::new("editcap")
+                .args(["-F", "pcap", "-i", "30"])
+                .arg(&shifted)
+                .arg(cut.join(format!("r{r}.pcap"))),
+        );
+    }
+    for f in std::fs::read_dir(&cut).unwrap() {
+        let f = f.unwrap().path();
+        let out = super::run_ok(
+            Command::new("capinfos")
+                .args(["-S", "-a", "-T", "-r"])
+                .arg(&f),
+        );
+        let line = String::from_utf8(out).unwrap();
+        let secs: f64 = line.split('\t').nth(1).unwrap().trim().parse().unwrap();
+        std::fs::rename(&f, dir.join(format!("log.pcap.{}", secs.floor() as i64))).unwrap();
+    }
+    std::fs::copy(
+        super::corpus().join("merge/ground-truth__pcpp-tls2.pcap"),
+        dir.join("other.pcap"),
+    )
+    .unwrap();
+    dir
+}
+
 /// A directory holding one capture of four time-shifted copies of the bulk trace (about
 /// 50 MB, 12:00 to 12:45), made by editcap and mergecap: a job over it streamed without a
 /// spool is paced by a slow client, so it is surely running when the test acts.

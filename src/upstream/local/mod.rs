@@ -20,10 +20,16 @@
 //!   is merged by timestamp with [`KWay`] in file-name order — `tcpdump -r FILE FILTER` per
 //!   file, then `mergecap` — so a directory of overlapping captures answers in time order; with
 //!   contiguous groups, the job's merge of directories then equals one flat `mergecap` of all
-//!   files' results in that order. A file whose earliest time is known (read whole before) and
-//!   that is not being written is opened only when the merge reaches that time: a placeholder
-//!   head no later than any of its packets stands in for it, which changes no comparison the
-//!   merge makes, and bounds a wide window's handles and buffers to the files it is in.
+//!   files' results in that order. A file whose earliest time is known (read whole before;
+//!   or, known by name and first packet, the start `overlapping` trusts too) and that is not
+//!   being written is opened only when the merge reaches that time: a placeholder head no
+//!   later than any of its packets stands in for it, which changes no comparison the merge
+//!   makes; a file is closed when it ends. A wide window holds handles and buffers for the
+//!   files it is in, not for the directory. A named file found to hold packets before that
+//!   start is named in the job (its order there may differ from mergecap's) and learnt.
+//! - **Memory in flight.** Packets are slices of their reader's 64 KiB chunks; packets that
+//!   keep less than half of the bytes read are copied out ([`pcap::compact`]) before they
+//!   travel, so a selective query holds about what it sends.
 //! - **Indexes** ([`crate::index`]). With an index directory, each file that is scanned at a
 //!   refresh (or by the [`indexer`]) gets an index file from that same pass; a query reads an
 //!   indexed classic-pcap file only in its planned slices ([`CaptureFile::restrict`]) — exact
@@ -356,6 +362,17 @@ impl FileEntry {
             index: IndexState::Missing,
             read_to: None,
             ctime: 0,
+        }
+    }
+
+    /// No packet of the file is earlier than this: its earliest time once read whole; known by
+    /// name and first packet, the earlier of the two less the slack — the start
+    /// [`LocalUpstream::overlapping`] gives it too (trusted until the file is read whole).
+    fn earliest(&self) -> Option<Timestamp> {
+        match (&self.named, self.first, self.last) {
+            (_, Some(f), Some(_)) => Some(f),
+            (Some((_, epoch)), Some(f), None) => Some(Timestamp(f.0.min(epoch.0) - ROTATION_SLACK)),
+            _ => None,
         }
     }
 }
@@ -1152,13 +1169,13 @@ impl LocalUpstream {
         let mut v: Vec<(PathBuf, FileEntry)> = idx
             .iter()
             .filter(|(_, e)| {
-                let (first, last) = match (&e.named, e.first, e.last) {
+                let (first, last) = match (&e.named, e.earliest(), e.last) {
                     (_, Some(f), Some(l)) => (f, l),
                     // Known by name and first packet: from the earlier of the two (a first
                     // record may be out of order, or wrongly stamped), less the slack, to the
                     // next file's start plus the slack (the newest: no end).
                     (Some((seq, epoch)), Some(f), None) => (
-                        Timestamp(f.0.min(epoch.0) - ROTATION_SLACK),
+                        f,
                         next_start(&starts, seq, *epoch)
                             .map_or(Timestamp(i128::MAX), |n| Timestamp(n.0 + ROTATION_SLACK)),
                     ),
@@ -1400,11 +1417,15 @@ impl LocalUpstream {
             Ok(())
         };
         let now = SystemTime::now();
-        let mut pending: Vec<Option<(PathBuf, FileEntry)>> = Vec::with_capacity(files.len());
+        let mut pending: Vec<Option<(PathBuf, FileEntry, Timestamp)>> =
+            Vec::with_capacity(files.len());
         for (i, (p, e)) in files.into_iter().enumerate() {
             let settled = now.duration_since(e.mtime).is_ok_and(|d| d >= LAZY_AFTER);
-            if e.last.is_some() && e.first.is_some() && settled {
-                pending.push(Some((p, e)));
+            if let Some(earliest) = e.earliest().filter(|_| settled) {
+                if let Some(s) = &mut spans[i] {
+                    s.assumed = Some(earliest);
+                }
+                pending.push(Some((p, e, earliest)));
                 continue;
             }
             pending.push(None);
@@ -1420,6 +1441,19 @@ impl LocalUpstream {
         let mut gate = pcap::Gate::new(after, before, query.clauses(), query.bpf.clone());
         let mut kway = KWay::new(readers.len());
         let mut batch = Vec::with_capacity(BATCH_PACKETS);
+        // Record bytes read since the batch's packets from `loose` on were taken, and the
+        // bytes those packets keep of them: packets that keep less than half of what was read
+        // are copied out of their readers' chunks (`pcap::compact`) once `COMPACT_AFTER` bytes
+        // were read or the batch goes out, so a selective query holds in flight about what it
+        // sends, not a chunk per packet.
+        let scanned = std::cell::Cell::new(0usize);
+        let (mut kept, mut loose) = (0usize, 0usize);
+        let compact = |batch: &mut Vec<pcap::Packet>, kept: &mut usize, loose: &mut usize| {
+            if *kept * 2 < scanned.replace(0) {
+                pcap::compact(&mut batch[*loose..]);
+            }
+            (*kept, *loose) = (0, batch.len());
+        };
         let fill = |i: usize,
                     kway: &mut KWay,
                     readers: &mut [Option<CaptureFile>],
@@ -1429,11 +1463,27 @@ impl LocalUpstream {
                 kway.end(i);
                 return;
             };
+            // A file is closed as soon as it ends (its handle and buffers are not held to the
+            // end of the query), and what reading it whole showed is learnt then.
+            let ended = |f: CaptureFile, span: Option<Span>| {
+                if let Some(s) = span.filter(|s| s.whole) {
+                    if s.first.zip(s.assumed).is_some_and(|(f, a)| f < a) {
+                        let _ = tx.blocking_send(Message::Warning(format!(
+                            "{}: holds packets from before the time its name and first packet \
+                             give it; merged as if it did not (their order may differ from \
+                             mergecap's in this answer, not in the next)",
+                            f.path().display()
+                        )));
+                    }
+                    self.learn(&f, s.first, s.last, s.packets);
+                }
+            };
             let mut skipped = 0u32;
             let next = loop {
                 progress.step();
                 match f.next_packet() {
                     Some(Ok(p)) => {
+                        scanned.set(scanned.get() + p.data.len());
                         if let Some(s) = &mut spans[i] {
                             s.saw(p.ts);
                         }
@@ -1444,6 +1494,7 @@ impl LocalUpstream {
                         // A long run of packets that do not match: notice a stop between them.
                         if skipped % 4096 == 0 && (cancel.is_cancelled() || tx.is_closed()) {
                             spans[i] = None;
+                            readers[i] = None;
                             kway.end(i);
                             return;
                         }
@@ -1459,6 +1510,7 @@ impl LocalUpstream {
                         "{}: {e}; packets after it are skipped",
                         f.path().display()
                     )));
+                    readers[i] = None;
                     kway.end(i);
                 }
                 None => {
@@ -1482,19 +1534,22 @@ impl LocalUpstream {
                             f.path().display()
                         )));
                     }
+                    if let Some(f) = readers[i].take() {
+                        ended(f, spans[i].take());
+                    }
                     kway.end(i);
                 }
             }
         };
         for (i, waiting) in pending.iter().enumerate() {
             match waiting {
-                Some((_, e)) => kway.push(i, placeholder(e.first.expect("pending files have one"))),
+                Some((_, _, earliest)) => kway.push(i, placeholder(*earliest)),
                 None => fill(i, &mut kway, &mut readers, &mut spans, &mut gate),
             }
         }
         let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
-            if let Some((path, e)) = pending[i].take() {
+            if let Some((path, e, _)) = pending[i].take() {
                 // Its placeholder: the merge has reached the file's earliest time.
                 if let Err(e) = open_now(i, &path, &e, &mut readers, &mut spans, &mut dirs_inside) {
                     let _ = tx.blocking_send(Message::Failed(e));
@@ -1510,29 +1565,33 @@ impl LocalUpstream {
                 return;
             }
             fill(i, &mut kway, &mut readers, &mut spans, &mut gate);
+            kept += p.data.len();
             batch.push(p);
             if batch.len() == BATCH_PACKETS {
                 if cancel.is_cancelled() {
                     return;
                 }
+                compact(&mut batch, &mut kept, &mut loose);
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_PACKETS));
+                loose = 0;
                 if tx.blocking_send(Message::Batch(full)).is_err() {
                     return;
                 }
+            } else if scanned.get() >= COMPACT_AFTER {
+                compact(&mut batch, &mut kept, &mut loose);
             }
         }
         if !batch.is_empty() {
+            compact(&mut batch, &mut kept, &mut loose);
             let _ = tx.blocking_send(Message::Batch(batch));
-        }
-        for (s, f) in spans.iter().zip(&readers) {
-            if let (Some(s), Some(f)) = (s, f) {
-                if s.whole {
-                    self.learn(f, s.first, s.last, s.packets);
-                }
-            }
         }
     }
 }
+
+/// Record bytes a query reads before the packets it kept of them are copied out of their
+/// chunks when they keep less than half (see `LocalUpstream::answer`): bounds the chunks a
+/// batch being filled holds to about this much plus one chunk per file being read.
+const COMPACT_AFTER: usize = 1 << 20;
 
 /// What reading one file showed: its packets' time range and count, and whether it was read
 /// to its end.
@@ -1542,6 +1601,8 @@ struct Span {
     last: Option<Timestamp>,
     packets: u64,
     whole: bool,
+    /// The time its name gave the file's packets, when the merge opened it at that time.
+    assumed: Option<Timestamp>,
 }
 
 impl Span {
