@@ -533,16 +533,16 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
         std::fs::read(&kept).unwrap()
     );
     // Deleting needs the file system: refused, to be tried again.
-    let delete = |server: &Server| {
+    let delete = |server: &Server, id: &str| {
         let o = server
             .curl()
             .args(["-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(server.url(&kept_id))
+            .arg(server.url(id))
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    assert_eq!(delete(&server), "503");
+    assert_eq!(delete(&server, &kept_id), "503");
     // A stop while frozen: Docket's own shutdown ends in bounded time, giving up the job
     // store's flush (said in the log). The kernel still holds the threads blocked in the file
     // system until the thaw, so the process is reaped only after it.
@@ -582,6 +582,29 @@ fn a_frozen_spool_holds_no_worker_new_jobs_stream_and_kept_captures_are_still_se
         assert!(Instant::now() < deadline, "part files left: {parts:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(delete(&server), "200");
+    // A DELETE that waits on a frozen spool (the first file operation to stall: it runs, and
+    // is given up after the wait) is refused; its unlink runs at the thaw, and the job goes
+    // with its file then: never listed with a capture that is gone.
+    let id3 = server.job_id(&path(3));
+    let frozen = fs.freeze();
+    assert_eq!(delete(&server, &id3), "503");
+    drop(frozen);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get(&format!("{id3}/merged.pcap"), &[]).0 != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the job outlives its deleted file: {:#}",
+            server.json("jobs")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!server.json("jobs").to_string().contains(&id3));
+    assert!(
+        !common::server::spool_files(&spool)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&id3)),
+        "the file is gone"
+    );
+    assert_eq!(delete(&server, &kept_id), "200");
     drop(server);
 }

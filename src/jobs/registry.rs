@@ -258,21 +258,28 @@ impl Registry {
     ///
     /// # Errors
     /// The spool's file system does not answer ([`crate::spool::Error::Stalled`]): nothing is
-    /// removed (the unlink may still happen once it answers).
-    pub async fn remove(&self, id: &JobId) -> Result<bool, crate::spool::Error> {
+    /// removed yet. The unlink still runs once it answers, and the job is forgotten with it
+    /// then, so the list never shows a job whose file is gone.
+    pub async fn remove(self: &Arc<Self>, id: &JobId) -> Result<bool, crate::spool::Error> {
         let id = *id;
-        let file = self
-            .spool
-            .off_thread(crate::spool::Lane::Write, move |sp| sp.remove(&id))
-            .await?;
-        let id = &id;
-        let job = self.jobs.lock().expect("jobs lock").remove(id);
+        let registry = Arc::clone(self);
+        self.spool
+            .off_thread(crate::spool::Lane::Write, move |sp| {
+                let file = sp.remove(&id);
+                registry.forget_removed(id) || file
+            })
+            .await
+    }
+
+    /// The rest of [`remove`](Self::remove) once the file is gone: whether there was a job.
+    fn forget_removed(&self, id: JobId) -> bool {
+        let job = self.jobs.lock().expect("jobs lock").remove(&id);
         if let Some(j) = &job {
             j.detach();
             j.stop(Stop::ByUser);
         }
-        self.store.delete(*id);
-        Ok(job.is_some() || file)
+        self.store.delete(id);
+        job.is_some()
     }
 
     /// Forgets jobs whose files cleanup deleted, and failed or cancelled jobs older than

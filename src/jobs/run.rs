@@ -572,11 +572,8 @@ impl<'a> Sink<'a> {
     /// Completes the file; `None` when there was none.
     async fn finish(&mut self) -> Option<Result<u64, Arc<crate::spool::WriteError>>> {
         let w = self.writer.take()?;
-        // Dropped when the disk stalls past the wait: the thread then never renames.
-        let r = match tokio::time::timeout(FS_WAIT, w.finish()).await {
-            Ok(r) => r.map_err(Arc::new),
-            Err(_) => Err(Arc::new(WriteError::Stalled(FS_WAIT))),
-        };
+        // Given up when the disk stalls past the wait: then no file is left in place.
+        let r = w.finish_within(FS_WAIT).await.map_err(Arc::new);
         if let Err(e) = &r {
             self.lose_file(DirectReason::Failed(Arc::clone(e)));
         }

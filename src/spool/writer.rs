@@ -7,7 +7,9 @@
 //! boundary (the job only sends whole records); [`SpoolWriter::finish`] fsyncs and renames the
 //! part file to its final name and only then answers `Ok`; any failure, and a writer dropped
 //! without `finish`, removes the part file, so a crash, a cancel or a full disk never looks
-//! like success.
+//! like success; a rename that a stalled disk completes after the owner gave up is undone
+//! (the owner's giving up and the rename are decided under one lock, [`Phase`]), so the spool
+//! holds a complete file exactly when its job was told so.
 //!
 //! **io_uring.** The thread runs a tokio-uring runtime and keeps up to [`URING_IN_FLIGHT`]
 //! writes in flight, reporting each chunk's end only once every earlier chunk is written too.
@@ -18,8 +20,8 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -84,20 +86,35 @@ pub fn join_writers() {
     }
 }
 
+/// Where a writer's file stands between its owner and its thread: the owner's giving up and
+/// the thread's rename are decided under one lock, so a file is complete in the spool exactly
+/// when its owner was told so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Being written (or renamed: the rename itself may stall on a frozen disk).
+    Open,
+    /// Renamed, and the owner had not given up: the file is complete.
+    Committed,
+    /// The owner gave up (dropped the writer): no file, even if a rename was under way — the
+    /// thread removes what it renamed.
+    Abandoned,
+}
+
 /// The writing end of a job's file. Dropping it without [`finish`](Self::finish) abandons the
-/// file (the thread removes it) — also while `finish` is waiting: a caller that gave up on a
-/// stalled disk never finds the file renamed behind its back.
+/// file (the thread removes it) — also while `finish` is waiting, and even if a stalled rename
+/// completes later: a caller that gave up on a stalled disk never finds the file in place
+/// behind its back.
 #[derive(Debug)]
 pub struct SpoolWriter {
     tx: Option<mpsc::Sender<Command>>,
     done: oneshot::Receiver<Result<u64, WriteError>>,
     part: PathBuf,
-    abandoned: Arc<AtomicBool>,
+    phase: Arc<Mutex<Phase>>,
 }
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        self.abandoned.store(true, Ordering::SeqCst);
+        self.give_up();
     }
 }
 
@@ -112,8 +129,8 @@ impl SpoolWriter {
         let (tx, rx) = mpsc::channel::<Command>(WRITE_QUEUE);
         let (done_tx, done) = oneshot::channel();
         let thread_part = part.clone();
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let thread_abandoned = Arc::clone(&abandoned);
+        let phase = Arc::new(Mutex::new(Phase::Open));
+        let thread_phase = Arc::clone(&phase);
         ALIVE.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -122,7 +139,7 @@ impl SpoolWriter {
                     part: thread_part,
                     final_path,
                     feed,
-                    abandoned: thread_abandoned,
+                    phase: thread_phase,
                 }
                 .run(file, rx);
                 let _ = done_tx.send(end);
@@ -143,8 +160,19 @@ impl SpoolWriter {
             tx: Some(tx),
             done,
             part,
-            abandoned,
+            phase,
         })
+    }
+
+    /// Abandons the file unless it is already complete; true when it is (then the thread's
+    /// answer is on its way, without I/O).
+    fn give_up(&self) -> bool {
+        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if *phase == Phase::Committed {
+            return true;
+        }
+        *phase = Phase::Abandoned;
+        false
     }
 
     /// Appends whole records. Waits while the writer thread is [`WRITE_QUEUE`] chunks behind.
@@ -177,6 +205,26 @@ impl SpoolWriter {
         (&mut self.done).await.unwrap_or(Err(WriteError::Vanished))
     }
 
+    /// [`finish`](Self::finish) within `wait`; past it the file is abandoned
+    /// ([`WriteError::Stalled`]) — unless its rename has completed meanwhile, and then it is
+    /// complete and its length is returned: the answer always says what the spool holds.
+    ///
+    /// # Errors
+    /// As `finish`, and `Stalled`.
+    pub async fn finish_within(mut self, wait: std::time::Duration) -> Result<u64, WriteError> {
+        let finishing = async {
+            if let Some(tx) = self.tx.take() {
+                let _ = tx.send(Command::Finish).await;
+            }
+            (&mut self.done).await.unwrap_or(Err(WriteError::Vanished))
+        };
+        match tokio::time::timeout(wait, finishing).await {
+            Ok(r) => r,
+            Err(_) if self.give_up() => (&mut self.done).await.unwrap_or(Err(WriteError::Vanished)),
+            Err(_) => Err(WriteError::Stalled(wait)),
+        }
+    }
+
     /// The part file's path (readers open it while the job runs).
     pub fn part_path(&self) -> &Path {
         &self.part
@@ -188,8 +236,8 @@ struct Thread {
     part: PathBuf,
     final_path: PathBuf,
     feed: Arc<Feed>,
-    /// The writer was dropped: never rename (the caller no longer expects a file).
-    abandoned: Arc<AtomicBool>,
+    /// Shared with the [`SpoolWriter`]: see [`Phase`].
+    phase: Arc<Mutex<Phase>>,
 }
 
 impl Thread {
@@ -221,10 +269,21 @@ impl Thread {
 
     /// The end shared by both loops: every byte written, fsync done by the caller; rename.
     fn complete(&self, len: u64) -> Result<Option<u64>, WriteError> {
-        if self.abandoned.load(Ordering::SeqCst) {
+        let phase = || self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if *phase() == Phase::Abandoned {
             return Ok(None);
         }
+        // Not under the lock: the rename may stall (a frozen disk) and the owner must be able
+        // to give up meanwhile.
         fs::rename(&self.part, &self.final_path).map_err(WriteError::Rename)?;
+        let mut p = phase();
+        if *p == Phase::Abandoned {
+            drop(p);
+            // The owner gave up while the rename stalled: it said the file is not kept.
+            let _ = fs::remove_file(&self.final_path);
+            return Ok(None);
+        }
+        *p = Phase::Committed;
         Ok(Some(len))
     }
 
