@@ -135,6 +135,40 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// An open capture file not yet read: a handle taken early keeps the file a query listed,
+/// whatever happens to its path before the query reaches it. Costs a descriptor, no buffer.
+#[derive(Debug)]
+pub struct Held {
+    file: File,
+    meta: std::fs::Metadata,
+}
+
+impl Held {
+    /// Opens `path` for reading, refusing anything but a regular file without blocking.
+    ///
+    /// # Errors
+    /// [`OpenError::NotRegular`], or the I/O error of the open.
+    pub fn open(path: &Path) -> Result<Held, OpenError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // A FIFO opens at once instead of waiting for a writer; no controlling terminal
+            // from a tty device. O_NONBLOCK has no effect on reads of regular files.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotRegular);
+        }
+        Ok(Held { file, meta })
+    }
+
+    /// (device, inode) of the file.
+    pub fn identity(&self) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        (self.meta.dev(), self.meta.ino())
+    }
+}
+
 /// One capture file being read.
 #[derive(Debug)]
 pub struct CaptureFile {
@@ -168,16 +202,18 @@ impl CaptureFile {
     /// # Errors
     /// [`OpenError::NotRegular`], or the I/O error of the open.
     pub fn open(path: &Path) -> Result<CaptureFile, OpenError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            // A FIFO opens at once instead of waiting for a writer; no controlling terminal
-            // from a tty device. O_NONBLOCK has no effect on reads of regular files.
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(OpenError::NotRegular);
-        }
+        CaptureFile::from_held(path, Held::open(path)?)
+    }
+
+    /// A reader over a file opened earlier ([`Held::open`]): the file as it is now, through
+    /// that handle, whatever its path names since (renamed, compressed away, deleted).
+    ///
+    /// # Errors
+    /// The I/O error of the first read or of the decoder's setup.
+    pub fn from_held(path: &Path, held: Held) -> Result<CaptureFile, OpenError> {
+        let Held { file, meta: opened } = held;
+        // The size and times now: a held file may have grown since it was opened.
+        let meta = file.metadata().unwrap_or(opened);
         let size = meta.len();
         let identity = {
             use std::os::unix::fs::MetadataExt;

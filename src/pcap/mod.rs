@@ -16,7 +16,7 @@ pub use clauses::Clauses;
 pub(crate) use clauses::{mask4, mask6};
 pub use dissect::{keys, Key, MAX_LAYERS};
 pub use error::Error;
-pub use file::{CaptureFile, Compression, OpenError, ReadError, CHUNK};
+pub use file::{CaptureFile, Compression, Held, OpenError, ReadError, CHUNK};
 pub use filter::{host_name, BpfFilter, Gate};
 pub use packet::{compact, LinkType, Packet, Timestamp, NANOS_PER_SEC};
 pub use reader::{

@@ -24,9 +24,12 @@
 //!   or, known by name and first packet, the start `overlapping` trusts too) and that is not
 //!   being written is opened only when the merge reaches that time: a placeholder head no
 //!   later than any of its packets stands in for it, which changes no comparison the merge
-//!   makes; a file is closed when it ends. A wide window holds handles and buffers for the
-//!   files it is in, not for the directory. A named file found to hold packets before that
-//!   start is named in the job (its order there may differ from mergecap's) and learnt.
+//!   makes; a file is closed when it ends. Such files are opened when the query starts all
+//!   the same, unread (a descriptor, no buffer; within a quarter of the process's descriptor
+//!   limit, the rest by path when reached): a file renamed, compressed away or deleted before
+//!   the merge reaches it is still read as listed. A wide window holds buffers for the files
+//!   it is in, not for the directory. A named file whose packets the answer took from before
+//!   that start is named in the job (their order there may differ from mergecap's) and learnt.
 //! - **Memory in flight.** Packets are slices of their reader's 64 KiB chunks; packets that
 //!   keep less than half of the bytes read are copied out ([`pcap::compact`]) before they
 //!   travel, so a selective query holds about what it sends.
@@ -955,22 +958,30 @@ impl LocalUpstream {
         Ok(true)
     }
 
-    /// Opens `p` (known as `e`) for a query: `Ok(Some((file, read in parts)))`, or `Ok(None)`
-    /// when it is not read — it leads outside the directory now, was replaced since it was
-    /// indexed, cannot be opened (each with a warning on `tx`), or its index says nothing in it
-    /// can match. Out of file handles is an error of the whole answer.
-    #[allow(clippy::too_many_arguments)]
-    fn open_for_query(
+    /// Opens `p` (known as `e`) for a query without reading it: `Ok(None)` when it is not
+    /// read — gone since it was listed, leading outside the directory now, replaced since it
+    /// was indexed, or not openable (each with a warning on `tx`). Out of file handles is an
+    /// error of the whole answer.
+    fn hold(
         &self,
         p: &Path,
         e: &FileEntry,
-        lookup: &crate::index::Lookup,
-        (after, before): (Timestamp, Timestamp),
         tx: &mpsc::Sender<Message>,
         progress: &Progress,
         (root, dirs_inside): (Option<&Path>, &mut HashMap<PathBuf, bool>),
-    ) -> Result<Option<(CaptureFile, bool)>, Error> {
+    ) -> Result<Option<pcap::Held>, Error> {
         progress.opening(p);
+        let skip = |why: &str| {
+            let _ = tx.blocking_send(Message::Warning(format!("{}: {why}; skipped", p.display())));
+            Ok(None)
+        };
+        let meta = match std::fs::symlink_metadata(p) {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return skip("deleted or renamed since the directory was listed");
+            }
+            Err(err) => return skip(&err.to_string()),
+        };
         // A path that leads outside the directory now (a link swapped in since it was indexed)
         // is not read. A file that is not a link is inside when its directory is (resolved once
         // per directory per query, not once per file).
@@ -978,51 +989,74 @@ impl LocalUpstream {
             let in_root = |q: &Path| {
                 root.is_some_and(|r| std::fs::canonicalize(q).is_ok_and(|c| c.starts_with(r)))
             };
-            let inside = match (std::fs::symlink_metadata(p), p.parent()) {
-                (Ok(m), Some(d)) if !m.file_type().is_symlink() => *dirs_inside
+            let inside = match p.parent() {
+                Some(d) if !meta.file_type().is_symlink() => *dirs_inside
                     .entry(d.to_owned())
                     .or_insert_with(|| in_root(d)),
                 _ => in_root(p),
             };
             if !inside {
-                let warning = format!("{}: now leads outside the directory; skipped", p.display());
-                let _ = tx.blocking_send(Message::Warning(warning));
-                return Ok(None);
+                return skip("now leads outside the directory");
             }
         }
-        match CaptureFile::open(p) {
+        match pcap::Held::open(p) {
             // The path names another file than the one indexed (replaced, or a link changed to
             // lead elsewhere — outside the directory, maybe): not read.
-            Ok(f) if f.identity() != e.id => {
-                let warning = format!(
-                    "{}: replaced since it was indexed; skipped (the next query reads it)",
-                    p.display()
-                );
-                let _ = tx.blocking_send(Message::Warning(warning));
-                Ok(None)
+            Ok(h) if h.identity() != e.id => {
+                skip("replaced since it was listed (the next query reads it)")
             }
-            Ok(mut f) => match self.planned_ranges(&f, lookup, after, before) {
-                // The index says nothing in this file can match.
-                Some(ranges) if ranges.is_empty() => Ok(None),
-                Some(ranges) => {
-                    let parts = f.restrict(&ranges);
-                    Ok(Some((f, parts)))
-                }
-                None => Ok(Some((f, false))),
-            },
-            Err(pcap::OpenError::Io(e))
-                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            Ok(h) => Ok(Some(h)),
+            Err(pcap::OpenError::Io(err))
+                if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
             {
                 Err(Error::Handles {
                     path: p.to_owned(),
-                    source: e,
+                    source: err,
                 })
             }
-            Err(e) => {
-                let warning = format!("{}: {e}; skipped", p.display());
+            Err(err) => skip(&err.to_string()),
+        }
+    }
+
+    /// Opens `p` (known as `e`) for a query — through `held` when it was opened earlier —:
+    /// `Ok(Some((file, read in parts)))`, or `Ok(None)` when it is not read (see
+    /// [`hold`](Self::hold)) or its index says nothing in it can match.
+    #[allow(clippy::too_many_arguments)]
+    fn open_for_query(
+        &self,
+        p: &Path,
+        e: &FileEntry,
+        held: Option<pcap::Held>,
+        lookup: &crate::index::Lookup,
+        (after, before): (Timestamp, Timestamp),
+        tx: &mpsc::Sender<Message>,
+        progress: &Progress,
+        inside: (Option<&Path>, &mut HashMap<PathBuf, bool>),
+    ) -> Result<Option<(CaptureFile, bool)>, Error> {
+        let held = match held {
+            Some(h) => h,
+            None => match self.hold(p, e, tx, progress, inside)? {
+                Some(h) => h,
+                None => return Ok(None),
+            },
+        };
+        progress.opening(p);
+        let mut f = match CaptureFile::from_held(p, held) {
+            Ok(f) => f,
+            Err(err) => {
+                let warning = format!("{}: {err}; skipped", p.display());
                 let _ = tx.blocking_send(Message::Warning(warning));
-                Ok(None)
+                return Ok(None);
             }
+        };
+        match self.planned_ranges(&f, lookup, after, before) {
+            // The index says nothing in this file can match.
+            Some(ranges) if ranges.is_empty() => Ok(None),
+            Some(ranges) => {
+                let parts = f.restrict(&ranges);
+                Ok(Some((f, parts)))
+            }
+            None => Ok(Some((f, false))),
         }
     }
 
@@ -1395,6 +1429,7 @@ impl LocalUpstream {
         let open_now = |i: usize,
                         p: &Path,
                         e: &FileEntry,
+                        held: Option<pcap::Held>,
                         readers: &mut [Option<CaptureFile>],
                         spans: &mut [Option<Span>],
                         dirs_inside: &mut HashMap<PathBuf, bool>|
@@ -1403,6 +1438,7 @@ impl LocalUpstream {
             if let Some((f, parts)) = self.open_for_query(
                 p,
                 e,
+                held,
                 &lookup,
                 scope,
                 tx,
@@ -1417,21 +1453,43 @@ impl LocalUpstream {
             Ok(())
         };
         let now = SystemTime::now();
-        let mut pending: Vec<Option<(PathBuf, FileEntry, Timestamp)>> =
-            Vec::with_capacity(files.len());
+        let mut pending: Vec<Option<Pending>> = Vec::with_capacity(files.len());
         for (i, (p, e)) in files.into_iter().enumerate() {
             let settled = now.duration_since(e.mtime).is_ok_and(|d| d >= LAZY_AFTER);
             if let Some(earliest) = e.earliest().filter(|_| settled) {
                 if let Some(s) = &mut spans[i] {
                     s.assumed = Some(earliest);
                 }
-                pending.push(Some((p, e, earliest)));
+                pending.push(Some(Pending {
+                    path: p,
+                    entry: e,
+                    earliest,
+                    held: None,
+                }));
                 continue;
             }
             pending.push(None);
-            if let Err(e) = open_now(i, &p, &e, &mut readers, &mut spans, &mut dirs_inside) {
+            if let Err(e) = open_now(i, &p, &e, None, &mut readers, &mut spans, &mut dirs_inside) {
                 let _ = tx.blocking_send(Message::Failed(e));
                 return;
+            }
+        }
+        // The files the merge opens later are opened now all the same, unread (a descriptor
+        // each, no buffer): what the query listed is what it reads, even if a path is renamed,
+        // compressed away (`tcpdump -z gzip`) or deleted before the merge gets there. Newest
+        // first (those are the ones rotation tools move); past the process-wide budget
+        // (`HELD_SHARE` of the descriptor limit) the rest are opened by path when reached.
+        for i in (0..pending.len()).rev() {
+            let Some(w) = &mut pending[i] else { continue };
+            let Some(reserved) = HeldSlot::take() else {
+                break;
+            };
+            let inside = (root.as_deref(), &mut dirs_inside);
+            match self.hold(&w.path, &w.entry, tx, progress, inside) {
+                Ok(Some(h)) => w.held = Some((h, reserved)),
+                // Gone, replaced or outside (said on `tx`): not read.
+                Ok(None) => pending[i] = None,
+                Err(_) => break,
             }
         }
         // Each file's packets are gated before the merge, as `tcpdump -r FILE FILTER` per file
@@ -1465,17 +1523,24 @@ impl LocalUpstream {
             };
             // A file is closed as soon as it ends (its handle and buffers are not held to the
             // end of the query), and what reading it whole showed is learnt then.
+            // A named file merged from its name's time that held earlier packets: said, and
+            // (read whole) learnt, so the next query merges it from its real start.
+            let stepped_back = |f: &CaptureFile, s: &Span| {
+                if s.first_kept.zip(s.assumed).is_some_and(|(f, a)| f < a) {
+                    let _ = tx.blocking_send(Message::Warning(format!(
+                        "{}: holds packets from before the time its name and first packet give \
+                         it; merged as if it did not (their order in this answer may differ \
+                         from mergecap's)",
+                        f.path().display()
+                    )));
+                }
+            };
             let ended = |f: CaptureFile, span: Option<Span>| {
-                if let Some(s) = span.filter(|s| s.whole) {
-                    if s.first.zip(s.assumed).is_some_and(|(f, a)| f < a) {
-                        let _ = tx.blocking_send(Message::Warning(format!(
-                            "{}: holds packets from before the time its name and first packet \
-                             give it; merged as if it did not (their order may differ from \
-                             mergecap's in this answer, not in the next)",
-                            f.path().display()
-                        )));
+                if let Some(s) = span {
+                    stepped_back(&f, &s);
+                    if s.whole {
+                        self.learn(&f, s.first, s.last, s.packets);
                     }
-                    self.learn(&f, s.first, s.last, s.packets);
                 }
             };
             let mut skipped = 0u32;
@@ -1488,6 +1553,9 @@ impl LocalUpstream {
                             s.saw(p.ts);
                         }
                         if gate.admits(&p) {
+                            if let Some(s) = &mut spans[i] {
+                                s.kept(p.ts);
+                            }
                             break Some(Ok(p));
                         }
                         skipped = skipped.wrapping_add(1);
@@ -1505,7 +1573,9 @@ impl LocalUpstream {
             match next {
                 Some(Ok(p)) => kway.push(i, p),
                 Some(Err(e)) => {
-                    spans[i] = None;
+                    if let Some(s) = spans[i].take() {
+                        stepped_back(f, &s);
+                    }
                     let _ = tx.blocking_send(Message::Warning(format!(
                         "{}: {e}; packets after it are skipped",
                         f.path().display()
@@ -1543,15 +1613,25 @@ impl LocalUpstream {
         };
         for (i, waiting) in pending.iter().enumerate() {
             match waiting {
-                Some((_, _, earliest)) => kway.push(i, placeholder(*earliest)),
+                Some(w) => kway.push(i, placeholder(w.earliest)),
                 None => fill(i, &mut kway, &mut readers, &mut spans, &mut gate),
             }
         }
         let mut popped = 0u32;
         while let Some((i, p)) = kway.pop() {
-            if let Some((path, e, _)) = pending[i].take() {
+            if let Some(w) = pending[i].take() {
                 // Its placeholder: the merge has reached the file's earliest time.
-                if let Err(e) = open_now(i, &path, &e, &mut readers, &mut spans, &mut dirs_inside) {
+                let held = w.held.map(|(h, _slot)| h);
+                let opened = open_now(
+                    i,
+                    &w.path,
+                    &w.entry,
+                    held,
+                    &mut readers,
+                    &mut spans,
+                    &mut dirs_inside,
+                );
+                if let Err(e) = opened {
                     let _ = tx.blocking_send(Message::Failed(e));
                     return;
                 }
@@ -1588,6 +1668,55 @@ impl LocalUpstream {
     }
 }
 
+/// A file the merge opens when it reaches `earliest` (see `LocalUpstream::answer`).
+struct Pending {
+    path: PathBuf,
+    entry: FileEntry,
+    earliest: Timestamp,
+    /// Its handle, opened when the query started (within the process-wide budget).
+    held: Option<(pcap::Held, HeldSlot)>,
+}
+
+/// The share of the process's descriptor limit that queries may hold ahead of their merge
+/// (1/HELD_SHARE), so that held files never starve sockets, spool files or other queries.
+const HELD_SHARE: u64 = 4;
+
+/// Descriptors held ahead of the merge, across all queries.
+static HELD: AtomicU64 = AtomicU64::new(0);
+
+/// One descriptor of the [`HELD`] budget, given back when dropped.
+struct HeldSlot;
+
+impl HeldSlot {
+    fn take() -> Option<HeldSlot> {
+        static BUDGET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let budget = *BUDGET.get_or_init(|| {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit on this process with a valid, initialised struct.
+            let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0;
+            if ok {
+                l.rlim_cur / HELD_SHARE
+            } else {
+                256
+            }
+        });
+        HELD.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < budget).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| HeldSlot)
+    }
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Record bytes a query reads before the packets it kept of them are copied out of their
 /// chunks when they keep less than half (see `LocalUpstream::answer`): bounds the chunks a
 /// batch being filled holds to about this much plus one chunk per file being read.
@@ -1603,6 +1732,8 @@ struct Span {
     whole: bool,
     /// The time its name gave the file's packets, when the merge opened it at that time.
     assumed: Option<Timestamp>,
+    /// The earliest packet of it the answer took (only those can be out of merge order).
+    first_kept: Option<Timestamp>,
 }
 
 impl Span {
@@ -1610,6 +1741,10 @@ impl Span {
         self.first = Some(self.first.map_or(ts, |f| f.min(ts)));
         self.last = Some(self.last.map_or(ts, |l| l.max(ts)));
         self.packets += 1;
+    }
+
+    fn kept(&mut self, ts: Timestamp) {
+        self.first_kept = Some(self.first_kept.map_or(ts, |f| f.min(ts)));
     }
 }
 
